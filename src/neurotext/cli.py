@@ -1,0 +1,144 @@
+"""Command-line interface: a thin layer that parses arguments and calls the library.
+
+``main(argv)`` returns an exit code instead of exiting, so the CLI is testable in-process. Bad input
+raises :class:`NeurotextError` anywhere below; it is printed on one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import NeurotextError
+from .names import SITES
+from .optimize import INITS, SCHEDULES, FTConfig
+
+_DEFAULTS = FTConfig()
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump for scripts to parse around
+        raise NeurotextError(message)
+
+
+def _add_model(p):
+    p.add_argument("--model", default=None,
+                   help="hub name (local cache only), local model directory, or omitted for the bundled "
+                        "all-MiniLM-L6-v2 (no network needed)")
+
+
+def _add_ft(p):
+    g = p.add_argument_group("feature textualization settings")
+    g.add_argument("--steps", type=_positive_int, default=_DEFAULTS.steps,
+                   help=f"Adam steps per restart (default {_DEFAULTS.steps})")
+    g.add_argument("--restarts", type=_positive_int, default=_DEFAULTS.restarts,
+                   help=f"random restarts per neuron, best kept (default {_DEFAULTS.restarts})")
+    g.add_argument("--lr", type=_positive_float, default=_DEFAULTS.lr,
+                   help=f"Adam step size in units of the projection radius (default {_DEFAULTS.lr})")
+    g.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="random seed (default 0)")
+    g.add_argument("--percentile", type=_positive_float, default=_DEFAULTS.percentile,
+                   help="projection radius: this percentile of token-embedding norms (default 99)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule,
+                   help=f"learning-rate schedule (default {_DEFAULTS.schedule})")
+    g.add_argument("--init", choices=INITS, default=_DEFAULTS.init,
+                   help="start of each restart: a random token's embedding, or a Gaussian vector "
+                        f"(default {_DEFAULTS.init})")
+    g.add_argument("--top", type=_positive_int, default=_DEFAULTS.top,
+                   help=f"nearest and best tokens to keep (default {_DEFAULTS.top}, at most 64)")
+    g.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS.batch_size,
+                   help=f"rows (neuron x restart) per optimizer batch (default {_DEFAULTS.batch_size})")
+
+
+def _ft_config(args) -> FTConfig:
+    return FTConfig(steps=args.steps, restarts=args.restarts, lr=args.lr, seed=args.seed,
+                    percentile=args.percentile, schedule=args.schedule, init=args.init, top=args.top,
+                    batch_size=args.batch_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="neurotext",
+        description="Feature textualization of BERT-family neurons: find the vector in word-embedding "
+                    "space that maximizes a neuron, map it to real tokens, and measure how word-like it is.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser(
+        "textualize", help="textualize neurons and print their tokens and metrics",
+        description="Optimize an input vector x in the template [CLS] x [SEP] to maximize each neuron, then "
+                    "show the tokens nearest to x (cosine) beside the best real tokens from an exhaustive "
+                    "vocabulary scan, and how much activation survives when x becomes its nearest token.",
+        epilog="Neurons are L{layer}.{site}.{unit}, counted from 0; sites: "
+               + "; ".join(f"{k} = {v}" for k, v in SITES.items())
+               + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9.",
+    )
+    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
+    _add_model(p)
+    _add_ft(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per neuron)")
+    p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vectors out")
+    p.set_defaults(run=_cmd_textualize)
+    return parser
+
+
+def _cmd_textualize(args) -> int:
+    from .render import render_result
+    from .textualize import Textualizer
+
+    if not args.neurons:
+        raise NeurotextError("no neurons given: name at least one, e.g. neurotext textualize L3.ffn.42")
+    cfg = _ft_config(args)
+    tx = Textualizer(args.model, cfg)
+    neurons = tx.model.parse(args.neurons)  # validated before any work starts
+    results = tx.run(neurons)
+    if args.json:
+        docs = [r.to_dict(vector=not args.no_vector) for r in results]
+        for d in docs:
+            d.pop("curve", None)
+        json.dump(docs, sys.stdout, allow_nan=False)
+        sys.stdout.write("\n")
+    else:
+        print("\n\n".join(render_result(r) for r in results))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except NeurotextError as e:
+        print(f"neurotext: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("neurotext: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Plain-text rendering of neuron results for the terminal."""
+
+from __future__ import annotations
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def render_result(r) -> str:
+    """One neuron: FT nearest tokens beside the best real tokens, then the metrics."""
+    near, best = r.nearest, r.best_tokens
+    width = max([len(d["token"]) for d in near + best] + [12])
+    lines = [
+        f"{r.neuron}  ({r.model})",
+        f"  activation {r.activation:.4f} (pre-activation {r.pre_activation:.4f})   "
+        f"best real token {best[0]['activation']:.4f} ({best[0]['token']!r})" if best else "",
+        f"  nearest-token activation {r.nearest_activation:.4f}   retention {_fmt(r.retention)}   "
+        f"overlap@10 {r.overlap_at_10:.2f}",
+        f"  {'FT nearest tokens':<{width + 9}}   {'best real tokens (vocabulary scan)'}",
+        f"  {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  {'activation':>10}",
+    ]
+    for i in range(max(len(near), len(best))):
+        left = f"{near[i]['token']:<{width}}  {near[i]['cosine']:>7.3f}" if i < len(near) else " " * (width + 9)
+        right = f"{best[i]['token']:<{width}}  {best[i]['activation']:>10.4f}" if i < len(best) else ""
+        lines.append(f"  {left}   {right}")
+    lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
+    return "\n".join(line for line in lines if line)

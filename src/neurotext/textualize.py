@@ -1,0 +1,188 @@
+"""Textualization: optimize FT vectors for neurons, map them to tokens, and measure how word-like they are.
+
+For every neuron this produces the fields of DESIGN.md section 3: the FT vector and its activation,
+its nearest tokens by cosine, what survives when it is replaced by its nearest token (``retention``),
+and the best real tokens from the exhaustive vocabulary scan with their overlap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import objectives
+from .errors import NeurotextError
+from .model import Model, load_model
+from .names import Neuron
+from .optimize import FTConfig, initial_points, maximize
+from .scan import SCAN_TOP, ScanCache, tqdm_disable
+
+OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
+
+
+@dataclass
+class NeuronResult:
+    """Everything measured for one neuron (DESIGN.md section 3)."""
+
+    neuron: str
+    model: str
+    activation: float  # reported value at x's position (post-activation for ffn, hidden value for out)
+    pre_activation: float  # ffn: value before the activation function; out: same as activation
+    vector: np.ndarray  # (d_emb,) float32, the FT vector x
+    nearest: list[dict]  # best first: {"token", "id", "cosine"}
+    nearest_activation: float  # activation with x replaced by its nearest token
+    retention: float | None  # nearest_activation / activation; None when activation <= 0
+    best_tokens: list[dict]  # best first: {"token", "id", "activation"} from the vocabulary scan
+    overlap_at_10: float  # share of the FT top-10 nearest tokens also in the scan's top-10
+    steps: int
+    seconds: float  # wall time of this neuron's share of its optimizer batch, scan excluded
+    seed: int
+    restarts: int
+    curve: list[float] = field(default_factory=list)  # best restart's objective at every step
+
+    def to_dict(self, vector: bool = True) -> dict:
+        d = asdict(self)
+        d["vector"] = [float(v) for v in self.vector] if vector else None
+        return d
+
+
+def retention_of(nearest_activation: float, activation: float) -> float | None:
+    """nearest_activation / activation, undefined (None) when the FT activation is not positive."""
+    if not activation > 0 or not math.isfinite(nearest_activation):
+        return None
+    return nearest_activation / activation
+
+
+class Textualizer:
+    """Feature textualization of one model; holds the model, the settings and the scan cache.
+
+    Example:
+        >>> tx = Textualizer()                      # bundled all-MiniLM-L6-v2
+        >>> [r] = tx.run("L3.ffn.42")
+        >>> r.nearest[0]["token"], r.activation, r.best_tokens[0]["activation"]
+    """
+
+    def __init__(self, model: Model | str | None = None, config: FTConfig | None = None,
+                 cache_dir=None, progress: bool | None = None):
+        self.model = model if isinstance(model, Model) else load_model(model)
+        self.config = config or FTConfig()
+        if self.config.top > SCAN_TOP:
+            raise NeurotextError(f"top must be at most {SCAN_TOP}, got {self.config.top}")
+        self.progress = progress
+        self.scans = ScanCache(self.model, cache_dir, progress)
+        self.radius = self.model.radius(self.config.percentile)
+        emb = self.model.embeddings.float()
+        self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (V, d_emb)
+
+    # ------------------------------------------------------------------ public
+    def run(self, neurons) -> list[NeuronResult]:
+        """Textualize neurons (specs or :class:`Neuron`); results in (layer, site, unit) order."""
+        if isinstance(neurons, (str, Neuron)):
+            neurons = [neurons]
+        neurons = list(neurons)
+        if not neurons:
+            raise NeurotextError("no neurons given")
+        parsed = [n for n in neurons if isinstance(n, Neuron)]
+        specs = [n for n in neurons if not isinstance(n, Neuron)]
+        if specs:
+            parsed += self.model.parse(specs)
+        parsed = sorted(set(parsed))
+        results = []
+        groups: dict[tuple[int, str], list[Neuron]] = {}
+        for n in parsed:
+            groups.setdefault((n.layer, n.site), []).append(n)
+        per_batch = max(1, self.config.batch_size // self.config.restarts)
+        bar = tqdm(total=len(parsed), desc="textualize", unit="neuron", disable=tqdm_disable(self.progress))
+        for (layer, site), group in groups.items():
+            scan = self.scans.get(layer, site)
+            for i in range(0, len(group), per_batch):
+                results += self._run_batch(layer, site, group[i : i + per_batch], scan)
+                bar.update(len(group[i : i + per_batch]))
+        bar.close()
+        return results
+
+    def nearest(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k tokens by cosine to each row of x (N, d_emb): (cosines, ids), each (N, k)."""
+        xn = x.float() / x.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return (xn @ self._unit_emb.T).topk(k, dim=1)
+
+    @torch.no_grad()
+    def activations_of(self, layer: int, site: str, x: torch.Tensor, units: torch.Tensor):
+        """(pre_activation, activation) of ``units`` (N,) for inputs x (N, d_emb) in the template."""
+        acts = self.model.capture(x, [(layer, site)])[(layer, site)]
+        pre = acts.units(units.view(-1, 1))[:, 0]
+        return pre, self.model.post(layer, site, pre)
+
+    # ------------------------------------------------------------------ internals
+    def _run_batch(self, layer: int, site: str, neurons: list[Neuron], scan) -> list[NeuronResult]:
+        cfg, model = self.config, self.model
+        r = cfg.restarts
+        t0 = time.perf_counter()
+        keys = [f"{n.name}|{j}" for n in neurons for j in range(r)]  # row = (neuron, restart)
+        x0 = initial_points(model.embeddings, keys, cfg.seed, cfg.init)  # (N*r, d_emb)
+        units = torch.tensor([n.unit for n in neurons for _ in range(r)], device=model.device)  # (N*r,)
+        trace = maximize(model, layer, site, objectives.unit(units), x0, self.radius, cfg)
+        best = trace.value.view(len(neurons), r).argmax(dim=1)  # (N,)
+        rows = torch.arange(len(neurons)) * r + best.cpu()  # (N,)
+        x = trace.x[rows]  # (N, d_emb)
+        pre = trace.value[rows]  # (N,) the objective is the pre-activation (ffn) or hidden value (out)
+        act = model.post(layer, site, pre)
+        seconds = (time.perf_counter() - t0) / len(neurons)
+        cos, ids = self.nearest(x, cfg.top)  # (N, top)
+        unit_t = torch.tensor([n.unit for n in neurons], device=model.device)
+        _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), unit_t)
+        out = []
+        for i, n in enumerate(neurons):
+            a = float(act[i])
+            na = float(near_act[i])
+            near_ids = ids[i].tolist()
+            best_ids = scan.top_ids[n.unit, : cfg.top].tolist()
+            overlap = len(set(near_ids[:OVERLAP_K]) & set(scan.top_ids[n.unit, :OVERLAP_K].tolist()))
+            out.append(NeuronResult(
+                neuron=n.name,
+                model=model.name,
+                activation=a,
+                pre_activation=float(pre[i]),
+                vector=x[i].detach().cpu().numpy().astype(np.float32),
+                nearest=[{"token": model.tokens[t], "id": t, "cosine": float(c)}
+                         for t, c in zip(near_ids, cos[i].tolist())],
+                nearest_activation=na,
+                retention=retention_of(na, a),
+                best_tokens=[{"token": model.tokens[t], "id": t, "activation": float(v)}
+                             for t, v in zip(best_ids, scan.top_vals[n.unit, : cfg.top].tolist())],
+                overlap_at_10=overlap / min(OVERLAP_K, len(near_ids)),
+                steps=cfg.steps,
+                seconds=seconds,
+                seed=cfg.seed,
+                restarts=r,
+                curve=trace.curve[:, int(rows[i])].tolist(),
+            ))
+        return out
+
+
+def textualize(neurons, model: Model | str | None = None, progress: bool | None = False,
+               cache_dir=None, **config) -> list[NeuronResult]:
+    """Textualize neurons of a model in one call.
+
+    Args:
+        neurons: a spec such as ``"L3.ffn.42"``, ``"L0-5.ffn.0-9"``, or a list of them.
+        model: a loaded :class:`Model`, a hub name (local cache only), a directory, or None for the
+            bundled all-MiniLM-L6-v2.
+        progress: show progress bars (None: only on a terminal).
+        cache_dir: where vocabulary scans are cached (default ``$NEUROTEXT_CACHE_DIR`` or
+            ``~/.cache/neurotext``); False disables the disk cache.
+        **config: :class:`FTConfig` fields: steps, restarts, lr, seed, percentile, init, top, batch_size.
+
+    Returns:
+        One :class:`NeuronResult` per neuron, in (layer, site, unit) order.
+    """
+    try:
+        cfg = FTConfig(**config)
+    except TypeError as e:
+        raise NeurotextError(f"unknown setting: {e}") from e
+    return Textualizer(model, cfg, cache_dir=cache_dir, progress=progress).run(neurons)

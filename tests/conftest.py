@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny random models of each architecture (built from configs, no download) and the
+bundled all-MiniLM-L6-v2. The environment is offline for every test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+WORDS = ["the", "rain", "sun", "cat", "dog", "run", "blue", "red", "house", "tree", "water", "fire", "stone",
+         "bird", "fish", "king", "queen", "city", "road", "ship", "star", "moon", "wind", "snow", "leaf",
+         "book", "song", "gold", "iron", "salt", "milk", "bread", "rock", "sand", "wave", "hill"]
+
+#: Per-architecture: config class kwargs and where the FFN's first linear layer lives (the test's own,
+#: independent knowledge of the module tree, used by the oracle checks).
+TINY = {
+    "bert": dict(cls="BertConfig", ffn="encoder.layer.{}.intermediate.dense",
+                 kw=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                         max_position_embeddings=32)),
+    "roberta": dict(cls="RobertaConfig", ffn="encoder.layer.{}.intermediate.dense",
+                    kw=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2)),
+    "distilbert": dict(cls="DistilBertConfig", ffn="transformer.layer.{}.ffn.lin1",
+                       kw=dict(dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=32)),
+    "electra": dict(cls="ElectraConfig", ffn="encoder.layer.{}.intermediate.dense",
+                    kw=dict(embedding_size=16, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=32)),
+}
+
+
+def _wordpiece_tokenizer(path, words):
+    from transformers import BertTokenizer
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(words))}
+    return BertTokenizer(vocab=vocab), len(vocab)
+
+
+def _bpe_tokenizer(path, words):
+    from transformers import RobertaTokenizer
+
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + list(words))}
+    return RobertaTokenizer(vocab=vocab, merges=[]), len(vocab)
+
+
+def make_tiny_model(path, arch: str, words=WORDS, seed: int = 0):
+    """Save a random-initialized tiny model of ``arch`` with a tokenizer to ``path``; returns path."""
+    import torch
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok, n = (_bpe_tokenizer if arch == "roberta" else _wordpiece_tokenizer)(path, words)
+    spec = TINY[arch]
+    config = getattr(transformers, spec["cls"])(vocab_size=n, **spec["kw"])
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_config(config)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: make_tiny_model(root / arch, arch) for arch in TINY}
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    from neurotext import load_model
+
+    return load_model()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory):
+    os.environ["NEUROTEXT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
