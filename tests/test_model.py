@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import TINY
 
 from neurotext import NeurotextError, load_model
 from neurotext.model import ARCHITECTURES
+
+from conftest import TINY
 
 
 def _get(obj, path):

@@ -28,7 +28,7 @@ class Objective:
         return f"Objective({self.description})"
 
     @staticmethod
-    def _lift(other) -> "Objective":
+    def _lift(other) -> Objective:
         if isinstance(other, Objective):
             return other
         return Objective(lambda acts: torch.as_tensor(other), repr(other))

@@ -23,7 +23,7 @@ class FTConfig:
 
     steps: int = 256  # Adam steps per restart
     restarts: int = 4  # independent starts per neuron; the best final activation is kept
-    lr: float = 0.05  # Adam step size, in units of the projection radius (x = radius * z)
+    lr: float = 0.02  # Adam step size, in units of the projection radius (x = radius * z)
     seed: int = 0  # with neuron and restart, fixes each row's start
     percentile: float = 99.0  # projection radius = this percentile of token-embedding norms (DESIGN 1.3)
     schedule: str = "cosine"  # learning-rate schedule: "cosine" anneals lr to 0 over the steps

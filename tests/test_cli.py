@@ -1,0 +1,67 @@
+"""The CLI contract: readable tables, one JSON document on stdout, one-line errors with exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neurotext.cli import main
+
+
+def test_json_is_one_document_with_the_contract_fields(capsys):
+    assert main(["textualize", "L1.ffn.3", "L2.out.4", "--steps", "20", "--restarts", "1", "--json"]) == 0
+    docs = json.loads(capsys.readouterr().out)
+    assert [d["neuron"] for d in docs] == ["L1.ffn.3", "L2.out.4"]
+    for d in docs:
+        assert d["model"] == "all-MiniLM-L6-v2"
+        assert {"activation", "pre_activation", "vector", "nearest", "nearest_activation", "retention",
+                "best_tokens", "overlap_at_10", "steps", "seconds", "seed"} <= set(d)
+        assert len(d["vector"]) == 384 and all(isinstance(v, float) for v in d["vector"])
+        assert set(d["nearest"][0]) == {"token", "id", "cosine"}
+        assert set(d["best_tokens"][0]) == {"token", "id", "activation"}
+        assert len(d["nearest"]) == 10 and d["steps"] == 20
+
+
+def test_table_shows_tokens_and_metrics(capsys):
+    assert main(["textualize", "L1.ffn.3", "--steps", "10", "--restarts", "1", "--top", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "L1.ffn.3" in out and "FT nearest tokens" in out and "best real tokens" in out
+    assert "retention" in out and "overlap@10" in out
+    assert len([line for line in out.splitlines() if line.startswith("  ") and line.split()[-1][0].isdigit()]) >= 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["textualize", "L3.foo.1"], "unknown site 'foo'"),
+    (["textualize", "L6.ffn.1"], "layers are 0-5"),
+    (["textualize", "L3.ffn.1536"], "units are 0-1535"),
+    (["textualize", "L3ffn"], "malformed neuron name"),
+    (["textualize"], "no neurons given"),
+    (["textualize", "L1.ffn.1", "--steps", "0"], "--steps: must be a positive integer"),
+    (["textualize", "L1.ffn.1", "--restarts", "-2"], "--restarts: must be a positive integer"),
+    (["textualize", "L1.ffn.1", "--top", "0"], "--top: must be a positive integer"),
+    (["textualize", "L1.ffn.1", "--top", "100"], "top must be at most 64"),
+    (["textualize", "L1.ffn.1", "--model", "bert-base-uncased"], "not found offline"),
+    (["textualize", "L1.ffn.1", "--model", "./missing-model"], "does not exist"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_input_one_line_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurotext: error: ") and message in err and err.count("\n") == 1
+
+
+def test_path_that_is_not_a_model(capsys, tmp_path):
+    assert main(["textualize", "L1.ffn.1", "--model", str(tmp_path)]) == 2
+    assert "not a model directory" in capsys.readouterr().err
+
+
+def test_console_script_no_traceback_and_clean_stdout():
+    exe = os.path.join(os.path.dirname(sys.executable), "neurotext")
+    bad = subprocess.run([exe, "textualize", "L99.ffn.0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stdout == ""
+    ok = subprocess.run([exe, "textualize", "L0.ffn.1", "--steps", "5", "--restarts", "1", "--json", "--no-vector"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)[0]["vector"] is None
