@@ -1,12 +1,12 @@
 """neurotext: feature textualization of BERT-family neurons (Baeumel et al., BlackboxNLP 2023)."""
 
-from .errors import NeurotextError
-from .model import BUNDLED, Model, load_model
-from .names import Neuron, parse_neurons
-from .optimize import FTConfig
-from .textualize import NeuronResult, Textualizer, textualize
-
 __version__ = "0.1.0"
+
+from .errors import NeurotextError  # noqa: E402
+from .model import BUNDLED, Model, load_model  # noqa: E402
+from .names import Neuron, parse_neurons  # noqa: E402
+from .optimize import FTConfig  # noqa: E402
+from .textualize import NeuronResult, Textualizer, textualize  # noqa: E402
 
 __all__ = [
     "BUNDLED",

@@ -14,6 +14,7 @@ import sys
 from .errors import NeurotextError
 from .names import SITES
 from .optimize import INITS, SCHEDULES, FTConfig
+from .sweep import EXECUTORS
 
 _DEFAULTS = FTConfig()
 
@@ -101,6 +102,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per neuron)")
     p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vectors out")
     p.set_defaults(run=_cmd_textualize)
+
+    p = sub.add_parser(
+        "sweep", help="textualize a whole neuron set into a resumable store",
+        description="Textualize every neuron of a set (e.g. 'L*.ffn.*') into DIR: manifest.json and Parquet "
+                    "shards. Kill it at any moment and rerun the same command to resume; a finished sweep "
+                    "is not redone. A store made with another model, settings or neuron set is refused.",
+    )
+    p.add_argument("neurons", nargs="+", metavar="NEURONS", help="neuron set, e.g. 'L*.ffn.*' (quote wildcards)")
+    p.add_argument("--out", required=True, help="store directory")
+    _add_model(p)
+    _add_ft(p)
+    p.add_argument("--shard-size", type=_positive_int, default=None,
+                   help="neurons per shard (default: one optimizer batch, batch-size / restarts)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (in-process, default) or ray (shards as Ray actors; pip install 'neurotext[ray]')")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster; default starts a local one on 127.0.0.1")
+    p.add_argument("--workers", type=_positive_int, default=1, help="Ray actors, each loading the model once")
+    p.add_argument("--force", action="store_true", help="discard an existing store made with other settings")
+    p.set_defaults(run=_cmd_sweep)
+
+    p = sub.add_parser("show", help="show one neuron from a store",
+                       description="Render one neuron of a store as textualize does.")
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("neuron", metavar="NEURON")
+    p.add_argument("--json", action="store_true", help="print the neuron's JSON object")
+    p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vector out")
+    p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser(
+        "query", help="run SQL (DuckDB) over a store; the table is called neurons",
+        description="Run a DuckDB SQL query over the store's shards, exposed as the table 'neurons' (one row "
+                    "per neuron; columns: neuron, layer, site, unit, activation, pre_activation, vector, "
+                    "nearest_token, nearest_cosine, nearest_tokens, nearest_cosines, nearest_ids, "
+                    "nearest_activation, retention, best_token, best_activation, best_tokens, best_activations, "
+                    "best_ids, overlap_at_10, steps, restarts, seconds, seed, curve).",
+        epilog="Example: neurotext query DIR \"SELECT layer, median(retention) FROM neurons GROUP BY layer\"",
+    )
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("sql", metavar="SQL")
+    p.add_argument("--json", action="store_true", help="print a JSON list of row objects")
+    p.set_defaults(run=_cmd_query)
     return parser
 
 
@@ -118,10 +160,55 @@ def _cmd_textualize(args) -> int:
         docs = [r.to_dict(vector=not args.no_vector) for r in results]
         for d in docs:
             d.pop("curve", None)
-        json.dump(docs, sys.stdout, allow_nan=False)
-        sys.stdout.write("\n")
+        _dump_json(docs)
     else:
         print("\n\n".join(render_result(r) for r in results))
+    return 0
+
+
+def _dump_json(doc) -> None:
+    json.dump(doc, sys.stdout, allow_nan=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    summary = run_sweep(args.neurons, args.out, model=args.model, config=_ft_config(args),
+                        shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
+                        workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr))
+    if summary["computed"]:
+        print(f"neurotext: swept {summary['computed']} neurons in {summary['seconds']:.1f} s "
+              f"({summary['computed'] / max(summary['seconds'], 1e-9):.2f} neurons/s); "
+              f"{summary['total']} in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from . import store
+    from .render import render_result
+
+    row = store.find_neuron(args.store, args.neuron)
+    result = store.row_to_result(row, store.read_manifest(args.store)["model"]["name"])
+    if args.json:
+        d = result.to_dict(vector=not args.no_vector)
+        d.pop("curve", None)
+        _dump_json(d)
+    else:
+        print(render_result(result))
+    return 0
+
+
+def _cmd_query(args) -> int:
+    from .query import run_query
+
+    columns, rows = run_query(args.store, args.sql)
+    if args.json:
+        _dump_json([dict(zip(columns, r)) for r in rows])
+    else:
+        from .render import render_table
+
+        print(render_table(columns, rows))
     return 0
 
 

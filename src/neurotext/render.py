@@ -26,3 +26,23 @@ def render_result(r) -> str:
         lines.append(f"  {left}   {right}")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
     return "\n".join(line for line in lines if line)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        inner = ", ".join(_cell(x) for x in v[:5])
+        return f"[{inner}{', ...' if len(v) > 5 else ''}]"
+    return "NULL" if v is None else str(v)
+
+
+def render_table(columns: list[str], rows: list[tuple]) -> str:
+    """A plain aligned text table; long lists are abbreviated."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""Results store: ``manifest.json`` plus Parquet shards, one row per neuron.
+
+A shard is written to a temporary name and renamed when complete, so a killed sweep never leaves
+half a shard under a final name; a shard that is unreadable or has the wrong rows is reported and
+recomputed. Read the store with :func:`read_table`, DuckDB (``neurotext query``) or pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import NeurotextError
+
+# Filenames and schema live here and nowhere else.
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+FORMAT = "neurotext-store/1"
+SHARD_RE = re.compile(r"^L(\d+)\.(\w+)\.(\d+)-(\d+)\.parquet$")
+
+
+def shard_name(layer: int, site: str, first_unit: int, last_unit: int) -> str:
+    return f"L{layer}.{site}.{first_unit:05d}-{last_unit:05d}.parquet"
+
+
+def schema(d_emb: int) -> pa.Schema:
+    """One row per neuron; list columns are best-first."""
+    f32, i32 = pa.float32(), pa.int32()
+    return pa.schema([
+        ("neuron", pa.string()), ("layer", i32), ("site", pa.string()), ("unit", i32),
+        ("activation", pa.float64()), ("pre_activation", pa.float64()),
+        ("vector", pa.list_(f32, d_emb)),
+        ("nearest_token", pa.string()), ("nearest_cosine", pa.float64()),
+        ("nearest_ids", pa.list_(i32)), ("nearest_tokens", pa.list_(pa.string())), ("nearest_cosines", pa.list_(f32)),
+        ("nearest_activation", pa.float64()), ("retention", pa.float64()),
+        ("best_token", pa.string()), ("best_activation", pa.float64()),
+        ("best_ids", pa.list_(i32)), ("best_tokens", pa.list_(pa.string())), ("best_activations", pa.list_(f32)),
+        ("overlap_at_10", pa.float64()),
+        ("steps", i32), ("restarts", i32), ("seconds", pa.float64()), ("seed", pa.int64()),
+        ("curve", pa.list_(f32)),
+    ])
+
+
+def results_to_table(results, d_emb: int) -> pa.Table:
+    """NeuronResults -> Arrow table with :func:`schema`."""
+    rows = []
+    for r in results:
+        layer, site, unit = r.neuron[1:].split(".")
+        rows.append({
+            "neuron": r.neuron, "layer": int(layer), "site": site, "unit": int(unit),
+            "activation": r.activation, "pre_activation": r.pre_activation,
+            "vector": np.asarray(r.vector, dtype=np.float32),
+            "nearest_token": r.nearest[0]["token"], "nearest_cosine": r.nearest[0]["cosine"],
+            "nearest_ids": [d["id"] for d in r.nearest], "nearest_tokens": [d["token"] for d in r.nearest],
+            "nearest_cosines": [d["cosine"] for d in r.nearest],
+            "nearest_activation": r.nearest_activation, "retention": r.retention,
+            "best_token": r.best_tokens[0]["token"], "best_activation": r.best_tokens[0]["activation"],
+            "best_ids": [d["id"] for d in r.best_tokens], "best_tokens": [d["token"] for d in r.best_tokens],
+            "best_activations": [d["activation"] for d in r.best_tokens],
+            "overlap_at_10": r.overlap_at_10, "steps": r.steps, "restarts": r.restarts,
+            "seconds": r.seconds, "seed": r.seed, "curve": r.curve,
+        })
+    return pa.Table.from_pylist(rows, schema=schema(d_emb))
+
+
+def row_to_result(row: dict, model: str):
+    """A store row (dict) -> NeuronResult, for ``show``."""
+    from .textualize import NeuronResult
+
+    return NeuronResult(
+        neuron=row["neuron"], model=model, activation=row["activation"], pre_activation=row["pre_activation"],
+        vector=np.asarray(row["vector"], dtype=np.float32),
+        nearest=[{"token": t, "id": i, "cosine": c}
+                 for t, i, c in zip(row["nearest_tokens"], row["nearest_ids"], row["nearest_cosines"])],
+        nearest_activation=row["nearest_activation"], retention=row["retention"],
+        best_tokens=[{"token": t, "id": i, "activation": a}
+                     for t, i, a in zip(row["best_tokens"], row["best_ids"], row["best_activations"])],
+        overlap_at_10=row["overlap_at_10"], steps=row["steps"], seconds=row["seconds"], seed=row["seed"],
+        restarts=row["restarts"], curve=list(row["curve"] or []),
+    )
+
+
+def write_shard(directory: Path, name: str, table: pa.Table) -> Path:
+    """Write atomically: temporary file, fsync, rename. Returns the final path."""
+    final = Path(directory) / SHARDS / name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def shard_is_complete(path: Path, expected_rows: int) -> bool:
+    """A shard counts only if its Parquet footer reads and it holds the expected number of rows."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows == expected_rows
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not a complete shard
+        return False
+
+
+def read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    if not Path(directory).is_dir():
+        raise NeurotextError(f"{directory}: no such store directory")
+    if not path.is_file():
+        raise NeurotextError(f"{directory} is not a neurotext store (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise NeurotextError(f"{path} is corrupt: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise NeurotextError(f"{path} is not a {FORMAT} manifest")
+    return manifest
+
+
+def write_manifest(directory, manifest: dict) -> Path:
+    path = Path(directory) / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def shard_paths(directory) -> list[Path]:
+    d = Path(directory) / SHARDS
+    return sorted(p for p in d.glob("*.parquet") if SHARD_RE.match(p.name)) if d.is_dir() else []
+
+
+def read_table(directory, columns=None) -> pa.Table:
+    """Every complete shard of a store as one Arrow table (sorted by layer, site, unit)."""
+    read_manifest(directory)
+    paths = shard_paths(directory)
+    if not paths:
+        raise NeurotextError(f"{directory}: the store has no shards yet (run neurotext sweep)")
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, columns=columns))
+        except Exception as e:  # noqa: BLE001
+            raise NeurotextError(f"{p} is unreadable ({e}); rerun the sweep to recompute it") from e
+    table = pa.concat_tables(tables)
+    if columns is None or {"layer", "site", "unit"} <= set(columns):
+        table = table.sort_by([("layer", "ascending"), ("site", "ascending"), ("unit", "ascending")])
+    return table
+
+
+def find_neuron(directory, spec: str) -> dict:
+    """The store row of one neuron (validated against the store's model), as a dict."""
+    import pyarrow.compute as pc
+
+    from .names import parse_neurons
+
+    model = read_manifest(directory)["model"]
+    neurons = parse_neurons(spec, model["n_layers"], model["sizes"], model["name"])
+    if len(neurons) != 1:
+        raise NeurotextError(f"{spec!r} names {len(neurons)} neurons; show takes exactly one")
+    n = neurons[0]
+    for p in shard_paths(directory):
+        layer, site, lo, hi = SHARD_RE.match(p.name).groups()
+        if (int(layer), site) == (n.layer, n.site) and int(lo) <= n.unit <= int(hi):
+            try:
+                table = pq.read_table(p)
+            except Exception as e:  # noqa: BLE001
+                raise NeurotextError(f"{p} is unreadable ({e}); rerun the sweep to recompute it") from e
+            rows = table.filter(pc.equal(table["neuron"], n.name)).to_pylist()
+            if rows:
+                return rows[0]
+    raise NeurotextError(f"{n.name} is not in the store {directory} (not swept yet?)")

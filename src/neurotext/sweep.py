@@ -1,0 +1,199 @@
+"""Resumable sweeps: textualize a neuron set shard by shard into a store, locally or on Ray.
+
+The plan (which neurons go in which shard) is a pure function of the neuron set and the shard size,
+and every shard is optimized as one batch, so a resumed sweep recomputes exactly the batches an
+uninterrupted one would have: the store ends identical, every neuron exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import __version__, store
+from .errors import NeurotextError
+from .names import Neuron
+from .optimize import FTConfig
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Shard:
+    name: str
+    neurons: list[Neuron]
+
+
+def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
+    """Split sorted neurons into shards of at most ``shard_size``, never mixing (layer, site)."""
+    groups: dict[tuple[int, str], list[Neuron]] = {}
+    for n in sorted(neurons):
+        groups.setdefault((n.layer, n.site), []).append(n)
+    shards = []
+    for (layer, site), group in groups.items():
+        for i in range(0, len(group), shard_size):
+            chunk = group[i : i + shard_size]
+            shards.append(Shard(store.shard_name(layer, site, chunk[0].unit, chunk[-1].unit), chunk))
+    return shards
+
+
+def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int) -> dict:
+    """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding."""
+    import hashlib
+
+    digest = hashlib.blake2b("\n".join(n.name for n in neurons).encode(), digest_size=16).hexdigest()
+    return {
+        "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
+                  "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
+                  "d_emb": int(model.embeddings.shape[1]), "vocab_size": int(model.embeddings.shape[0])},
+        "config": asdict(cfg),
+        "neurons": {"count": len(neurons), "digest": digest, "shard_size": shard_size},
+    }
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every ``every`` seconds and at the end."""
+
+    def __init__(self, total: int, done: int = 0, desc: str = "sweep", every: float = 30.0):
+        self.total, self.done, self.desc, self.every = total, done, desc, every
+        self.start = self.last = time.monotonic()
+        self.base = done
+        self.bar = tqdm(total=total, initial=done, desc=desc, unit="neuron", file=sys.stderr) \
+            if sys.stderr.isatty() else None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done >= self.total:
+            self.last = now
+            rate = (self.done - self.base) / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            print(f"{self.desc}: {self.done}/{self.total} neurons ({100 * self.done / self.total:.1f}%), "
+                  f"{rate:.2f} neurons/s, ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, log=print) -> list[Shard]:
+    """Create or check the store; return the shards still to compute.
+
+    Refuses a store made with another model, config or neuron set unless ``force`` (which clears it).
+    Removes temporary files of a killed run; detects truncated or unreadable shards and schedules
+    them again; refuses files it did not write.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NeurotextError(f"{out} exists and is not a directory")
+    if force and out.is_dir() and (out / store.MANIFEST).exists():
+        shutil.rmtree(out / store.SHARDS, ignore_errors=True)
+        (out / store.MANIFEST).unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
+    if (out / store.MANIFEST).exists():
+        old = store.read_manifest(out)
+        for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size")):
+            if old.get(key) != identity[key]:
+                raise NeurotextError(
+                    f"{out} holds a sweep with another {what}; refusing to mix results "
+                    f"(use another --out, or --force to discard the existing store)")
+    else:
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        if foreign:
+            raise NeurotextError(f"{out} is not empty and not a neurotext store ({', '.join(sorted(foreign)[:3])}"
+                                 f"{'...' if len(foreign) > 3 else ''}); choose an empty or new --out")
+        store.write_manifest(out, {"format": store.FORMAT, "neurotext_version": __version__,
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **identity})
+    shard_dir = out / store.SHARDS
+    shard_dir.mkdir(exist_ok=True)
+    planned = {s.name: s for s in shards}
+    for p in shard_dir.iterdir():
+        if p.name.startswith(".") and ".tmp" in p.name:
+            p.unlink()  # a shard a killed run was still writing
+        elif p.name not in planned:
+            raise NeurotextError(f"{p} is not part of this sweep's plan: a foreign or corrupt file in the store; "
+                                 "move it away or use --force")
+    pending = []
+    for s in shards:
+        path = shard_dir / s.name
+        if path.exists() and not store.shard_is_complete(path, len(s.neurons)):
+            log(f"neurotext: shard {s.name} is truncated or unreadable: recomputing it")
+            path.unlink()
+        if not path.exists():
+            pending.append(s)
+    return pending
+
+
+def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_size: int | None = None,
+              executor: str = "local", ray_address: str | None = None, workers: int = 1, force: bool = False,
+              cache_dir=None, log=print) -> dict:
+    """Textualize every neuron of ``neurons`` into the store ``out``; resumable.
+
+    Args:
+        neurons: neuron specs, e.g. ``"L*.ffn.*"``.
+        out: store directory.
+        model: name, path or loaded Model (None: bundled).
+        config: FT settings.
+        shard_size: neurons per shard (default: one optimizer batch, ``batch_size // restarts``).
+        executor: ``local`` or ``ray``.
+        ray_address: existing Ray cluster (``auto`` or ``host:port``); None starts a local one.
+        workers: Ray actors (each loads the model once).
+        force: discard an existing store made with other settings.
+
+    Returns:
+        {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
+    """
+    from .model import Model, load_model
+
+    if executor not in EXECUTORS:
+        raise NeurotextError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    cfg = config or FTConfig()
+    shard_size = shard_size or max(1, cfg.batch_size // cfg.restarts)
+    if shard_size < 1:
+        raise NeurotextError(f"shard size must be positive, got {shard_size}")
+    m = model if isinstance(model, Model) else load_model(model)
+    parsed = m.parse(neurons)
+    shards = plan_shards(parsed, shard_size)
+    pending = prepare_store(Path(out), _identity(m, cfg, parsed, shard_size), shards, force, log)
+    total = len(parsed)
+    todo = sum(len(s.neurons) for s in pending)
+    if not pending:
+        log(f"neurotext: sweep already complete: {total} neurons in {out}; nothing to do")
+        return {"computed": 0, "total": total, "seconds": 0.0}
+    if todo < total:
+        log(f"neurotext: resuming: {total - todo} of {total} neurons already in {out}")
+    t0 = time.perf_counter()
+    progress = Progress(total, total - todo)
+    d_emb = int(m.embeddings.shape[1])
+    try:
+        if executor == "local":
+            from .textualize import Textualizer
+
+            tx = Textualizer(m, cfg, cache_dir=cache_dir, progress=False)
+            for s in pending:
+                store.write_shard(out, s.name, store.results_to_table(tx.run(s.neurons), d_emb))
+                progress.update(len(s.neurons))
+        else:
+            from .ray_executor import run_on_ray
+
+            for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir):
+                store.write_shard(out, s.name, table)
+                progress.update(len(s.neurons))
+    finally:
+        progress.close()
+    return {"computed": todo, "total": total, "seconds": time.perf_counter() - t0}
