@@ -13,7 +13,7 @@ import sys
 
 from .errors import NeurotextError
 from .names import SITES
-from .optimize import INITS, SCHEDULES, FTConfig
+from .optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .sweep import EXECUTORS
 
 _DEFAULTS = FTConfig()
@@ -66,6 +66,12 @@ def _add_ft(p):
     g.add_argument("--init", choices=INITS, default=_DEFAULTS.init,
                    help="start of each restart: a random token's embedding, or a Gaussian vector "
                         f"(default {_DEFAULTS.init})")
+    g.add_argument("--prune-at", type=_positive_float, default=_DEFAULTS.prune_at,
+                   help="after this share of the steps only each neuron's best restart continues "
+                        f"(1 = never; default {_DEFAULTS.prune_at})")
+    g.add_argument("--dtype", choices=DTYPES, default=_DEFAULTS.dtype,
+                   help="arithmetic of the optimization steps; reported values are float32 "
+                        f"(default {_DEFAULTS.dtype})")
     g.add_argument("--top", type=_positive_int, default=_DEFAULTS.top,
                    help=f"nearest and best tokens to keep (default {_DEFAULTS.top}, at most 64)")
     g.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS.batch_size,
@@ -75,7 +81,7 @@ def _add_ft(p):
 def _ft_config(args) -> FTConfig:
     return FTConfig(steps=args.steps, restarts=args.restarts, lr=args.lr, seed=args.seed,
                     percentile=args.percentile, schedule=args.schedule, init=args.init, top=args.top,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, prune_at=args.prune_at, dtype=args.dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:

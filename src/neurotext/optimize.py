@@ -33,6 +33,9 @@ class FTConfig:
     #                      "normal" = an isotropic Gaussian vector scaled to the median token norm
     prune_at: float = 1.0  # after this share of the steps only each neuron's best restart goes on
     #                        (the others stop: fewer row-steps for the same steps); 1.0 = never prune
+    dtype: str = "float32"  # arithmetic of the optimization steps: "bfloat16" runs them under autocast
+    #                          (faster where the CPU/GPU has bf16 units); reported values are always
+    #                          recomputed in float32 at the chosen x
     top: int = 10  # nearest tokens and best tokens kept per neuron
     batch_size: int = 2048  # rows (neuron x restart) per optimizer batch
 
@@ -49,6 +52,8 @@ class FTConfig:
             raise NeurotextError(f"prune_at must be in (0, 1], got {self.prune_at!r}")
         if self.schedule not in SCHEDULES:
             raise NeurotextError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise NeurotextError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.init not in INITS:
             raise NeurotextError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
 
@@ -60,6 +65,7 @@ class FTConfig:
 
 INITS = ("token", "normal")
 SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "bfloat16")
 
 
 def row_generator(seed: int, key: str) -> torch.Generator:
@@ -131,10 +137,11 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
     best_z = z.detach().clone()  # (B, d)
     curve = torch.empty(steps + 1, z.shape[0])  # (S + 1, B)
     point = (layer, site)
+    low = cfg.dtype == "bfloat16"
     for step in range(steps + 1):
         last = step == steps
-        with torch.set_grad_enabled(not last):
-            val = objective(model.capture(z * radius, [point])[point])  # (B,)
+        with torch.set_grad_enabled(not last), torch.autocast(z.device.type, torch.bfloat16, enabled=low):
+            val = objective(model.capture(z * radius, [point])[point]).float()  # (B,)
         v = val.detach()
         curve[step] = v.cpu()
         better = v > best_val

@@ -97,6 +97,7 @@ class Textualizer:
         for n in parsed:
             groups.setdefault((n.layer, n.site), []).append(n)
         per_batch = max(1, self.config.batch_size // self.config.restarts)
+        self.scans.prefetch(max(layer for layer, _ in groups))
         bar = tqdm(total=len(parsed), desc="textualize", unit="neuron", disable=tqdm_disable(self.progress))
         for (layer, site), group in groups.items():
             scan = self.scans.get(layer, site)
@@ -150,6 +151,8 @@ class Textualizer:
         x0 = initial_points(model.embeddings, keys, cfg.seed, cfg.init)  # (N*r, d_emb)
         units = torch.tensor([n.unit for n in neurons], device=model.device)  # (N,)
         x, pre, curve = self._optimize(layer, site, units, x0)
+        if cfg.dtype != "float32":  # report float32 values at the chosen x, never the low-precision ones
+            pre, _ = self.activations_of(layer, site, x, units)
         act = model.post(layer, site, pre)
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
