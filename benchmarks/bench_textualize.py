@@ -72,9 +72,10 @@ def naive_run(hf, tok, embeddings, radius, neuron: Neuron, cfg: FTConfig, ffn_mo
         z = (z / z.norm().clamp_min(1.0)).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=cfg.lr)
         for step in range(cfg.steps + 1):
-            grabbed = {}
+            grabbed: dict = {}
             if neuron.site == "ffn":
-                h = ffn_module(neuron.layer).register_forward_hook(lambda m, a, o: grabbed.setdefault("v", o))
+                h = ffn_module(neuron.layer).register_forward_hook(
+                    lambda m, a, o, box=grabbed: box.setdefault("v", o))
             with torch.set_grad_enabled(step < cfg.steps):
                 try:
                     out = hf(inputs_embeds=torch.stack([cls, z * radius, sep])[None], output_hidden_states=True)

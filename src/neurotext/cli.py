@@ -149,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql", metavar="SQL")
     p.add_argument("--json", action="store_true", help="print a JSON list of row objects")
     p.set_defaults(run=_cmd_query)
+
+    p = sub.add_parser(
+        "report", help="build a static HTML atlas of a store",
+        description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
+                    "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
+                    "and one page per neuron. It needs no network; open SITE/index.html or run neurotext serve.",
+    )
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="SITE", help="site folder (new, empty, or an earlier atlas)")
+    p.add_argument("--encode", default=None, metavar="PATH",
+                   help="Q2 results (encode.json of neurotext encode --out, or its folder); default "
+                        "DIR/encode/encode.json or DIR/encode.json when present")
+    p.set_defaults(run=_cmd_report)
+
+    p = sub.add_parser(
+        "serve", help="serve an atlas on 127.0.0.1",
+        description="Serve an atlas folder, or the atlas of a store (built into DIR/site first, rebuilt when the "
+                    "store changed), on 127.0.0.1 only. Prints the URL; Ctrl-C stops.",
+    )
+    p.add_argument("path", metavar="DIR_OR_SITE")
+    p.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.set_defaults(run=_cmd_serve)
     return parser
 
 
@@ -216,6 +238,21 @@ def _cmd_query(args) -> int:
 
         print(render_table(columns, rows))
     return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    build_report(args.store, args.out, encode=args.encode, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise NeurotextError(f"--port must be 0-65535, got {args.port}")
+    return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
 
 
 def main(argv: list[str] | None = None) -> int:
