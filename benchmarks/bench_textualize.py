@@ -135,12 +135,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--long-restarts", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (for the test): 2 per layer, short runs")
     ap.add_argument("--skip-long", action="store_true", help="skip the long-run quality comparison")
+    ap.add_argument("--engine-config", default="",
+                    help="FTConfig overrides for the engine, e.g. steps=64,restarts=2,dtype=bfloat16")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    cfg = FTConfig()
+    overrides = dict(kv.split("=", 1) for kv in args.engine_config.split(",") if kv)
+    types = {k: type(v) for k, v in vars(FTConfig()).items()}
+    cfg = FTConfig(**{k: types[k](v) for k, v in overrides.items()})
     if args.quick:
-        cfg = FTConfig(steps=8, restarts=2)
+        cfg = FTConfig(**{**vars(cfg), "steps": 8, "restarts": 2})
         args.engine_per_layer, args.naive_neurons, args.quality_per_layer = 2, 2, 1
         args.long_steps, args.long_restarts = 16, 2
     cache = tempfile.mkdtemp(prefix="neurotext-bench-")  # cold scan cache: scans are part of the cost

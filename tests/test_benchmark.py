@@ -1,0 +1,43 @@
+"""The benchmark runs at tiny sizes and its figures are consistent with each other (no timing asserts)."""
+
+import importlib.util
+import pathlib
+
+import pytest
+
+BENCH = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_textualize.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_textualize", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flops_count_grows_with_depth_and_matches_a_hand_count(bench):
+    f = [bench.flops_per_neuron_step(384, 1536, 3, layer, "ffn") for layer in range(6)]
+    assert all(b > a for a, b in zip(f, f[1:]))
+    # layer 0, ffn: K,V for 3 tokens, Q and output projection for x, attention, one unit; x2 for backward
+    d, t = 384, 3
+    by_hand = 2 * (t * 2 * d * 2 * d + 2 * d * d + 2 * d * d + 2 * 2 * t * d + 2 * d)
+    assert f[0] == by_hand
+    assert bench.flops_per_neuron_step(384, 1536, 3, 2, "out") > f[2]
+
+
+def test_quick_benchmark_fields_are_consistent(bench, capsys):
+    r = bench.main(["--quick", "--json"])
+    for key in ("naive_neuron_steps_per_s", "engine_neuron_steps_per_s", "speedup", "flops_per_neuron_step",
+                "achieved_gflops", "matmul_gflops", "roofline_fraction", "peak_rss_mb", "quality", "threads",
+                "torch", "model", "projected_full_ffn_sweep_s", "defaults_vs_long"):
+        assert key in r, key
+    assert r["speedup"] == pytest.approx(r["engine_neuron_steps_per_s"] / r["naive_neuron_steps_per_s"])
+    assert r["achieved_gflops"] == pytest.approx(r["flops_per_neuron_step"] * r["engine_neuron_steps_per_s"] / 1e9)
+    assert r["roofline_fraction"] == pytest.approx(r["achieved_gflops"] / r["matmul_gflops"])
+    q = r["quality"]
+    assert 0.0 <= q["engine_at_least_naive_share"] <= 1.0 and len(q["neurons"]) == r["naive_neurons"]
+    # same starts, steps and schedule: the batched engine and the naive loop reach the same optimum
+    assert q["engine_median"] == pytest.approx(q["naive_median"], rel=1e-3)
+    assert r["model"] == "all-MiniLM-L6-v2" and r["peak_rss_mb"] > 0
+    assert capsys.readouterr().out.lstrip().startswith("{")
