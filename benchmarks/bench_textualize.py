@@ -228,6 +228,17 @@ def main(argv=None) -> dict:
         q["long_median"] = float(torch.tensor([r.activation for r in long]).median())
         q["default_over_long_median"] = q["default_median"] / q["long_median"]
     report["defaults_vs_long"] = q
+    if cfg.dtype != "float32":  # what the low-precision steps change, against float32 with the same starts
+        ref = Textualizer(model, FTConfig(**{**vars(cfg), "dtype": "float32"}), cache_dir=cache,
+                          progress=False).run(qn)
+        a = torch.tensor([r.activation for r in default])
+        b = torch.tensor([r.activation for r in ref])
+        report["dtype_effect"] = {
+            "dtype": cfg.dtype, "neurons": len(qn),
+            "median_activation_ratio_vs_float32": float((a / b).median()),
+            "top1_token_changed_share": sum(x.nearest[0]["id"] != y.nearest[0]["id"]
+                                            for x, y in zip(default, ref)) / len(qn),
+        }
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         json.dump(report, sys.stdout, indent=2)

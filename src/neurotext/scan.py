@@ -127,10 +127,10 @@ class ScanCache:
                 obj = found[p].all().float()  # (b, U) objective quantity
                 rep = model.post(p[0], p[1], obj)  # (b, U) reported activation
                 st = state[p]
-                st["s"] += obj.sum(0).double()
-                st["ss"] += (obj.double() ** 2).sum(0)
-                st["ps"] += rep.sum(0).double()
-                st["pss"] += (rep.double() ** 2).sum(0)
+                st["s"] += obj.double().sum(0).cpu()
+                st["ss"] += (obj.double() ** 2).sum(0).cpu()
+                st["ps"] += rep.double().sum(0).cpu()
+                st["pss"] += (rep.double() ** 2).sum(0).cpu()
                 vals = torch.cat([st["vals"], rep.T.cpu()], dim=1)  # (U, K + b)
                 cand = torch.cat([st["ids"], ids.unsqueeze(0).expand(rep.shape[1], -1)], dim=1)
                 top = vals.topk(min(k, vals.shape[1]), dim=1)
