@@ -284,7 +284,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     candidates.sort(key=lambda c: (not c["word_like"], -(c["retention"] if c["retention"] is not None
                                                          else -np.inf), -c["nearest_cosine"], c["neuron"]))
     sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
-    return WordsResult(str(directory), m.name, cfg, sweep, best_k, groups, candidates[: cfg.top])
+    name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
+    return WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top])
 
 
 def _position(token_id: int, best_ids) -> int | None:
