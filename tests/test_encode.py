@@ -10,6 +10,7 @@ from neurotext import FTConfig, NeurotextError, objectives
 from neurotext.cli import main
 from neurotext.encode import EncodeConfig, default_ks, default_words, run_encode, unit_order
 from neurotext.model import SiteActs
+from neurotext.report import read_encode
 
 TINY_KS = (1, 2, 16, 64)  # 64 = the tiny model's ffn width
 
@@ -108,6 +109,17 @@ def test_mean_objective_and_out_site_run(tiny_bert):
     assert {r["select"] for r in doc["results"]} == {"zhigh", "random"}
 
 
+def test_pruned_and_bfloat16_runs(tiny_bert, tiny_doc):
+    """prune_at and dtype are honoured as in textualize: pruning keeps the unpruned starts' first phase,
+    bfloat16 reports float32 values; ranks stay within the vocabulary."""
+    for ft in (FTConfig(steps=8, restarts=2, prune_at=0.5), FTConfig(steps=8, restarts=2, dtype="bfloat16")):
+        cfg = EncodeConfig(layers="0-1", ks=TINY_KS, ft=ft)
+        doc = run_encode(tiny_bert, words=["rain", "sun", "cat"], config=cfg, cache_dir=False, progress=False)
+        assert doc["config"]["prune_at"] == ft.prune_at and doc["config"]["dtype"] == ft.dtype
+        assert len(doc["per_word"]) == len(tiny_doc["per_word"])
+        assert all(1 <= p["rank"] <= doc["vocab_size"] and -1.0001 <= p["value"] for p in doc["per_word"])
+
+
 def test_default_ks_and_words(bundled):
     assert default_ks(1536) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 1536]
     assert default_ks(384) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 384] and default_ks(64)[-1] == 64
@@ -128,6 +140,7 @@ def test_cli_json_text_and_files(tiny_bert, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == len(doc["per_word"]) == 2 * 2 * 2 and set(rows[0]) >= {"word", "layer", "select", "k", "rank"}
     assert (out / "encode.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    read_encode(out / "encode.json")  # the atlas (neurotext report) accepts it
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "layer 0" in text and "smallest recovering k" in text and "'zebra'" in text

@@ -13,7 +13,7 @@ import sys
 
 from .errors import NeurotextError
 from .names import SITES
-from .optimize import INITS, SCHEDULES, FTConfig
+from .optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .sweep import EXECUTORS
 
 _DEFAULTS = FTConfig()
@@ -66,6 +66,12 @@ def _add_ft(p):
     g.add_argument("--init", choices=INITS, default=_DEFAULTS.init,
                    help="start of each restart: a random token's embedding, or a Gaussian vector "
                         f"(default {_DEFAULTS.init})")
+    g.add_argument("--prune-at", type=_positive_float, default=_DEFAULTS.prune_at,
+                   help="after this share of the steps only each neuron's best restart continues "
+                        f"(1 = never; default {_DEFAULTS.prune_at})")
+    g.add_argument("--dtype", choices=DTYPES, default=_DEFAULTS.dtype,
+                   help="arithmetic of the optimization steps; reported values are float32 "
+                        f"(default {_DEFAULTS.dtype})")
     g.add_argument("--top", type=_positive_int, default=_DEFAULTS.top,
                    help=f"nearest and best tokens to keep (default {_DEFAULTS.top}, at most 64)")
     g.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS.batch_size,
@@ -75,7 +81,7 @@ def _add_ft(p):
 def _ft_config(args) -> FTConfig:
     return FTConfig(steps=args.steps, restarts=args.restarts, lr=args.lr, seed=args.seed,
                     percentile=args.percentile, schedule=args.schedule, init=args.init, top=args.top,
-                    batch_size=args.batch_size)
+                    batch_size=args.batch_size, prune_at=args.prune_at, dtype=args.dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql", metavar="SQL")
     p.add_argument("--json", action="store_true", help="print a JSON list of row objects")
     p.set_defaults(run=_cmd_query)
+
+    p = sub.add_parser(
+        "report", help="build a static HTML atlas of a store",
+        description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
+                    "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
+                    "and one page per neuron. It needs no network; open SITE/index.html or run neurotext serve.",
+    )
+    p.add_argument("store", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="SITE", help="site folder (new, empty, or an earlier atlas)")
+    p.add_argument("--encode", default=None, metavar="PATH",
+                   help="Q2 results (encode.json of neurotext encode --out, or its folder); default "
+                        "DIR/encode/encode.json or DIR/encode.json when present")
+    p.set_defaults(run=_cmd_report)
+
+    p = sub.add_parser(
+        "serve", help="serve an atlas on 127.0.0.1",
+        description="Serve an atlas folder, or the atlas of a store (built into DIR/site first, rebuilt when the "
+                    "store changed), on 127.0.0.1 only. Prints the URL; Ctrl-C stops.",
+    )
+    p.add_argument("path", metavar="DIR_OR_SITE")
+    p.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0: any free port)")
+    p.set_defaults(run=_cmd_serve)
     _add_words(sub)
     _add_encode(sub)
     return parser
@@ -292,6 +320,19 @@ def _cmd_query(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import build_report
+
+    build_report(args.store, args.out, encode=args.encode, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from .serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise NeurotextError(f"--port must be 0-65535, got {args.port}")
+    return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
 def _cmd_words(args) -> int:
     from .words import WordsConfig, analyze_store, render_text, write_outputs
 

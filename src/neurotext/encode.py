@@ -257,6 +257,44 @@ def word_patterns(model, layer: int, site: str, words: list[Word]) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------- run
+def _optimize(model, layer: int, site: str, objective, x0: torch.Tensor, n_groups: int, radius: float,
+              ft: FTConfig, bar) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimize G groups with ``ft.restarts`` restarts each (x0: (G*R, d_emb), restarts adjacent), whole
+    groups per batch of at most ``ft.batch_size`` rows.
+
+    As in :class:`Textualizer`, all restarts run ``ft.prune_step`` steps, then only each group's best
+    restart goes on to ``ft.steps`` (``prune_at`` = 1: never prune); with a low-precision ``dtype`` the
+    reported value is recomputed in float32 at the chosen x.
+
+    Returns:
+        The best x per group (G, d_emb) and its objective value (G,).
+    """
+    r = ft.restarts
+    per_batch = max(1, ft.batch_size // r)  # groups per optimizer batch
+    xs, values = [], []
+    for g0 in range(0, n_groups, per_batch):
+        sl = slice(g0, min(g0 + per_batch, n_groups))
+        n = sl.stop - sl.start
+        first = maximize(model, layer, site, objective(sl, r), x0[sl.start * r:sl.stop * r], radius, ft,
+                         steps=ft.prune_step)
+        best = first.value.view(n, r).argmax(dim=1)  # (n,)
+        rows = torch.arange(n, device=best.device) * r + best
+        x, value = first.x[rows].detach(), first.value[rows].detach()  # (n, d_emb), (n,)
+        if ft.prune_step < ft.steps:
+            second = maximize(model, layer, site, objective(sl, 1), x, radius, ft,
+                              steps=ft.steps - ft.prune_step, step0=ft.prune_step)
+            better = second.value > value
+            x = torch.where(better[:, None], second.x.detach(), x)
+            value = torch.where(better, second.value.detach(), value)
+        if ft.dtype != "float32":
+            with torch.no_grad():
+                value = objective(sl, 1)(model.capture(x, [(layer, site)])[(layer, site)]).float()
+        xs.append(x)
+        values.append(value)
+        bar.update(n * r)
+    return torch.cat(xs), torch.cat(values)
+
+
 def _encode_layer(tx: Textualizer, layer: int, words: list[Word], ks: list[int], cfg: EncodeConfig,
                   bar) -> list[dict]:
     """All (word, selection, k) rows of one layer, optimized in batches of ``cfg.ft.batch_size`` rows."""
@@ -287,24 +325,16 @@ def _encode_layer(tx: Textualizer, layer: int, words: list[Word], ks: list[int],
     # (a paired comparison), and never depend on the batch.
     keys = [f"encode|{words[wi].token}|{j}" for wi, _, _ in groups for j in range(r)]
     x0 = initial_points(model.embeddings, keys, ft.seed, ft.init)  # (G*R, d_emb)
-    row_mask = mask.repeat_interleave(r, dim=0)  # (G*R, U)
-    row_target = a[word_of].repeat_interleave(r, dim=0)  # (G*R, U)
-    per_batch = max(1, ft.batch_size // r) * r  # whole groups per batch
-    xs, values = [], []
-    for start in range(0, len(keys), per_batch):
-        sl = slice(start, start + per_batch)
+    target = a[word_of]  # (G, U)
+
+    def objective(sl: slice, rep: int):
+        """The objective for groups ``sl``, each repeated ``rep`` times (restarts adjacent)."""
+        m = mask[sl].repeat_interleave(rep, dim=0)  # (g*rep, U)
         if cfg.objective == "pattern":
-            obj = objectives.pattern_masked(row_mask[sl], row_target[sl])
-        else:
-            obj = objectives.mean_masked(row_mask[sl])
-        trace = maximize(model, layer, site, obj, x0[sl], radius, ft)
-        xs.append(trace.x.detach())
-        values.append(trace.value.detach())
-        bar.update(len(keys[sl]))
-    x_all, v_all = torch.cat(xs), torch.cat(values)  # (G*R, d_emb), (G*R,)
-    best = v_all.view(n_groups, r).argmax(dim=1)  # (G,)
-    rows = torch.arange(n_groups, device=best.device) * r + best
-    x, value = x_all[rows], v_all[rows]  # (G, d_emb), (G,)
+            return objectives.pattern_masked(m, target[sl].repeat_interleave(rep, dim=0))
+        return objectives.mean_masked(m)
+
+    x, value = _optimize(model, layer, site, objective, x0, n_groups, radius, ft, bar)  # (G, d_emb), (G,)
 
     ids = torch.tensor([words[wi].id for wi, _, _ in groups], device=x.device)  # (G,)
     rank = tx.rank_of(x, ids)  # (G,)
@@ -372,9 +402,10 @@ def run_encode(model=None, words=None, num_words: int = 100, config: EncodeConfi
         source = "given"
 
     t0 = time.perf_counter()
-    tx.scans.get(max(layers), site)  # one scan pass yields every layer up to the deepest
-    per_layer_groups = len(usable) * len(cfg.select) * len(ks) * cfg.ft.restarts
-    bar = tqdm(total=per_layer_groups * len(layers), desc="encode", unit="row", disable=tqdm_disable(progress))
+    tx.scans.prefetch(max(layers))  # one scan pass to the deepest layer yields every layer up to it
+    shared = (len(cfg.select) - 1) if width in ks else 0  # k = width: one group serves every selection
+    rows_per_layer = len(usable) * (len(cfg.select) * len(ks) - shared) * cfg.ft.restarts
+    bar = tqdm(total=rows_per_layer * len(layers), desc="encode", unit="row", disable=tqdm_disable(progress))
     per_word = []
     for layer in layers:
         per_word += _encode_layer(tx, layer, usable, ks, cfg, bar)
@@ -500,7 +531,7 @@ def write_outputs(doc: dict, out) -> list[Path]:
     Returns:
         The paths written.
     """
-    from .plots import plot_encode
+    from .plots import q2_figure
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -515,7 +546,7 @@ def write_outputs(doc: dict, out) -> list[Path]:
             for r in doc["per_word"]:
                 w.writerow([r["word"], r["token"], r["layer"], r["select"], r["k"], r["rank"],
                             f"{r['cosine']:.6f}", f"{r['value']:.6f}", " ".join(r["nearest"])])
-        plot_encode(doc, paths[2])
+        q2_figure(doc["results"], paths[2], site=f"{doc['site']}, {doc['objective']} objective")
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths

@@ -26,14 +26,29 @@ BUNDLED = "all-MiniLM-L6-v2"
 
 @dataclass(frozen=True)
 class Arch:
-    """Where an architecture keeps its parts, as dotted attribute paths."""
+    """Where a post-LayerNorm encoder keeps its parts, as dotted attribute paths.
 
-    layers: str  # from the base model to the ModuleList of transformer layers
-    ffn_in: str  # from a layer to the FFN's first Linear (its output is the ffn pre-activation)
-    act: str  # from a layer to the FFN's activation function
+    ``layers`` is relative to the base model; every other path is relative to one layer.
+    """
+
+    layers: str  # the ModuleList of transformer layers
+    query: str  # attention projections (Linear)
+    key: str
+    value: str
+    attn_out: str  # attention output projection (Linear)
+    attn_norm: str  # LayerNorm after the attention residual
+    ffn_in: str  # the FFN's first Linear: its output is the ffn pre-activation
+    act: str  # the FFN's activation function
+    ffn_out: str  # the FFN's second Linear
+    out_norm: str  # LayerNorm after the FFN residual: its output is the layer output ("out" site)
 
 
-_BERT_LIKE = Arch(layers="encoder.layer", ffn_in="intermediate.dense", act="intermediate.intermediate_act_fn")
+_BERT_LIKE = Arch(
+    layers="encoder.layer", query="attention.self.query", key="attention.self.key",
+    value="attention.self.value", attn_out="attention.output.dense", attn_norm="attention.output.LayerNorm",
+    ffn_in="intermediate.dense", act="intermediate.intermediate_act_fn", ffn_out="output.dense",
+    out_norm="output.LayerNorm",
+)
 
 #: The one adapter table, keyed by ``config.model_type``.
 ARCHITECTURES: dict[str, Arch] = {
@@ -42,7 +57,11 @@ ARCHITECTURES: dict[str, Arch] = {
     "xlm-roberta": _BERT_LIKE,
     "camembert": _BERT_LIKE,
     "electra": _BERT_LIKE,
-    "distilbert": Arch(layers="transformer.layer", ffn_in="ffn.lin1", act="ffn.activation"),
+    "distilbert": Arch(
+        layers="transformer.layer", query="attention.q_lin", key="attention.k_lin", value="attention.v_lin",
+        attn_out="attention.out_lin", attn_norm="sa_layer_norm", ffn_in="ffn.lin1", act="ffn.activation",
+        ffn_out="ffn.lin2", out_norm="output_layer_norm",
+    ),
 }
 
 
@@ -157,6 +176,8 @@ class Model:
             raise NeurotextError(f"{name}: the tokenizer has no CLS/SEP token for the [CLS] x [SEP] template")
         self.prefix_ids, self.suffix_ids = [cls_id], [sep_id]
         self._fingerprint = None
+        self.n_heads = int(hf_model.config.num_attention_heads)
+        self._params = [self._layer_params(layer) for layer in range(self.n_layers)]
 
     # ----------------------------------------------------------------- structure
     def ffn_in(self, layer: int) -> torch.nn.Linear:
@@ -164,6 +185,18 @@ class Model:
 
     def act(self, layer: int):
         return _get(self.layers[layer], self.arch.act)
+
+    def _layer_params(self, layer: int) -> dict:
+        """The modules of one layer, with the Q, K, V projections fused into one weight (3d, d)."""
+        mod = self.layers[layer]
+        a = self.arch
+        q, k, v = (_get(mod, path) for path in (a.query, a.key, a.value))
+        return {
+            "wqkv": torch.cat([q.weight, k.weight, v.weight]).detach(),  # (3d, d)
+            "bqkv": torch.cat([q.bias, k.bias, v.bias]).detach(),  # (3d,)
+            **{name: _get(mod, getattr(a, name)) for name in ("attn_out", "attn_norm", "ffn_in", "act", "ffn_out",
+                                                                "out_norm")},
+        }
 
     @property
     def x_pos(self) -> int:
@@ -201,47 +234,83 @@ class Model:
         suf = self.embeddings[self.suffix_ids].unsqueeze(0).expand(b, -1, -1)  # (B, S, d_emb)
         return torch.cat([pre, x.unsqueeze(1).to(pre.dtype), suf], dim=1)  # (B, T, d_emb)
 
-    def capture(self, x: torch.Tensor, points) -> dict[tuple[int, str], SiteActs]:
-        """Run x (B, d_emb) in the template only as deep as the deepest requested point.
+    def embed_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own embedding output (position, token type, LayerNorm, any projection) for x in
+        the template: (B, T, d). Runs the Hugging Face model until its first layer is called."""
+        found = []
 
-        Args:
-            x: vectors in word-embedding space, one per row.
-            points: iterable of (layer, site).
+        def grab(module, args, kwargs):
+            found.append(args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v)))
+            raise _Stop
 
-        Returns:
-            {(layer, site): SiteActs at x's position}. For ``ffn`` the forward pass stops at the input
-            of the FFN's first linear layer: the rest of that layer is never computed.
-        """
-        points = sorted(set(points), key=lambda p: (p[0], p[1] == "out"))
-        last = points[-1]
-        pos = self.x_pos
-        found: dict[tuple[int, str], SiteActs] = {}
-
-        def make_hook(point):
-            layer, site = point
-
-            def ffn_hook(module, args):
-                found[point] = SiteActs(args[0][:, pos], module.weight, module.bias)
-                if point == last:
-                    raise _Stop
-
-            def out_hook(module, args, output):
-                hidden = output[0] if isinstance(output, tuple) else output  # (B, T, d)
-                found[point] = SiteActs(hidden[:, pos])
-                if point == last:
-                    raise _Stop
-
-            if site == "ffn":
-                return self.ffn_in(layer).register_forward_pre_hook(ffn_hook)
-            return self.layers[layer].register_forward_hook(out_hook)
-
-        with _hooks(lambda: [make_hook(p) for p in points]):
+        with _hooks(lambda: [self.layers[0].register_forward_pre_hook(grab, with_kwargs=True)]):
             try:
                 self.hf(inputs_embeds=self.embed(x))
             except _Stop:
                 pass
-        missing = [p for p in points if p not in found]
-        assert not missing, f"capture hooks did not fire for {missing}"
+        return found[0]
+
+    def _attention(self, layer: int, h: torch.Tensor, query_pos: int | None) -> torch.Tensor:
+        """Self-attention block with residual and LayerNorm: (B, T, d) -> (B, T', d).
+
+        With ``query_pos`` only that position is queried and returned (T' = 1): the target layer needs
+        nothing else, which saves the query, output projection and LayerNorm of the other positions.
+        """
+        p = self._params[layer]
+        b, t, d = h.shape
+        heads, dh = self.n_heads, d // self.n_heads
+        if query_pos is None:
+            q, k, v = F.linear(h, p["wqkv"], p["bqkv"]).split(d, dim=-1)  # 3 x (B, T, d)
+            hq = h
+        else:
+            hq = h[:, query_pos : query_pos + 1]  # (B, 1, d)
+            q = F.linear(hq, p["wqkv"][:d], p["bqkv"][:d])  # (B, 1, d)
+            k, v = F.linear(h, p["wqkv"][d:], p["bqkv"][d:]).split(d, dim=-1)  # 2 x (B, T, d)
+        q = q.view(b, -1, heads, dh).transpose(1, 2)  # (B, H, T', dh)
+        k = k.view(b, t, heads, dh).transpose(1, 2)  # (B, H, T, dh)
+        v = v.view(b, t, heads, dh).transpose(1, 2)  # (B, H, T, dh)
+        a = F.scaled_dot_product_attention(q, k, v)  # (B, H, T', dh); no mask: no padding
+        a = a.transpose(1, 2).reshape(b, -1, d)  # (B, T', d)
+        return p["attn_norm"](hq + p["attn_out"](a))  # (B, T', d)
+
+    def _ffn(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        """FFN block with residual and LayerNorm: (B, T, d) -> (B, T, d)."""
+        p = self._params[layer]
+        return p["out_norm"](h + p["ffn_out"](p["act"](p["ffn_in"](h))))
+
+    def capture(self, x: torch.Tensor, points) -> dict[tuple[int, str], SiteActs]:
+        """Run x (B, d_emb) in the template only as deep as the deepest requested point.
+
+        The layers are computed here from the model's own modules and weights (the adapter table
+        names them), so the deepest layer can be cut short: only x's position is queried there, and
+        for ``ffn`` the pass stops at the input of the FFN's first linear layer, whose requested units
+        are computed lazily by :class:`SiteActs`. Checked against plain Hugging Face forward passes in
+        the tests.
+
+        Args:
+            x: vectors in word-embedding space, one per row: (B, d_emb).
+            points: iterable of (layer, site).
+
+        Returns:
+            {(layer, site): SiteActs at x's position}.
+        """
+        points = set(points)
+        depth = max(layer for layer, _ in points)
+        pos = self.x_pos
+        found: dict[tuple[int, str], SiteActs] = {}
+        h = self.embed_hidden(x)  # (B, T, d)
+        for layer in range(depth + 1):
+            last = layer == depth
+            a = self._attention(layer, h, query_pos=pos if last else None)  # (B, T or 1, d)
+            at = 0 if last else pos  # x's position in a
+            if (layer, "ffn") in points:
+                ffn_in = self._params[layer]["ffn_in"]
+                found[(layer, "ffn")] = SiteActs(a[:, at], ffn_in.weight, ffn_in.bias)
+            if last and (layer, "out") not in points:
+                break
+            h = self._ffn(layer, a)
+            if (layer, "out") in points:
+                found[(layer, "out")] = SiteActs(h[:, at])
         return found
 
     def post(self, layer: int, site: str, values: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ ball's radius, so one default works across models whose embeddings differ in sca
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,11 @@ class FTConfig:
     #                           (large early moves, a precise final climb), "constant" keeps it
     init: str = "token"  # start of each restart: "token" = a random vocabulary token's embedding,
     #                      "normal" = an isotropic Gaussian vector scaled to the median token norm
+    prune_at: float = 1.0  # after this share of the steps only each neuron's best restart goes on
+    #                        (the others stop: fewer row-steps for the same steps); 1.0 = never prune
+    dtype: str = "float32"  # arithmetic of the optimization steps: "bfloat16" runs them under autocast
+    #                          (faster where the CPU/GPU has bf16 units); reported values are always
+    #                          recomputed in float32 at the chosen x
     top: int = 10  # nearest tokens and best tokens kept per neuron
     batch_size: int = 2048  # rows (neuron x restart) per optimizer batch
 
@@ -42,14 +48,24 @@ class FTConfig:
             raise NeurotextError(f"lr must be positive, got {self.lr!r}")
         if not 0 < self.percentile <= 100:
             raise NeurotextError(f"percentile must be in (0, 100], got {self.percentile!r}")
+        if not 0 < self.prune_at <= 1:
+            raise NeurotextError(f"prune_at must be in (0, 1], got {self.prune_at!r}")
         if self.schedule not in SCHEDULES:
             raise NeurotextError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.dtype not in DTYPES:
+            raise NeurotextError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.init not in INITS:
             raise NeurotextError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+    @property
+    def prune_step(self) -> int:
+        """The step after which only each neuron's best restart continues (== steps: never)."""
+        return self.steps if self.prune_at >= 1 or self.restarts == 1 else max(1, round(self.prune_at * self.steps))
 
 
 INITS = ("token", "normal")
 SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "bfloat16")
 
 
 def row_generator(seed: int, key: str) -> torch.Generator:
@@ -87,7 +103,15 @@ def _project(z: torch.Tensor) -> None:
     z.mul_(z.norm(dim=1, keepdim=True).clamp_min(1.0).reciprocal())
 
 
-def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: float, cfg: FTConfig) -> Trace:
+def learning_rate(cfg: FTConfig, step: int) -> float:
+    """lr at ``step`` of ``cfg.steps``: constant, or cosine-annealed towards 0."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+
+
+def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: float, cfg: FTConfig,
+             steps: int | None = None, step0: int = 0) -> Trace:
     """Gradient ascent of ``objective`` at (layer, site) for a batch of starts.
 
     Args:
@@ -97,6 +121,8 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
         x0: starting points (B, d_emb); projected onto the ball first.
         radius: the ball's radius in word-embedding space.
         cfg: steps and learning rate.
+        steps: steps to take in this call (default ``cfg.steps``); with ``step0``, a call can run one
+            phase of a longer schedule (the learning rate follows ``learning_rate(cfg, step0 + i)``).
 
     Returns:
         :class:`Trace` with the best x seen per row (every evaluated x is already projected, so the
@@ -105,16 +131,17 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
     z = (x0.float() / radius).clone()  # (B, d)
     _project(z)
     z.requires_grad_(True)
+    steps = cfg.steps if steps is None else steps
     opt = torch.optim.Adam([z], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps) if cfg.schedule == "cosine" else None
     best_val = torch.full((z.shape[0],), -float("inf"), device=z.device)  # (B,)
     best_z = z.detach().clone()  # (B, d)
-    curve = torch.empty(cfg.steps + 1, z.shape[0])  # (S + 1, B)
+    curve = torch.empty(steps + 1, z.shape[0])  # (S + 1, B)
     point = (layer, site)
-    for step in range(cfg.steps + 1):
-        last = step == cfg.steps
-        with torch.set_grad_enabled(not last):
-            val = objective(model.capture(z * radius, [point])[point])  # (B,)
+    low = cfg.dtype == "bfloat16"
+    for step in range(steps + 1):
+        last = step == steps
+        with torch.set_grad_enabled(not last), torch.autocast(z.device.type, torch.bfloat16, enabled=low):
+            val = objective(model.capture(z * radius, [point])[point]).float()  # (B,)
         v = val.detach()
         curve[step] = v.cpu()
         better = v > best_val
@@ -124,9 +151,8 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
             break
         opt.zero_grad(set_to_none=True)
         (-val.sum()).backward()
+        opt.param_groups[0]["lr"] = learning_rate(cfg, step0 + step)
         opt.step()
-        if sched is not None:
-            sched.step()
         with torch.no_grad():
             _project(z)
     return Trace(x=best_z * radius, value=best_val, curve=curve)

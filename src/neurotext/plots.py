@@ -1,127 +1,282 @@
-"""PNG figures for the analyses (Q1 ``words``, Q2 ``encode``).
+"""Figures of the atlas and the analyses: Q1 distributions per layer (with the controls of ``neurotext
+words``), the Q2 recovery curve (matplotlib, Agg, PNG), and the optimization curve of one neuron as a small
+inline SVG.
 
-Figures are built on matplotlib's object API with the Agg canvas, never through pyplot, so no global
-backend or figure state is touched and nothing needs a display.
+Every function takes plain numbers and writes or returns one figure; nothing here reads a store.
 """
 
 from __future__ import annotations
 
-import textwrap
+import html
+import math
 from pathlib import Path
 
+import numpy as np
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+#: Q1 panels: (store-derived key, title, y label, log scale, reference lines). Keys are those of
+#: :func:`neurotext.report.q1_columns`.
+Q1_PANELS = (
+    ("nearest_cosine", "FT vector vs its nearest token", "cosine", False, (1.0,)),
+    ("retention", "Retention (symbolization)", "nearest-token activation / FT activation", False, (0.0, 1.0)),
+    ("overlap_at_10", "Overlap of FT nearest and best real tokens", "overlap@10", False, ()),
+    ("act_ratio", "FT activation vs best real token", "FT activation / best-token activation (log)", True, (1.0,)),
+)
+SITE_COLORS = {"ffn": "#3b6fd4", "out": "#d9822b"}
+WHISKERS = (5, 95)  # box-plot whiskers: percentiles (outliers are not drawn)
 
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
-_LINESTYLES = {"zscore": "-", "random": "--", "zhigh": ":"}
+def q1_figure(columns: dict[str, dict[tuple[int, str], np.ndarray]], path: Path) -> Path:
+    """Box plots per layer (and site) of the four Q1 statistics; writes a PNG to ``path``.
 
+    Args:
+        columns: ``{panel key: {(layer, site): finite values}}``.
+        path: output file.
 
-def plot_encode(doc: dict, path) -> Path:
-    """Q2 recovery curves: share of words at rank 1 (left) and within the top 10 (right) versus k,
-    one colour per layer; z-score selection solid, the random control dashed."""
-    fig = _figure(11, 4.2)
-    axes = fig.subplots(1, 2, sharey=True)
-    colors = {layer: f"C{i % 10}" for i, layer in enumerate(doc["layers"])}
-    for ax, metric, title in ((axes[0], "top1", "recovered at rank 1"),
-                              (axes[1], "top10", "within the 10 nearest tokens")):
-        for layer in doc["layers"]:
-            for s in doc["select"]:
-                rows = sorted((r for r in doc["results"] if r["layer"] == layer and r["select"] == s),
-                              key=lambda r: r["k"])
-                if not rows:
-                    continue
-                ax.plot([r["k"] for r in rows], [r[metric] for r in rows], marker="o", markersize=3,
-                        linestyle=_LINESTYLES.get(s, "-."), color=colors[layer], label=f"L{layer} {s}")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(doc["ks"], [str(k) for k in doc["ks"]], fontsize=7)
-        ax.minorticks_off()
-        ax.set_xlabel("k (units selected)")
-        ax.set_title(title)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"share of {len(doc['words'])} words")
-    axes[1].legend(fontsize=7, ncol=2, loc="lower right")
-    fig.suptitle(f"Q2: words recovered by FT on k units — {doc['model']}, {doc['site']}, {doc['objective']} "
-                 f"objective", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
+    Returns:
+        ``path``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.6), dpi=100)
+    for ax, (key, title, ylabel, log, refs) in zip(axes.flat, Q1_PANELS):
+        groups = columns.get(key, {})
+        layers = sorted({layer for layer, _ in groups})
+        sites = sorted({site for _, site in groups})
+        width = 0.7 / max(len(sites), 1)
+        for j, site in enumerate(sites):
+            keys = [(layer, site) for layer in layers if len(groups.get((layer, site), ())) > 0]
+            if not keys:
+                continue
+            pos = [layer + (j - (len(sites) - 1) / 2) * width for layer, _ in keys]
+            color = SITE_COLORS.get(site, "#666666")
+            ax.boxplot([groups[k] for k in keys], positions=pos, widths=width * 0.85, whis=WHISKERS,
+                       showfliers=False, showmeans=True, patch_artist=True,
+                       boxprops=dict(facecolor=color + "55", edgecolor=color),
+                       medianprops=dict(color=color, linewidth=2), whiskerprops=dict(color=color),
+                       capprops=dict(color=color),
+                       meanprops=dict(marker="o", markersize=3.5, markerfacecolor="white", markeredgecolor=color))
+            ax.plot([], [], color=color, linewidth=6, alpha=0.5, label=site)
+        for r in refs:
+            ax.axhline(r, color="#999999", linewidth=0.8, linestyle=":", zorder=0)
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(layers, [f"L{layer}" for layer in layers])
+        ax.set_title(title, fontsize=11)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(axis="y", alpha=0.25)
+        if not layers:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#999999")
+        elif len(sites) > 1:
+            ax.legend(fontsize=8, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile; "
+             "dot: mean; dotted: reference values", ha="center", fontsize=8, color="#666666")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path)
-    return path
+    plt.close(fig)
+    return Path(path)
 
 
-_SOURCE_COLORS = {"ft": "C0", "token": "C2", "random": "C7"}
+def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
+    """Recovery curves of Q2: share of words recovered (top-1 and top-10) versus k, log2 axis.
+
+    One colour per layer; z-score selection solid, random selection (the control) dashed.
+
+    Args:
+        results: ``[{"layer", "select", "k", "top1", "top10"}, ...]`` from ``neurotext encode``.
+        path: output PNG.
+        site: shown in the title.
+
+    Returns:
+        ``path``.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100, sharey=True)
+    layers = sorted({int(r["layer"]) for r in results})
+    cmap = plt.get_cmap("viridis")
+    colors = {layer: cmap(i / max(len(layers) - 1, 1) * 0.9) for i, layer in enumerate(layers)}
+    styles = {sel: style for sel, style in (("zscore", "-"), ("random", "--"), ("zhigh", ":"))
+              if any(r["select"] == sel for r in results)}
+    for ax, metric, title in zip(axes, ("top1", "top10"), ("word at rank 1", "word within the top 10")):
+        for layer in layers:
+            for select, style in styles.items():
+                pts = sorted((int(r["k"]), float(r[metric])) for r in results
+                             if int(r["layer"]) == layer and r["select"] == select and r.get(metric) is not None)
+                if pts:
+                    ax.plot([k for k, _ in pts], [v for _, v in pts], style, color=colors[layer], marker="o",
+                            markersize=3, linewidth=1.6 if select == "zscore" else 1.1)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("k (units selected)")
+        ax.set_title(f"Share of words recovered: {title}", fontsize=11)
+        ax.grid(alpha=0.25)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    axes[0].set_ylabel(f"share of words{f' ({site})' if site else ''}")
+    handles = [plt.Line2D([], [], color=colors[layer], linewidth=2, label=f"L{layer}") for layer in layers]
+    handles += [plt.Line2D([], [], color="#444444", linestyle=s, label=f"{sel} selection") for sel, s in styles.items()]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
 
 
-def plot_words_stat(result, stat: str, path) -> Path:
-    """Q1: box plots of one statistic per layer (one panel per site), the FT vectors beside the token and
-    random controls."""
+def curve_svg(curve, reference: float | None = None, label: str = "objective", width: int = 560,
+              height: int = 180, max_points: int = 200) -> str:
+    """The optimization curve (objective per step) as a self-contained inline SVG string.
+
+    Args:
+        curve: objective value at every step (step 0 = the start).
+        reference: a horizontal dashed line, e.g. the best real token's activation.
+        label: y-axis caption.
+        max_points: the curve is subsampled to at most this many points (the last one always kept).
+
+    Returns:
+        ``<svg>...</svg>``; only numbers and fixed labels appear in it.
+    """
+    ys = [float(v) for v in curve if v is not None and math.isfinite(float(v))]
+    if len(ys) < 2:
+        return '<p class="muted">no optimization curve recorded</p>'
+    n = len(ys)
+    idx = sorted(set(np.linspace(0, n - 1, min(n, max_points)).round().astype(int).tolist()))
+    lo = min(ys + ([reference] if reference is not None else []))
+    hi = max(ys + ([reference] if reference is not None else []))
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1, hi + 1
+    pad_l, pad_r, pad_t, pad_b = 52, 12, 10, 28
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def sx(i):
+        return pad_l + w * i / max(n - 1, 1)
+
+    def sy(v):
+        return pad_t + h * (1 - (v - lo) / (hi - lo))
+
+    pts = " ".join(f"{sx(i):.1f},{sy(ys[i]):.1f}" for i in idx)
+    parts = [f'<svg class="curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'aria-label="{html.escape(label)} versus optimization step">',
+             f'<line class="axis" x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}"/>',
+             f'<line class="axis" x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}"/>']
+    for v in (lo, (lo + hi) / 2, hi):
+        parts.append(f'<text class="tick" x="{pad_l - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    for i in (0, n - 1):
+        parts.append(f'<text class="tick" x="{sx(i):.1f}" y="{pad_t + h + 16}" text-anchor="middle">{i}</text>')
+    parts.append(f'<text class="tick" x="{pad_l + w / 2:.1f}" y="{height - 2}" text-anchor="middle">step</text>')
+    if reference is not None:
+        y = sy(reference)
+        parts.append(f'<line class="ref" x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="reflabel" x="{pad_l + w - 4}" y="{y - 5:.1f}" text-anchor="end">'
+                     f'best real token {reference:.3g}</text>')
+    parts.append(f'<polyline class="line" points="{pts}"/>')
+    parts.append(f'<circle class="end" cx="{sx(n - 1):.1f}" cy="{sy(ys[-1]):.1f}" r="3"/>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- neurotext words (Q1 with controls)
+SOURCE_COLORS = {"ft": "#3b6fd4", "token": "#2e9e4f", "random": "#888888"}
+
+
+def _source_label(src: str) -> str:
+    return "FT" if src == "ft" else f"{src} control"
+
+
+def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
+    """Q1 with controls: box plots of one statistic per layer (one panel per site), the FT vectors beside
+    the token and random controls.
+
+    Args:
+        groups: :class:`neurotext.words.Group` list (``values[source][stat]`` per neuron).
+        stat: the statistic.
+        title: figure title.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
     from .stats import finite
-    from .words import SOURCES, STATS
 
-    sites = sorted({g.site for g in result.groups})
-    fig = _figure(max(6.0, 1.6 + 1.1 * max(len([g for g in result.groups if g.site == s]) for s in sites)),
-                  3.6 * len(sites))
-    axes = fig.subplots(len(sites), 1, squeeze=False)[:, 0]
-    width = 0.8 / len(SOURCES)
-    for ax, site in zip(axes, sites):
-        groups = [g for g in result.groups if g.site == site]
-        for j, src in enumerate(SOURCES):
+    plt = _pyplot()
+    sites = sorted({g.site for g in groups})
+    n_layers = max(len([g for g in groups if g.site == s]) for s in sites)
+    fig, axes = plt.subplots(len(sites), 1, figsize=(max(6.0, 1.6 + 1.1 * n_layers), 3.6 * len(sites)), dpi=100,
+                             squeeze=False)
+    width = 0.8 / len(SOURCE_COLORS)
+    for ax, site in zip(axes[:, 0], sites):
+        row = [g for g in groups if g.site == site]
+        for j, (src, color) in enumerate(SOURCE_COLORS.items()):
             data, pos = [], []
-            for i, g in enumerate(groups):
+            for i, g in enumerate(row):
                 v = finite(g.values[src][stat])
                 if v.size:
                     data.append(v)
-                    pos.append(i + (j - (len(SOURCES) - 1) / 2) * width)
-            if not data:
-                continue
-            bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=False,
-                            manage_ticks=False)
-            for box in bp["boxes"]:
-                box.set_facecolor(_SOURCE_COLORS[src])
-                box.set_alpha(0.6)
-            for med in bp["medians"]:  # opaque, in the source's colour: a constant control stays visible
-                med.set_color(_SOURCE_COLORS[src])
-                med.set_linewidth(2.5)
-            ax.plot([], [], color=_SOURCE_COLORS[src], linewidth=6, alpha=0.6, label=src if src == "ft" else
-                    f"{src} control")
-        ax.set_xticks(range(len(groups)), [f"L{g.layer}\nn={len(g.neurons)}" for g in groups], fontsize=8)
+                    pos.append(i + (j - (len(SOURCE_COLORS) - 1) / 2) * width)
+            if data:  # the median line is opaque in the source's colour: a constant control stays visible
+                ax.boxplot(data, positions=pos, widths=width * 0.9, whis=WHISKERS, showfliers=False,
+                           patch_artist=True, manage_ticks=False,
+                           boxprops=dict(facecolor=color + "88", edgecolor=color),
+                           medianprops=dict(color=color, linewidth=2.5), whiskerprops=dict(color=color),
+                           capprops=dict(color=color))
+            ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=_source_label(src))
+        ax.set_xticks(range(len(row)), [f"L{g.layer}\nn={len(g.neurons)}" for g in row], fontsize=8)
         ax.set_ylabel(f"{site}: {stat}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-    fig.suptitle(textwrap.fill(f"Q1 {result.model}: {stat} = {STATS[stat]}", 100), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile",
+             ha="center", fontsize=7, color="#666666")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path)
-    return path
+    plt.close(fig)
+    return Path(path)
 
 
-def plot_word_like(doc: dict, path) -> Path:
-    """Q1: share of word-like neurons per layer (one panel per site), FT beside both controls."""
-    from .words import SOURCES
+def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Q1: share of word-like neurons per layer (one panel per site), FT beside both controls.
 
-    sites = sorted({g["site"] for g in doc["groups"]})
-    fig = _figure(7, 3.4 * len(sites))
-    axes = fig.subplots(len(sites), 1, squeeze=False)[:, 0]
-    width = 0.8 / len(SOURCES)
-    for ax, site in zip(axes, sites):
-        groups = [g for g in doc["groups"] if g["site"] == site]
-        for j, src in enumerate(SOURCES):
-            xs = [i + (j - (len(SOURCES) - 1) / 2) * width for i in range(len(groups))]
-            ax.bar(xs, [g["word_like"][src] or 0.0 for g in groups], width=width * 0.9,
-                   color=_SOURCE_COLORS[src], alpha=0.8, label=src if src == "ft" else f"{src} control")
-        ax.set_xticks(range(len(groups)), [f"L{g['layer']}" for g in groups])
+    Args:
+        groups: the ``groups`` of the ``neurotext words`` document (``layer``, ``site``, ``word_like``).
+        title: figure title (the criterion).
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    width = 0.8 / len(SOURCE_COLORS)
+    for ax, site in zip(axes[:, 0], sites):
+        row = [g for g in groups if g["site"] == site]
+        for j, (src, color) in enumerate(SOURCE_COLORS.items()):
+            xs = [i + (j - (len(SOURCE_COLORS) - 1) / 2) * width for i in range(len(row))]
+            ax.bar(xs, [g["word_like"][src] or 0.0 for g in row], width=width * 0.9, color=color,
+                   label=_source_label(src))
+        ax.set_xticks(range(len(row)), [f"L{g['layer']}" for g in row])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel(f"{site}: share word-like")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Q1: word-like neurons — {doc['criterion']['text']}", fontsize=8)
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.tight_layout()
-    path = Path(path)
     fig.savefig(path)
-    return path
+    plt.close(fig)
+    return Path(path)

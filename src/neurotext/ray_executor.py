@@ -37,6 +37,18 @@ class _Worker:
         return results_to_table(self.tx.run(neurons), int(self.tx.model.embeddings.shape[1]))
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise NeurotextError(f"could not connect to Ray at {address}: {e}") from e
+
+
 def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
     """Yield (shard, table) as shards finish on Ray actors."""
     import torch
@@ -45,6 +57,8 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     started = False
+    if address and address != "auto":
+        _check_reachable(address)
     if not ray.is_initialized():
         try:
             if address:

@@ -67,6 +67,15 @@ class ScanCache:
         ).hexdigest()
         return self.cache_dir / "scans" / key / f"L{layer}.{site}.pt"
 
+    def prefetch(self, depth: int) -> None:
+        """Make sure every layer up to ``depth`` is scanned, in one pass to the deepest missing layer
+        (scanning layer by layer would run the early layers again for every depth)."""
+        missing = [(layer, site) for layer in range(depth + 1) for site in SITES if (layer, site) not in self._mem]
+        if missing:
+            self.get(max(layer for layer, _ in missing), missing[0][1])
+            for layer, site in missing:
+                self.get(layer, site)
+
     def get(self, layer: int, site: str) -> Scan:
         if (layer, site) in self._mem:
             return self._mem[(layer, site)]

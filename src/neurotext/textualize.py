@@ -97,6 +97,7 @@ class Textualizer:
         for n in parsed:
             groups.setdefault((n.layer, n.site), []).append(n)
         per_batch = max(1, self.config.batch_size // self.config.restarts)
+        self.scans.prefetch(max(layer for layer, _ in groups))
         bar = tqdm(total=len(parsed), desc="textualize", unit="neuron", disable=tqdm_disable(self.progress))
         for (layer, site), group in groups.items():
             scan = self.scans.get(layer, site)
@@ -134,23 +135,43 @@ class Textualizer:
         return pre, self.model.post(layer, site, pre)
 
     # ------------------------------------------------------------------ internals
+    def _optimize(self, layer: int, site: str, units: torch.Tensor, x0: torch.Tensor):
+        """Single-unit FT for N neurons with r restarts each (x0: (N*r, d_emb), restarts adjacent).
+
+        All restarts run ``prune_step`` steps; then only each neuron's best restart continues to
+        ``steps`` (successive halving). Returns the best x (N, d_emb), its objective value (N,) and
+        the winning restart's curve (steps + 1, N).
+        """
+        cfg, r = self.config, self.config.restarts
+        n = len(units)
+        first = maximize(self.model, layer, site, objectives.unit(units.repeat_interleave(r)), x0, self.radius, cfg,
+                         steps=cfg.prune_step)
+        best = first.value.view(n, r).argmax(dim=1)  # (N,)
+        rows = torch.arange(n) * r + best.cpu()  # (N,)
+        x, value, curve = first.x[rows], first.value[rows], first.curve[:, rows]
+        if cfg.prune_step < cfg.steps:
+            second = maximize(self.model, layer, site, objectives.unit(units), x, self.radius, cfg,
+                              steps=cfg.steps - cfg.prune_step, step0=cfg.prune_step)
+            better = second.value > value
+            x = torch.where(better[:, None], second.x, x)
+            value = torch.where(better, second.value, value)
+            curve = torch.cat([curve, second.curve[1:]])  # its first evaluation repeats x
+        return x, value, curve
+
     def _run_batch(self, layer: int, site: str, neurons: list[Neuron], scan) -> list[NeuronResult]:
         cfg, model = self.config, self.model
         r = cfg.restarts
         t0 = time.perf_counter()
         keys = [f"{n.name}|{j}" for n in neurons for j in range(r)]  # row = (neuron, restart)
         x0 = initial_points(model.embeddings, keys, cfg.seed, cfg.init)  # (N*r, d_emb)
-        units = torch.tensor([n.unit for n in neurons for _ in range(r)], device=model.device)  # (N*r,)
-        trace = maximize(model, layer, site, objectives.unit(units), x0, self.radius, cfg)
-        best = trace.value.view(len(neurons), r).argmax(dim=1)  # (N,)
-        rows = torch.arange(len(neurons)) * r + best.cpu()  # (N,)
-        x = trace.x[rows]  # (N, d_emb)
-        pre = trace.value[rows]  # (N,) the objective is the pre-activation (ffn) or hidden value (out)
+        units = torch.tensor([n.unit for n in neurons], device=model.device)  # (N,)
+        x, pre, curve = self._optimize(layer, site, units, x0)
+        if cfg.dtype != "float32":  # report float32 values at the chosen x, never the low-precision ones
+            pre, _ = self.activations_of(layer, site, x, units)
         act = model.post(layer, site, pre)
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
-        unit_t = torch.tensor([n.unit for n in neurons], device=model.device)
-        _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), unit_t)
+        _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), units)
         out = []
         for i, n in enumerate(neurons):
             a = float(act[i])
@@ -175,7 +196,7 @@ class Textualizer:
                 seconds=seconds,
                 seed=cfg.seed,
                 restarts=r,
-                curve=trace.curve[:, int(rows[i])].tolist(),
+                curve=curve[:, i].tolist(),
             ))
         return out
 

@@ -343,7 +343,7 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
     Returns:
         The paths written.
     """
-    from .plots import plot_word_like, plot_words_stat
+    from .plots import word_like_figure, words_stat_figure
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -353,9 +353,11 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / WORDS_JSON]
         paths[0].write_text(json.dumps(doc, allow_nan=False) + "\n")
-        for stat in STATS:
-            paths.append(plot_words_stat(result, stat, out / stat_png(stat)))
-        paths.append(plot_word_like(doc, out / WORD_LIKE_PNG))
+        for stat, text in STATS.items():
+            title = f"Q1 {result.model}: {stat} = {text}"
+            paths.append(words_stat_figure(result.groups, stat, title, out / stat_png(stat)))
+        paths.append(word_like_figure(doc["groups"], f"Q1 {result.model}: word-like neurons, "
+                                      f"{doc['criterion']['text']}", out / WORD_LIKE_PNG))
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths

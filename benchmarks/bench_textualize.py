@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""Benchmark: neurotext's batched feature textualization against a one-neuron-at-a-time loop and the
+machine's matrix-multiply throughput, in one run on one machine. Prints JSON with --json.
+
+    .venv/bin/python benchmarks/bench_textualize.py --json                 # full run (minutes)
+    .venv/bin/python benchmarks/bench_textualize.py --json --quick         # tiny sizes, for the test
+
+A "neuron-step" is one Adam step of one (neuron, restart) row: forward to the target plus the
+backward pass to the input. naive and engine are counted the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import torch  # noqa: E402
+
+from neurotext import FTConfig, Neuron, Textualizer, load_model  # noqa: E402
+from neurotext.optimize import initial_points, learning_rate  # noqa: E402
+
+
+def flops_per_neuron_step(d: int, d_ff: int, tokens: int, layer: int, site: str) -> float:
+    """Analytic FLOPs of one neuron-step at (layer, site), forward plus backward to the input.
+
+    Counts the matrix products neurotext runs: full layers 0..layer-1 on every template token; at the
+    target layer K and V for every token and Q, attention output and LayerNorm for x's position only,
+    then for ``ffn`` one dot product (one unit), for ``out`` the FFN at x's position. The backward pass
+    to the input costs as many multiply-adds as the forward (no weight gradients are needed).
+    """
+    t = tokens
+    full_layer = t * (2 * d * 3 * d + 2 * d * d + 2 * 2 * d * d_ff) + 2 * 2 * t * t * d  # QKV, out, FFN, attention
+    target = t * 2 * d * 2 * d + 2 * d * d + 2 * d * d + 2 * 2 * t * d  # K,V all; Q, out for x; attention
+    target += 2 * d if site == "ffn" else 2 * 2 * d * d_ff
+    return 2.0 * (layer * full_layer + target)
+
+
+def matmul_gflops(rows: int, d: int, d_ff: int, seconds: float = 2.0, device="cpu") -> float:
+    """fp32 GFLOP/s of the engine's largest product: (rows, d) x (d, d_ff)."""
+    a = torch.randn(rows, d, device=device)
+    w = torch.randn(d_ff, d, device=device)
+    for _ in range(3):
+        torch.nn.functional.linear(a, w)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.nn.functional.linear(a, w)
+        n += 1
+    if device != "cpu":
+        torch.cuda.synchronize()
+    return 2.0 * rows * d * d_ff * n / (time.perf_counter() - t0) / 1e9
+
+
+def naive_run(hf, tok, embeddings, radius, neuron: Neuron, cfg: FTConfig, ffn_module) -> float:
+    """The reference loop: one row at a time, full-depth Hugging Face forward with a hook, same template,
+    steps, learning rate schedule, restarts and starts as the engine. Returns the best activation."""
+    cls = embeddings[tok.cls_token_id]
+    sep = embeddings[tok.sep_token_id]
+    best = -math.inf
+    for r in range(cfg.restarts):
+        x0 = initial_points(embeddings, [f"{neuron.name}|{r}"], cfg.seed, cfg.init)[0]
+        z = (x0 / radius).clone()
+        z = (z / z.norm().clamp_min(1.0)).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=cfg.lr)
+        for step in range(cfg.steps + 1):
+            grabbed: dict = {}
+            if neuron.site == "ffn":
+                h = ffn_module(neuron.layer).register_forward_hook(
+                    lambda m, a, o, box=grabbed: box.setdefault("v", o))
+            with torch.set_grad_enabled(step < cfg.steps):
+                try:
+                    out = hf(inputs_embeds=torch.stack([cls, z * radius, sep])[None], output_hidden_states=True)
+                finally:
+                    if neuron.site == "ffn":
+                        h.remove()
+                v = grabbed["v"][0, 1, neuron.unit] if neuron.site == "ffn" else \
+                    out.hidden_states[neuron.layer + 1][0, 1, neuron.unit]
+            act = float(torch.nn.functional.gelu(v)) if neuron.site == "ffn" else float(v)
+            best = max(best, act)
+            if step == cfg.steps:
+                break
+            opt.zero_grad()
+            (-v).backward()
+            opt.param_groups[0]["lr"] = learning_rate(cfg, step)
+            opt.step()
+            with torch.no_grad():
+                z.div_(z.norm().clamp_min(1.0))
+    return best
+
+
+def ffn_modules(hf, arch):
+    """layer -> the FFN's first Linear of a plain Hugging Face model (paths from the adapter table)."""
+    from neurotext.model import _get
+
+    return lambda layer: _get(_get(hf, arch.layers)[layer], arch.ffn_in)
+
+
+def make_random_bert_base(path: str) -> str:
+    """A randomly initialized model of BERT-base's shape (12 x 768, FFN 3072, 30522 tokens), saved with a
+    synthetic WordPiece vocabulary: no weights are downloaded."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"tok{i}" for i in range(30522 - 5)]
+    torch.manual_seed(0)
+    BertModel(BertConfig()).save_pretrained(path)
+    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}).save_pretrained(path)
+    return path
+
+
+def sample_neurons(n_layers: int, width: int, per_layer: int, seed: int) -> list[Neuron]:
+    rng = random.Random(seed)
+    return [Neuron(layer, "ffn", u) for layer in range(n_layers) for u in sorted(rng.sample(range(width), per_layer))]
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model (default: bundled all-MiniLM-L6-v2)")
+    ap.add_argument("--random-model", choices=["bert-base"], default=None,
+                    help="use a randomly initialized model of this shape instead (no weights needed)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--engine-per-layer", type=int, default=128, help="engine sample: FFN neurons per layer")
+    ap.add_argument("--naive-neurons", type=int, default=6, help="naive sample size (one per layer, cycled)")
+    ap.add_argument("--quality-per-layer", type=int, default=11, help="long-run comparison: neurons per layer "
+                    "(64 neurons over 6 layers by default)")
+    ap.add_argument("--long-steps", type=int, default=1000)
+    ap.add_argument("--long-restarts", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (for the test): 2 per layer, short runs")
+    ap.add_argument("--skip-long", action="store_true", help="skip the long-run quality comparison")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    cfg = FTConfig()
+    if args.quick:
+        cfg = FTConfig(steps=8, restarts=2)
+        args.engine_per_layer, args.naive_neurons, args.quality_per_layer = 2, 2, 1
+        args.long_steps, args.long_restarts = 16, 2
+    cache = tempfile.mkdtemp(prefix="neurotext-bench-")  # cold scan cache: scans are part of the cost
+    if args.random_model:
+        source = make_random_bert_base(os.path.join(cache, "model"))
+    else:
+        source = args.model
+    model = load_model(source, device=args.device)
+    d, d_ff, n_layers = model.sizes["out"], model.sizes["ffn"], model.n_layers
+    tokens = len(model.prefix_ids) + 1 + len(model.suffix_ids)
+    report = {"model": model.name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "device": args.device, "config": vars(cfg) | {"prune_step": cfg.prune_step}}
+
+    # machine
+    report["matmul_gflops"] = matmul_gflops(cfg.batch_size * tokens, d, d_ff, device=args.device)
+
+    # engine: a sample of FFN neurons over all layers, cold scan cache, default settings
+    neurons = sample_neurons(n_layers, d_ff, args.engine_per_layer, seed=0)
+    tx = Textualizer(model, cfg, cache_dir=cache, progress=False)
+    t0 = time.perf_counter()
+    tx.scans.prefetch(n_layers - 1)  # the run would do this first; timed separately too
+    scan_s = time.perf_counter() - t0
+    results = {r.neuron: r for r in tx.run(neurons)}
+    engine_s = time.perf_counter() - t0
+    row_steps = len(neurons) * (cfg.restarts * (cfg.prune_step + 1) + (cfg.steps - cfg.prune_step))
+    flops = sum(flops_per_neuron_step(d, d_ff, tokens, n.layer, "ffn") for n in neurons) / len(neurons)
+    report.update({
+        "engine_neurons": len(neurons), "engine_seconds": engine_s, "scan_seconds": scan_s,
+        "engine_neuron_steps_per_s": row_steps / engine_s,
+        "engine_neuron_steps_per_s_without_scans": row_steps / (engine_s - scan_s),
+        "flops_per_neuron_step": flops,
+    })
+    report["achieved_gflops"] = flops * report["engine_neuron_steps_per_s"] / 1e9
+    report["roofline_fraction"] = report["achieved_gflops"] / report["matmul_gflops"]
+    report["roofline_fraction_without_scans"] = (
+        flops * report["engine_neuron_steps_per_s_without_scans"] / 1e9 / report["matmul_gflops"])
+    total_ffn = n_layers * d_ff
+    report["projected_full_ffn_sweep_s"] = scan_s + (engine_s - scan_s) * total_ffn / len(neurons)
+    report["projected_full_ffn_sweep_neurons"] = total_ffn
+
+    # naive: the same settings, one row at a time, full depth
+    from transformers import AutoModel, AutoTokenizer
+
+    hf = AutoModel.from_pretrained(model.source).to(args.device).eval()
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(model.source)
+    naive_sample = [neurons[(i % n_layers) * args.engine_per_layer + i // n_layers] for i in range(args.naive_neurons)]
+    t0 = time.perf_counter()
+    naive = {n.name: naive_run(hf, tok, hf.get_input_embeddings().weight.detach()[: model.embeddings.shape[0]],
+                               tx.radius, n, cfg, ffn_modules(hf, model.arch)) for n in naive_sample}
+    naive_s = time.perf_counter() - t0
+    report["naive_neurons"] = len(naive_sample)
+    report["naive_neuron_steps_per_s"] = len(naive_sample) * cfg.restarts * (cfg.steps + 1) / naive_s
+    report["speedup"] = report["engine_neuron_steps_per_s"] / report["naive_neuron_steps_per_s"]
+    both = list(naive)
+    eng = torch.tensor([results[n].activation for n in both])
+    nai = torch.tensor([naive[n] for n in both])
+    report["quality"] = {
+        "neurons": both,
+        "naive_mean": float(nai.mean()), "naive_median": float(nai.median()),
+        "engine_mean": float(eng.mean()), "engine_median": float(eng.median()),
+        "engine_at_least_naive_share": float((eng >= nai * (1 - 1e-4)).float().mean()),
+        "note": "with prune_at < 1 the engine takes fewer neuron-steps per neuron than the naive loop",
+    }
+
+    # defaults versus a long run, and FT versus the best real token
+    qn = sample_neurons(n_layers, d_ff, args.quality_per_layer, seed=0)[:64]
+    default = Textualizer(model, cfg, cache_dir=cache, progress=False).run(qn)
+    long_cfg = FTConfig(**{**vars(cfg), "steps": args.long_steps, "restarts": args.long_restarts, "prune_at": 1.0})
+    ft_ge_best = [r.activation >= r.best_tokens[0]["activation"] for r in default]
+    q = {"neurons": len(qn), "ft_at_least_best_token_share": sum(ft_ge_best) / len(ft_ge_best),
+         "median_ft_over_best_token": float(torch.tensor([r.activation / r.best_tokens[0]["activation"]
+                                                          for r in default]).median()),
+         "default_median": float(torch.tensor([r.activation for r in default]).median())}
+    if not args.skip_long:
+        t0 = time.perf_counter()
+        long = Textualizer(model, long_cfg, cache_dir=cache, progress=False).run(qn)
+        q["long_seconds"] = time.perf_counter() - t0
+        q["long_steps"], q["long_restarts"] = args.long_steps, args.long_restarts
+        q["long_median"] = float(torch.tensor([r.activation for r in long]).median())
+        q["default_over_long_median"] = q["default_median"] / q["long_median"]
+    report["defaults_vs_long"] = q
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for k, v in report.items():
+            print(f"{k:40s} {v}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+/* neurotext atlas: the searchable, sortable neuron table of index.html.
+ *
+ * The rows come from data/neurons.js (window.NEUROTEXT_ATLAS = {columns, rows}), loaded asynchronously
+ * after the page has rendered, and the table shows one page of rows at a time, so the index stays fast
+ * for whole-model sweeps. Token strings are untrusted: they are only ever set with textContent.
+ */
+(function () {
+  "use strict";
+
+  var state = { rows: [], view: [], sort: "neuron", dir: 1, page: 0, per: 100, q: "", where: "both", partial: false };
+  var SHOWN_TOKENS = 3; // tokens shown per list in a row (the search covers all of them)
+  var COLUMNS = [
+    { key: "neuron", label: "neuron", title: "canonical name; opens the neuron's page" },
+    { key: "activation", label: "activation", num: true, title: "activation of the FT vector" },
+    { key: "best_activation", label: "best token", num: true, title: "highest activation of any real token" },
+    { key: "ratio", label: "FT / best", num: true, title: "FT activation / best real-token activation" },
+    { key: "nearest_cosine", label: "nearest cos", num: true, fixed: 3,
+      title: "cosine between the FT vector and its nearest token" },
+    { key: "retention", label: "retention", num: true, fixed: 3, title: "nearest-token activation / FT activation" },
+    { key: "overlap_at_10", label: "overlap@10", num: true, fixed: 1,
+      title: "share of the 10 nearest tokens among the 10 best" },
+    { key: "nearest_tokens", label: "FT nearest tokens", title: "tokens nearest to the FT vector (cosine)" },
+    { key: "best_tokens", label: "best real tokens", title: "best tokens of the exhaustive vocabulary scan" }
+  ];
+
+  function $(id) { return document.getElementById(id); }
+
+  // search key of a token or query: case, surrounding whitespace and a word-piece marker do not matter
+  function norm(t) { return String(t).trim().toLowerCase().replace(/^(##|\u0120|\u2581)/, ""); }
+
+  function fmt(v, fixed) {
+    // fixed: decimals for bounded statistics (cosine, retention, overlap); else 4 significant digits
+    if (v === null || v === undefined || !isFinite(v)) return "n/a";
+    if (fixed !== undefined) return v.toFixed(fixed);
+    var a = Math.abs(v);
+    if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
+    return String(+v.toPrecision(4));
+  }
+
+  function load() {
+    var s = document.createElement("script");
+    s.src = "data/neurons.js";
+    s.async = true;
+    s.onload = function () {
+      var data = window.NEUROTEXT_ATLAS;
+      if (!data) { $("count").textContent = "data/neurons.js holds no atlas data"; return; }
+      prepare(data);
+    };
+    s.onerror = function () { $("count").textContent = "could not load data/neurons.js"; };
+    document.head.appendChild(s);
+  }
+
+  function prepare(data) {
+    var c = {};
+    data.columns.forEach(function (name, i) { c[name] = i; });
+    state.rows = data.rows.map(function (r, i) {
+      var act = r[c.activation], best = r[c.best_activation];
+      return {
+        order: i, neuron: r[c.neuron], lname: String(r[c.neuron]).toLowerCase(),
+        activation: act, best_activation: best,
+        ratio: act > 0 && best > 0 ? act / best : null,
+        nearest_cosine: r[c.nearest_cosine], retention: r[c.retention], overlap_at_10: r[c.overlap_at_10],
+        nearest_tokens: r[c.nearest_tokens], best_tokens: r[c.best_tokens],
+        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm)
+      };
+    });
+    readHash();
+    update(true);
+    window.__atlasReady = performance.now();
+    document.documentElement.setAttribute("data-atlas-ready", "1");
+  }
+
+  // --- search: by neuron name (prefix) or by token (exact, or partial), in nearest and/or best tokens
+  function position(list, q, partial) {
+    for (var i = 0; i < list.length; i++) {
+      if (partial ? list[i].indexOf(q) !== -1 : list[i] === q) return i;
+    }
+    return -1;
+  }
+
+  function match(row, q, qname) {
+    // null (no match) or {rank, near, best}: positions of the token in each list (-1: absent); a neuron
+    // named by the query ranks first (exact name -2, name prefix -1)
+    var near = state.where !== "best" ? position(row.nnorm, q, state.partial) : -1;
+    var best = state.where !== "nearest" ? position(row.bnorm, q, state.partial) : -1;
+    var named = null;
+    if (qname) named = row.lname === qname ? -2 : (row.lname.indexOf(qname) === 0 ? -1 : null);
+    if (named === null && near < 0 && best < 0) return null;
+    // rank: where the token stands, FT nearest tokens before best tokens at equal positions
+    var ranks = [near >= 0 ? 2 * near : Infinity, best >= 0 ? 2 * best + 1 : Infinity];
+    var rank = named !== null ? named : Math.min(ranks[0], ranks[1]);
+    return { rank: rank, near: near, best: best };
+  }
+
+  function filter() {
+    var q = norm(state.q.trim());
+    if (!q) {
+      state.view = state.rows.slice();
+      state.rows.forEach(function (r) { r.m = null; });
+      return;
+    }
+    var raw = state.q.trim().toLowerCase();
+    var qname = /^l\d/.test(raw) ? raw : null; // "L3", "L3.ffn.4", ...: also a neuron-name prefix
+    state.view = [];
+    state.rows.forEach(function (r) {
+      r.m = match(r, q, qname);
+      if (r.m) state.view.push(r);
+    });
+  }
+
+  function sortView() {
+    var key = state.sort, dir = state.dir;
+    var searching = state.q.trim() !== "";
+    state.view.sort(function (a, b) {
+      if (key === "neuron") {
+        if (searching && a.m && b.m && a.m.rank !== b.m.rank) return (a.m.rank - b.m.rank) * dir;
+        return (a.order - b.order) * dir;
+      }
+      var x = a[key], y = b[key];
+      var xn = x === null || x === undefined || !isFinite(x), yn = y === null || y === undefined || !isFinite(y);
+      if (xn || yn) return xn === yn ? a.order - b.order : (xn ? 1 : -1); // missing values last
+      return x === y ? a.order - b.order : (x < y ? -1 : 1) * dir;
+    });
+  }
+
+  function update(resetPage) {
+    filter();
+    sortView();
+    if (resetPage) state.page = 0;
+    render();
+  }
+
+  // --- rendering (textContent only)
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function tokenChip(t, hit, rank) {
+    var span = el("span", hit ? "tok hit" : "tok", t === "" ? "\u2205" : t);
+    if (t === "") span.classList.add("empty");
+    span.title = t + " (rank " + (rank + 1) + ")";
+    return span;
+  }
+
+  function tokenCell(tokens, hitAt) {
+    var td = el("td", "toks");
+    var n = Math.min(SHOWN_TOKENS, tokens.length);
+    for (var i = 0; i < n; i++) td.appendChild(tokenChip(tokens[i], i === hitAt, i));
+    if (hitAt >= n) {
+      td.appendChild(el("span", "more", "\u2026 #" + (hitAt + 1)));
+      td.appendChild(tokenChip(tokens[hitAt], true, hitAt));
+    }
+    return td;
+  }
+
+  function renderHead() {
+    var tr = document.querySelector("#table thead tr");
+    COLUMNS.forEach(function (col) {
+      var th = el("th", col.num ? "num" : "");
+      th.title = col.title;
+      if (col.key === "nearest_tokens" || col.key === "best_tokens") {
+        th.textContent = col.label;
+      } else {
+        var b = el("button", "sort", col.label);
+        b.type = "button";
+        b.setAttribute("data-key", col.key);
+        b.addEventListener("click", function () {
+          if (state.sort === col.key) state.dir = -state.dir;
+          else { state.sort = col.key; state.dir = col.num ? -1 : 1; }
+          update(true);
+        });
+        th.appendChild(b);
+      }
+      th.setAttribute("data-key", col.key);
+      tr.appendChild(th);
+    });
+  }
+
+  function render() {
+    var total = state.view.length, per = state.per;
+    var pages = Math.max(1, Math.ceil(total / per));
+    state.page = Math.min(state.page, pages - 1);
+    var start = state.page * per, rows = state.view.slice(start, start + per);
+    var frag = document.createDocumentFragment();
+    rows.forEach(function (r) {
+      var tr = el("tr");
+      var td = el("td", "name");
+      var a = el("a", "", r.neuron);
+      a.href = "neurons/" + encodeURIComponent(r.neuron) + ".html";
+      td.appendChild(a);
+      tr.appendChild(td);
+      COLUMNS.forEach(function (col) {
+        if (col.num) tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed)));
+      });
+      tr.appendChild(tokenCell(r.nearest_tokens, r.m ? r.m.near : -1));
+      tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
+      frag.appendChild(tr);
+    });
+    document.querySelector("#table tbody").replaceChildren(frag);
+    document.querySelectorAll("#table thead th").forEach(function (th) {
+      var k = th.getAttribute("data-key");
+      if (k === state.sort) th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
+    var q = state.q.trim();
+    $("count").textContent = q
+      ? total + " of " + state.rows.length + " neurons match \u201c" + q + "\u201d"
+      : state.rows.length + " neurons";
+    $("page").textContent = total ? (start + 1) + "\u2013" + (start + rows.length) + " of " + total
+      + " \u00b7 page " + (state.page + 1) + " of " + pages : "no neurons";
+    $("prev").disabled = state.page === 0;
+    $("next").disabled = state.page >= pages - 1;
+    document.documentElement.setAttribute("data-atlas-query", state.q); // what the table now shows (tests wait on it)
+  }
+
+  // --- the URL hash keeps the search (#q=rain&in=nearest&partial=1), so searches can be linked to
+  function readHash() {
+    var p = new URLSearchParams(location.hash.replace(/^#/, ""));
+    state.q = p.get("q") || "";
+    state.where = ["both", "nearest", "best"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
+    state.partial = p.get("partial") === "1";
+    $("q").value = state.q;
+    $("where").value = state.where;
+    $("partial").checked = state.partial;
+    if (state.q && location.hash) $("neurons").scrollIntoView();
+  }
+
+  function writeHash() {
+    var p = new URLSearchParams();
+    if (state.q) p.set("q", state.q);
+    if (state.where !== "both") p.set("in", state.where);
+    if (state.partial) p.set("partial", "1");
+    var h = p.toString();
+    history.replaceState(null, "", h ? "#" + h : location.pathname + location.search);
+  }
+
+  function init() {
+    renderHead();
+    var timer = null;
+    $("q").addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(function () { state.q = $("q").value; writeHash(); update(true); }, 80);
+    });
+    $("where").addEventListener("change", function () { state.where = $("where").value; writeHash(); update(true); });
+    $("partial").addEventListener("change", function () { state.partial = $("partial").checked; writeHash(); update(true); });
+    $("per").addEventListener("change", function () { state.per = +$("per").value; update(true); });
+    $("prev").addEventListener("click", function () { state.page--; render(); });
+    $("next").addEventListener("click", function () { state.page++; render(); });
+    window.addEventListener("hashchange", function () { if (state.rows.length) { readHash(); update(true); } });
+    load();
+  }
+
+  init();
+})();

@@ -1,0 +1,288 @@
+"""Neuron atlas: a self-contained static HTML site built from a store (DESIGN.md section 5).
+
+Layout of a site::
+
+    index.html              model, sweep config, Q1 plots and table, Q2 plot, searchable neuron table
+    assets/atlas.css, atlas.js
+    data/neurons.js         the neuron table's rows, loaded asynchronously by atlas.js
+    plots/q1.png, q2.png
+    neurons/L3.ffn.42.html  one page per neuron (no script)
+    atlas.json              marks the folder as an atlas; records what it was built from
+
+Nothing in a site refers to the network; it works from the folder (``file://``) or from ``neurotext serve``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, pages, plots, store
+from .errors import NeurotextError
+from .names import SITES
+
+# Filenames of a site live here and nowhere else.
+MARKER = "atlas.json"
+FORMAT = "neurotext-atlas/1"
+ASSETS = "assets"
+ASSET_FILES = ("atlas.css", "atlas.js")
+DATA = "data/neurons.js"
+NEURONS = "neurons"
+Q1_PLOT = "plots/q1.png"
+Q2_PLOT = "plots/q2.png"
+ENCODE = "encode.json"  # written by ``neurotext encode --out OUT`` (Q2)
+
+#: Store columns the atlas reads (everything but the FT vectors).
+COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "nearest_token", "nearest_cosine",
+           "nearest_ids", "nearest_tokens", "nearest_cosines", "nearest_activation", "retention", "best_token",
+           "best_activation", "best_ids", "best_tokens", "best_activations", "overlap_at_10", "steps", "restarts",
+           "seconds", "seed", "curve"]
+#: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
+DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
+                "overlap_at_10", "nearest_tokens", "best_tokens"]
+
+#: A neuron is counted as word-like when its FT vector symbolizes well (DESIGN.md section 4): at least this
+#: retention, and its nearest token among the scan's top-10 best real tokens.
+WORD_LIKE_RETENTION = 0.5
+WORD_LIKE_RULE = (f"word-like: retention >= {WORD_LIKE_RETENTION} and the FT vector's nearest token is among the "
+                  "10 best real tokens of the vocabulary scan")
+_NAME = re.compile(r"^L(\d+)\.([a-z]+)\.(\d+)$")
+
+
+# --------------------------------------------------------------------------- inputs
+def read_rows(store_dir) -> tuple[dict, list[dict]]:
+    """The store's manifest and its rows (without vectors), every neuron name checked to be canonical
+    (a name becomes a filename in the site)."""
+    manifest = store.read_manifest(store_dir)
+    table = store.read_table(store_dir, columns=COLUMNS)
+    rows = table.to_pylist()
+    for r in rows:
+        m = _NAME.match(r["neuron"] or "")
+        if not m or m.group(2) not in SITES or (int(m.group(1)), m.group(2), int(m.group(3))) != \
+                (r["layer"], r["site"], r["unit"]):
+            raise NeurotextError(f"{store_dir}: the store holds a malformed neuron name {r['neuron']!r}")
+    return manifest, rows
+
+
+def find_encode(store_dir, encode=None) -> Path | None:
+    """Where the Q2 results are: ``encode`` (a file, or a folder holding encode.json) when given, else
+    ``DIR/encode/encode.json`` or ``DIR/encode.json`` when present, else None."""
+    if encode is not None:
+        p = Path(encode)
+        p = p / ENCODE if p.is_dir() else p
+        if not p.is_file():
+            raise NeurotextError(f"--encode {encode}: no such file (expected the {ENCODE} of neurotext encode --out)")
+        return p
+    for p in (Path(store_dir) / "encode" / ENCODE, Path(store_dir) / ENCODE):
+        if p.is_file():
+            return p
+    return None
+
+
+def read_encode(path: Path) -> dict:
+    """Load and check the Q2 document of ``neurotext encode``; bad content is a NeurotextError."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NeurotextError(f"{path}: unreadable Q2 results ({e})") from e
+    results = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(results, list):
+        raise NeurotextError(f"{path}: not a neurotext encode result (no 'results' list)")
+    for r in results:
+        ok = (isinstance(r, dict) and isinstance(r.get("layer"), int) and r.get("select") in ("zscore", "random")
+              and isinstance(r.get("k"), int) and r["k"] > 0 and isinstance(r.get("top1"), (int, float))
+              and isinstance(r.get("top10", 0), (int, float)))
+        if not ok:
+            raise NeurotextError(f"{path}: malformed Q2 result {json.dumps(r)[:120]} (needs layer, select "
+                                 "zscore|random, k > 0, top1, top10)")
+    return doc
+
+
+# --------------------------------------------------------------------------- statistics
+def _finite(values) -> np.ndarray:
+    a = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def act_ratio(row: dict) -> float | None:
+    """FT activation / best real-token activation (None unless both are positive)."""
+    a, b = row["activation"], row["best_activation"]
+    return a / b if a is not None and b is not None and a > 0 and b > 0 else None
+
+
+def is_word_like(row: dict) -> bool:
+    """See :data:`WORD_LIKE_RULE`."""
+    r = row["retention"]
+    near = row["nearest_ids"] or []
+    return r is not None and r >= WORD_LIKE_RETENTION and bool(near) and near[0] in (row["best_ids"] or [])[:10]
+
+
+def q1_columns(rows: list[dict]) -> dict[str, dict[tuple[int, str], np.ndarray]]:
+    """Per Q1 statistic, the finite values of each (layer, site)."""
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["layer"], r["site"]), []).append(r)
+    out = {k: {} for k in ("nearest_cosine", "retention", "overlap_at_10", "act_ratio")}
+    for key, rs in groups.items():
+        for col in ("nearest_cosine", "retention", "overlap_at_10"):
+            out[col][key] = _finite(r[col] for r in rs)
+        out["act_ratio"][key] = _finite(act_ratio(r) for r in rs)
+    return out
+
+
+def layer_stats(rows: list[dict]) -> list[dict]:
+    """Per (layer, site): neuron count, medians of the Q1 statistics (mean for overlap) and word-like share."""
+    cols = q1_columns(rows)
+    counts: dict[tuple[int, str], list[int]] = {}
+    for r in rows:
+        c = counts.setdefault((r["layer"], r["site"]), [0, 0])
+        c[0] += 1
+        c[1] += is_word_like(r)
+
+    def stat(fn, a):
+        return float(fn(a)) if len(a) else None
+
+    return [{"layer": layer, "site": site, "n": n, "word_like_n": w, "word_like": w / n,
+             "nearest_cosine": stat(np.median, cols["nearest_cosine"][(layer, site)]),
+             "retention": stat(np.median, cols["retention"][(layer, site)]),
+             "overlap_at_10": stat(np.mean, cols["overlap_at_10"][(layer, site)]),
+             "act_ratio": stat(np.median, cols["act_ratio"][(layer, site)])}
+            for (layer, site), (n, w) in sorted(counts.items())]
+
+
+# --------------------------------------------------------------------------- building
+def _num(v, digits: int = 5):
+    if v is None or not math.isfinite(v):
+        return None
+    return float(f"{v:.{digits}g}")
+
+
+def data_script(rows: list[dict]) -> str:
+    """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
+    data = {"columns": DATA_COLUMNS, "rows": [
+        [r["neuron"], r["layer"], r["site"], r["unit"], _num(r["activation"]), _num(r["best_activation"]),
+         _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
+         list(r["nearest_tokens"] or []), list(r["best_tokens"] or [])] for r in rows]}
+    return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # errors="replace": a token with a lone surrogate must not stop the build
+    path.write_text(text, encoding="utf-8", errors="replace")
+
+
+def source_signature(store_dir, encode_path: Path | None) -> str:
+    """Changes whenever the store's manifest or shards, the Q2 results or neurotext's version change."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(__version__.encode())
+    for p in [Path(store_dir) / store.MANIFEST, *store.shard_paths(store_dir)] + ([encode_path] if encode_path else []):
+        st = p.stat()
+        h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def is_atlas(path) -> bool:
+    return (Path(path) / MARKER).is_file() and (Path(path) / "index.html").is_file()
+
+
+def read_marker(path) -> dict:
+    try:
+        return json.loads((Path(path) / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise NeurotextError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise NeurotextError(f"{out} is not empty and not a neurotext atlas; choose an empty or new --out")
+
+
+def build_report(store_dir, out, encode=None, log=print) -> dict:
+    """Build the atlas of the store ``store_dir`` into ``out`` (replacing an earlier atlas there).
+
+    The site is written to a temporary sibling folder and moved into place when complete.
+
+    Args:
+        store_dir: a sweep store (``neurotext sweep --out``).
+        out: site folder; must be new, empty or an earlier atlas.
+        encode: Q2 results (``encode.json`` or its folder); default ``DIR/encode/encode.json`` or
+            ``DIR/encode.json`` when present.
+        log: progress messages.
+
+    Returns:
+        {"index": path of index.html, "neurons": count, "q2": whether a Q2 plot was drawn, "seconds": wall time}.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    _check_out(out)
+    manifest, rows = read_rows(store_dir)
+    encode_path = find_encode(store_dir, encode)
+    q2_doc = read_encode(encode_path) if encode_path else None
+    model_name = manifest.get("model", {}).get("name", "?")
+    if q2_doc and q2_doc.get("model") not in (None, model_name):
+        log(f"neurotext: warning: {encode_path} is for model {q2_doc.get('model')!r}, the store for {model_name!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for name in ASSET_FILES:
+            _write(tmp / ASSETS / name, resources.files("neurotext").joinpath(ASSETS, name).read_text("utf-8"))
+        _write(tmp / DATA, data_script(rows))
+        (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
+        plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)
+        q2 = None
+        if q2_doc and q2_doc["results"]:
+            plots.q2_figure(q2_doc["results"], tmp / Q2_PLOT, q2_doc.get("site"))
+            q2 = {"plot": Q2_PLOT, "source": str(encode_path), "words": _count(q2_doc.get("words")),
+                  "skipped": _count(q2_doc.get("skipped")),
+                  **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
+        _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(rows),
+                                                    Q1_PLOT if rows else None, q2, WORD_LIKE_RULE))
+        names = {r["neuron"] for r in rows}
+        (tmp / NEURONS).mkdir()
+        for r in rows:
+            prefix = f"L{r['layer']}.{r['site']}."
+            prev_name, next_name = f"{prefix}{r['unit'] - 1}", f"{prefix}{r['unit'] + 1}"
+            html = pages.neuron_page(r, model_name, prev_name if prev_name in names else None,
+                                     next_name if next_name in names else None)
+            _write(tmp / NEURONS / f"{r['neuron']}.html", html)
+        marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(Path(store_dir).resolve()),
+                  "encode": str(encode_path) if encode_path else None, "neurons": len(rows),
+                  "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "source_signature": source_signature(store_dir, encode_path)}
+        _write(tmp / MARKER, json.dumps(marker, indent=2))
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    log(f"neurotext: atlas of {len(rows)} neurons written to {out} in {seconds:.1f} s "
+        f"(open {out / 'index.html'}, or: neurotext serve {out})")
+    return {"index": out / "index.html", "neurons": len(rows), "q2": q2 is not None, "seconds": seconds}
+
+
+def _count(v):
+    return len(v) if isinstance(v, (list, dict)) else v
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Move the finished site into place; an earlier atlas there is removed only after the move."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
