@@ -171,7 +171,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="DIR_OR_SITE")
     p.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0: any free port)")
     p.set_defaults(run=_cmd_serve)
+    _add_words(sub)
+    _add_encode(sub)
     return parser
+
+
+def _add_words(sub):
+    from .words import SOURCES, STATS, WordsConfig
+
+    d = WordsConfig()
+    p = sub.add_parser(
+        "words", help="Q1: do single neurons encode words? a sweep store's statistics beside controls",
+        description="Q1 (Baeumel et al. 2023): per layer and site of a sweep store, the median and quartiles of "
+                    "the nearest-token cosine, retention, overlap@10 and activation / best real token's "
+                    "activation, beside two controls computed here through the same textualization: "
+                    + "; ".join(f"{k}: {v}" for k, v in SOURCES.items() if k != "ft")
+                    + ". Then the share of word-like neurons per layer and the most word-like neurons.",
+        epilog=f"Word-like: {d.criterion()} (change with --min-retention and --best-k). Statistics: "
+               + "; ".join(f"{k} = {v}" for k, v in STATS.items()) + ". The controls load the sweep's model "
+               "(its weights must match the store's fingerprint).",
+    )
+    p.add_argument("store", metavar="DIR", help="a store written by neurotext sweep")
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="write words.json and PNG plots (one per statistic, and the word-like shares) here")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--min-retention", type=_positive_float, default=d.min_retention,
+                   help=f"word-like: the nearest token keeps at least this share of the activation "
+                        f"(default {d.min_retention:g})")
+    p.add_argument("--best-k", type=_positive_int, default=d.best_k,
+                   help=f"word-like: the nearest token is among the unit's this-many best real tokens "
+                        f"(default {d.best_k}; at most the number the sweep kept)")
+    p.add_argument("--top", type=_positive_int, default=d.top, help=f"most word-like neurons listed (default {d.top})")
+    p.add_argument("--seed", type=int, default=None, help="random-control seed (default: the sweep's seed)")
+    p.add_argument("--model", default=None,
+                   help="the sweep's model, if the path recorded in the store is gone (weights must match)")
+    p.set_defaults(run=_cmd_words)
+
+
+def _add_encode(sub):
+    from .encode import DEFINITIONS, OBJECTIVES, RECOVERED_TOP, SELECTIONS, EncodeConfig
+
+    d = EncodeConfig()
+    p = sub.add_parser(
+        "encode", help="Q2: how many neurons are needed to encode a word?",
+        description="Q2 (Baeumel et al. 2023): for each word (one vocabulary token) and layer, take the word's "
+                    "activation pattern over the site's units (the word alone in [CLS] w [SEP]; ffn: "
+                    "pre-activations), select k units, run feature textualization with the objective on those "
+                    "k units jointly, and record the word's rank among the FT vector's nearest tokens over the "
+                    "whole vocabulary. Reports per layer the recovery curves versus k, each word's smallest "
+                    "recovering k, and the random-selection control.",
+        epilog=f"Recovered: top1 = rank 1 (the word is the FT vector's nearest token); top10 = rank <= "
+               f"{RECOVERED_TOP}; smallest k = the smallest k run with rank 1 (null if none). "
+               f"Rank: {DEFINITIONS['rank']}. Z-score: {DEFINITIONS['z']}. Selections: "
+               + "; ".join(f"{k} = {v}" for k, v in SELECTIONS.items()) + ". Objectives: "
+               + "; ".join(f"{k} = {v}" for k, v in OBJECTIVES.items())
+               + ". Words that are not exactly one vocabulary token are reported as skipped, never dropped "
+                 "silently. All rows (word, selection, k, restart) of a layer run as one optimizer batch "
+                 "(chunked at --batch-size rows).",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--words", default=None, help="comma-separated words, e.g. rain,king,blue")
+    g.add_argument("--word-file", default=None, metavar="F",
+                   help="text file of words (separated by newlines, spaces or commas; # starts a comment)")
+    g.add_argument("--num-words", type=_positive_int, default=100,
+                   help="the N most frequent English words (wordfreq) that are single tokens, alphabetic and "
+                        "at least 3 letters (default 100; used when no words are given)")
+    p.add_argument("--layers", default="*", help="layers, e.g. 0-5, 3 or 0,3 (default: all)")
+    p.add_argument("--site", choices=SITES, default=d.site, help=f"site (default {d.site})")
+    p.add_argument("--ks", default=None,
+                   help="comma-separated k values, each 1..site width (default: powers of two below the site "
+                        "width, and the width itself)")
+    p.add_argument("--select", default=",".join(d.select),
+                   help=f"comma-separated unit selections from {', '.join(SELECTIONS)} (default "
+                        f"{','.join(d.select)})")
+    p.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
+                   help=f"objective over the k units (default {d.objective})")
+    _add_model(p)
+    _add_ft(p)
+    p.add_argument("--out", default=None, metavar="OUT",
+                   help="write encode.json (the --json document), encode_per_word.csv and encode.png here")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(run=_cmd_encode)
 
 
 def _cmd_textualize(args) -> int:
@@ -253,6 +333,43 @@ def _cmd_serve(args) -> int:
     if not 0 <= args.port <= 65535:
         raise NeurotextError(f"--port must be 0-65535, got {args.port}")
     return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
+def _cmd_words(args) -> int:
+    from .words import WordsConfig, analyze_store, render_text, write_outputs
+
+    cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed)
+    result = analyze_store(args.store, cfg, model=args.model)
+    doc = result.to_dict()
+    if args.out:
+        for path in write_outputs(result, args.out, doc):
+            print(f"neurotext: wrote {path}", file=sys.stderr)
+    if args.json:
+        _dump_json(doc)
+    else:
+        print(render_text(doc))
+    return 0
+
+
+def _cmd_encode(args) -> int:
+    from .encode import EncodeConfig, parse_ks, read_word_file, render_text, run_encode, write_outputs
+
+    if args.word_file is not None:
+        words = read_word_file(args.word_file)
+    elif args.words is not None:
+        words = args.words.split(",")
+    else:
+        words = None
+    cfg = EncodeConfig(layers=args.layers, site=args.site, ks=None if args.ks is None else parse_ks(args.ks),
+                       select=[s.strip() for s in args.select.split(",") if s.strip()], objective=args.objective,
+                       ft=_ft_config(args))
+    doc = run_encode(args.model, words=words, num_words=args.num_words, config=cfg)
+    if args.out:
+        for path in write_outputs(doc, args.out):
+            print(f"neurotext: wrote {path}", file=sys.stderr)
+    if args.json:
+        _dump_json(doc)
+    else:
+        print(render_text(doc))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,3 +88,36 @@ def pattern(idx: torch.Tensor, target: torch.Tensor) -> Objective:
 def direction(vectors: torch.Tensor) -> Objective:
     """Row i maximizes the projection of the whole site onto ``vectors[i]``: (B, units)."""
     return Objective(lambda acts: (acts.all() * vectors).sum(dim=1), "direction")
+
+
+def pattern_masked(mask: torch.Tensor, target: torch.Tensor) -> Objective:
+    """:func:`pattern` for rows whose unit sets differ in size: row i uses the units where ``mask[i]``
+    is set. Shapes: ``mask`` (B, U) bool, ``target`` (B, U) (only its masked entries are read).
+
+    Equal to ``pattern(idx, target[idx])`` row by row, including the single-unit fallback, so one
+    batch can hold every k of a Q2 sweep. It reads the whole site (``acts.all()``, one (B, d) x (d, U)
+    product) instead of gathering a (B, k, d) weight block, which for large k is the cheaper path.
+    """
+    m = mask.to(target.dtype)  # (B, U)
+    k = m.sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
+    single = k[:, 0] == 1  # (B,) rows that fall back to the raw value
+    sign = torch.sign((target * m).sum(dim=1))  # (B,) the single unit's target sign
+    t = (target - (target * m).sum(dim=1, keepdim=True) / k) * m  # (B, U) centred on the set
+    t = t / t.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def fn(acts):
+        a = acts.all()  # (B, U)
+        raw = (a * m).sum(dim=1)  # (B,) the unit's value where k == 1
+        c = (a - raw.unsqueeze(1) / k) * m  # (B, U) centred on the set
+        cos = (c * t).sum(dim=1) / c.norm(dim=1).clamp_min(1e-12)
+        return torch.where(single, raw * sign, cos)
+
+    return Objective(fn, f"pattern of masked units [{len(m)} rows]")
+
+
+def mean_masked(mask: torch.Tensor) -> Objective:
+    """:func:`mean_of` for rows whose unit sets differ in size: row i maximizes the mean of the units
+    where ``mask[i]`` (B, U) is set."""
+    m = mask.float()  # (B, U)
+    k = m.sum(dim=1).clamp_min(1)  # (B,)
+    return Objective(lambda acts: (acts.all() * m).sum(dim=1) / k, f"mean of masked units [{len(m)} rows]")

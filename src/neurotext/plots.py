@@ -1,5 +1,6 @@
-"""Figures of the atlas: Q1 distributions per layer and the Q2 recovery curve (matplotlib, Agg, PNG), and the
-optimization curve of one neuron as a small inline SVG.
+"""Figures of the atlas and the analyses: Q1 distributions per layer (with the controls of ``neurotext
+words``), the Q2 recovery curve (matplotlib, Agg, PNG), and the optimization curve of one neuron as a small
+inline SVG.
 
 Every function takes plain numbers and writes or returns one figure; nothing here reads a store.
 """
@@ -103,7 +104,8 @@ def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
     layers = sorted({int(r["layer"]) for r in results})
     cmap = plt.get_cmap("viridis")
     colors = {layer: cmap(i / max(len(layers) - 1, 1) * 0.9) for i, layer in enumerate(layers)}
-    styles = {"zscore": "-", "random": "--"}
+    styles = {sel: style for sel, style in (("zscore", "-"), ("random", "--"), ("zhigh", ":"))
+              if any(r["select"] == sel for r in results)}
     for ax, metric, title in zip(axes, ("top1", "top10"), ("word at rank 1", "word within the top 10")):
         for layer in layers:
             for select, style in styles.items():
@@ -179,3 +181,102 @@ def curve_svg(curve, reference: float | None = None, label: str = "objective", w
     parts.append(f'<circle class="end" cx="{sx(n - 1):.1f}" cy="{sy(ys[-1]):.1f}" r="3"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------- neurotext words (Q1 with controls)
+SOURCE_COLORS = {"ft": "#3b6fd4", "token": "#2e9e4f", "random": "#888888"}
+
+
+def _source_label(src: str) -> str:
+    return "FT" if src == "ft" else f"{src} control"
+
+
+def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
+    """Q1 with controls: box plots of one statistic per layer (one panel per site), the FT vectors beside
+    the token and random controls.
+
+    Args:
+        groups: :class:`neurotext.words.Group` list (``values[source][stat]`` per neuron).
+        stat: the statistic.
+        title: figure title.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
+    from .stats import finite
+
+    plt = _pyplot()
+    sites = sorted({g.site for g in groups})
+    n_layers = max(len([g for g in groups if g.site == s]) for s in sites)
+    fig, axes = plt.subplots(len(sites), 1, figsize=(max(6.0, 1.6 + 1.1 * n_layers), 3.6 * len(sites)), dpi=100,
+                             squeeze=False)
+    width = 0.8 / len(SOURCE_COLORS)
+    for ax, site in zip(axes[:, 0], sites):
+        row = [g for g in groups if g.site == site]
+        for j, (src, color) in enumerate(SOURCE_COLORS.items()):
+            data, pos = [], []
+            for i, g in enumerate(row):
+                v = finite(g.values[src][stat])
+                if v.size:
+                    data.append(v)
+                    pos.append(i + (j - (len(SOURCE_COLORS) - 1) / 2) * width)
+            if data:  # the median line is opaque in the source's colour: a constant control stays visible
+                ax.boxplot(data, positions=pos, widths=width * 0.9, whis=WHISKERS, showfliers=False,
+                           patch_artist=True, manage_ticks=False,
+                           boxprops=dict(facecolor=color + "88", edgecolor=color),
+                           medianprops=dict(color=color, linewidth=2.5), whiskerprops=dict(color=color),
+                           capprops=dict(color=color))
+            ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=_source_label(src))
+        ax.set_xticks(range(len(row)), [f"L{g.layer}\nn={len(g.neurons)}" for g in row], fontsize=8)
+        ax.set_ylabel(f"{site}: {stat}")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile",
+             ha="center", fontsize=7, color="#666666")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Q1: share of word-like neurons per layer (one panel per site), FT beside both controls.
+
+    Args:
+        groups: the ``groups`` of the ``neurotext words`` document (``layer``, ``site``, ``word_like``).
+        title: figure title (the criterion).
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    width = 0.8 / len(SOURCE_COLORS)
+    for ax, site in zip(axes[:, 0], sites):
+        row = [g for g in groups if g["site"] == site]
+        for j, (src, color) in enumerate(SOURCE_COLORS.items()):
+            xs = [i + (j - (len(SOURCE_COLORS) - 1) / 2) * width for i in range(len(row))]
+            ax.bar(xs, [g["word_like"][src] or 0.0 for g in row], width=width * 0.9, color=color,
+                   label=_source_label(src))
+        ax.set_xticks(range(len(row)), [f"L{g['layer']}" for g in row])
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"{site}: share word-like")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, pages, plots, store
+from .encode import SELECTIONS
 from .errors import NeurotextError
 from .names import SITES
 
@@ -98,12 +99,12 @@ def read_encode(path: Path) -> dict:
     if not isinstance(results, list):
         raise NeurotextError(f"{path}: not a neurotext encode result (no 'results' list)")
     for r in results:
-        ok = (isinstance(r, dict) and isinstance(r.get("layer"), int) and r.get("select") in ("zscore", "random")
+        ok = (isinstance(r, dict) and isinstance(r.get("layer"), int) and r.get("select") in SELECTIONS
               and isinstance(r.get("k"), int) and r["k"] > 0 and isinstance(r.get("top1"), (int, float))
               and isinstance(r.get("top10", 0), (int, float)))
         if not ok:
             raise NeurotextError(f"{path}: malformed Q2 result {json.dumps(r)[:120]} (needs layer, select "
-                                 "zscore|random, k > 0, top1, top10)")
+                                 f"{'|'.join(SELECTIONS)}, k > 0, top1, top10)")
     return doc
 
 

@@ -112,6 +112,21 @@ class Textualizer:
         xn = x.float() / x.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
         return (xn @ self._unit_emb.T).topk(k, dim=1)
 
+    def rank_of(self, x: torch.Tensor, ids: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+        """1-based rank of token ``ids[i]`` among the whole vocabulary by cosine to x[i]: (N,) long.
+
+        Rank 1 means the token is x's nearest token (the first of :meth:`nearest`); ties count in the
+        token's favour (rank = 1 + number of tokens strictly closer).
+        """
+        out = []
+        for start in range(0, len(x), chunk):
+            xs = x[start:start + chunk].float()
+            xn = xs / xs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            cos = xn @ self._unit_emb.T  # (n, V)
+            own = cos.gather(1, ids[start:start + chunk].view(-1, 1).to(cos.device))  # (n, 1)
+            out.append((cos > own).sum(dim=1) + 1)
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
     @torch.no_grad()
     def activations_of(self, layer: int, site: str, x: torch.Tensor, units: torch.Tensor):
         """(pre_activation, activation) of ``units`` (N,) for inputs x (N, d_emb) in the template."""

@@ -1,0 +1,363 @@
+"""Q1 — do single neurons encode words? (DESIGN.md section 4; Baeumel et al. 2023.)
+
+From a sweep store, per layer and site: the distributions of how word-like the FT vectors are, beside
+two controls that the analysis computes itself through the same textualization:
+
+- ``token``: each neuron's best real token (from the vocabulary scan) as the vector. A real word comes
+  back as itself (cosine 1, retention 1): the reference for a perfectly word-like neuron.
+- ``random``: a random direction scaled to the neuron's FT-vector norm: what "not word-like at all"
+  looks like at the same norm.
+
+A neuron is *word-like* only if its vector symbolizes well: its nearest token keeps at least
+``min_retention`` of the activation, and that token is among the unit's ``best_k`` best real tokens.
+
+:func:`analyze_store` returns a :class:`WordsResult`; ``to_dict`` gives the JSON document,
+:func:`render_text` the tables, :func:`write_outputs` the plots and ``words.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import store
+from .errors import NeurotextError
+from .model import Model, load_model
+from .optimize import FTConfig, row_generator
+from .stats import quartiles, share
+from .textualize import OVERLAP_K, Textualizer, retention_of
+
+#: The statistics compared per layer and site (the one list the tables, JSON and plots read).
+STATS = {
+    "nearest_cosine": "cosine between the vector and its nearest vocabulary token",
+    "retention": "activation with the vector replaced by its nearest token / activation of the vector "
+                 "(undefined where the vector's activation <= 0)",
+    "overlap_at_10": f"share of the vector's {OVERLAP_K} nearest tokens among the unit's {OVERLAP_K} best "
+                     "real tokens (vocabulary scan)",
+    "activation_ratio": "activation of the vector / the best real token's activation (undefined where "
+                        "the best token's activation <= 0)",
+}
+
+#: What is measured: the sweep's FT vectors and the two controls.
+SOURCES = {
+    "ft": "the sweep's FT vectors",
+    "token": "control: each neuron's best real token's embedding, through the same textualization",
+    "random": "control: a random direction scaled to the neuron's FT-vector norm",
+}
+
+# Store columns and manifest fields the analysis needs.
+COLUMNS = ("neuron", "layer", "site", "unit", "activation", "vector", "nearest_ids", "nearest_tokens",
+           "nearest_cosine", "nearest_activation", "retention", "best_ids", "best_tokens", "best_activation",
+           "overlap_at_10")
+MANIFEST_FIELDS = {"model": ("name", "source", "n_layers", "sizes"), "config": ("seed",)}
+
+# Output filenames, here and nowhere else.
+WORDS_JSON = "words.json"
+WORD_LIKE_PNG = "words_word_like.png"
+
+
+def stat_png(stat: str) -> str:
+    return f"words_{stat}.png"
+
+
+@dataclass
+class WordsConfig:
+    """Q1 settings; written into the output document."""
+
+    min_retention: float = 0.5  # word-like: the nearest token keeps at least half of the vector's activation
+    best_k: int = 10  # word-like: ... and is among the unit's 10 best real tokens (vocabulary scan)
+    top: int = 20  # most word-like neurons listed
+    seed: int | None = None  # random control; None = the sweep's seed
+    batch_size: int = 2048  # control vectors per forward pass
+
+    def __post_init__(self):
+        if not (isinstance(self.min_retention, (int, float)) and 0 < self.min_retention):
+            raise NeurotextError(f"min_retention must be positive, got {self.min_retention!r}")
+        for name in ("best_k", "top", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise NeurotextError(f"{name} must be a positive integer, got {v!r}")
+
+    def criterion(self) -> str:
+        return (f"retention >= {self.min_retention:g} and nearest token among the unit's {self.best_k} best "
+                "real tokens (vocabulary scan)")
+
+
+@dataclass
+class Group:
+    """Raw per-neuron values of one (layer, site): ``values[source][stat]`` and ``word_like[source]``."""
+
+    layer: int
+    site: str
+    neurons: list[str]
+    values: dict[str, dict[str, list]] = field(default_factory=dict)
+    word_like: dict[str, list[bool]] = field(default_factory=dict)
+
+
+@dataclass
+class WordsResult:
+    """Everything Q1 measured on one store."""
+
+    store: str
+    model: str
+    config: WordsConfig
+    sweep: dict  # the sweep's FT settings, from the manifest
+    best_k_used: int  # best_k, limited by the number of best tokens the sweep kept
+    groups: list[Group]
+    top: list[dict]
+
+    def to_dict(self) -> dict:
+        """The JSON document: settings, per-group quartiles and word-like shares, the top list."""
+        return {
+            "store": self.store, "model": self.model,
+            "criterion": {"min_retention": self.config.min_retention, "best_k": self.best_k_used,
+                          "text": _criterion(self.config, self.best_k_used)},
+            "config": asdict(self.config), "sweep": self.sweep,
+            "definitions": {"stats": STATS, "sources": SOURCES},
+            "groups": [{
+                "layer": g.layer, "site": g.site, "n": len(g.neurons),
+                "stats": {s: {src: quartiles(g.values[src][s]) for src in SOURCES} for s in STATS},
+                "word_like": {src: share(g.word_like[src]) for src in SOURCES},
+                "n_word_like": {src: int(sum(g.word_like[src])) for src in SOURCES},
+            } for g in self.groups],
+            "top": self.top,
+        }
+
+
+def _criterion(cfg: WordsConfig, best_k: int) -> str:
+    return WordsConfig(cfg.min_retention, best_k).criterion()
+
+
+def check_store(directory) -> dict:
+    """The store's manifest, after checking it has every field and column Q1 needs."""
+    import pyarrow.parquet as pq
+
+    manifest = store.read_manifest(directory)
+    for part, keys in MANIFEST_FIELDS.items():
+        missing = [k for k in keys if not isinstance(manifest.get(part), dict) or k not in manifest[part]]
+        if missing:
+            raise NeurotextError(f"{directory}: the store's manifest lacks {part}.{missing[0]}; "
+                                 "it was not written by neurotext sweep")
+    paths = store.shard_paths(directory)
+    if not paths:
+        raise NeurotextError(f"{directory}: the store has no shards yet (run neurotext sweep)")
+    try:
+        names = set(pq.read_schema(paths[0]).names)
+    except Exception as e:  # noqa: BLE001 - any unreadable shard is named, never trusted
+        raise NeurotextError(f"{paths[0]} is unreadable ({e}); rerun the sweep to recompute it") from e
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise NeurotextError(f"{directory}: the store lacks the column(s) {', '.join(missing)} that Q1 needs")
+    return manifest
+
+
+def _load_store_model(manifest: dict, model) -> Model:
+    """The sweep's model: ``model`` if given, else the recorded source (or name); weights must match."""
+    info = manifest["model"]
+    if isinstance(model, Model):
+        m = model
+    elif model is not None:
+        m = load_model(model)
+    else:
+        try:
+            m = load_model(info["source"])
+        except NeurotextError:
+            m = load_model(info["name"])  # a store moved from another machine: try the model by name
+    want = info.get("fingerprint")
+    if want and m.fingerprint() != want:
+        raise NeurotextError(f"the model {m.name} loaded from {m.source} is not the one the sweep used "
+                             "(its weights differ); pass the sweep's model with --model")
+    return m
+
+
+def word_like(retention, nearest_id: int, best_ids, cfg: WordsConfig, best_k: int) -> bool:
+    """The Q1 criterion for one vector: retention >= min_retention and nearest token in the best_k."""
+    return retention is not None and retention >= cfg.min_retention and nearest_id in list(best_ids)[:best_k]
+
+
+@torch.no_grad()
+def measure(tx: Textualizer, layer: int, site: str, units: torch.Tensor, x: torch.Tensor,
+            best_ids: list[list[int]], best_act: np.ndarray, cfg: WordsConfig, best_k: int) -> tuple[dict, list]:
+    """Textualize vectors x (N, d_emb) for units (N,) and measure them like the sweep measures FT vectors.
+
+    Returns:
+        ({stat: N values (None where undefined)}, N word-like flags).
+    """
+    model = tx.model
+    stats = {s: [] for s in STATS}
+    flags = []
+    for start in range(0, len(x), cfg.batch_size):
+        sl = slice(start, start + cfg.batch_size)
+        xs, us = x[sl].float(), units[sl]
+        cos, ids = tx.nearest(xs, OVERLAP_K)  # (n, 10)
+        _, act = tx.activations_of(layer, site, xs, us)  # (n,)
+        _, near_act = tx.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), us)  # (n,)
+        for i in range(len(xs)):
+            j = start + i
+            a, na = float(act[i]), float(near_act[i])
+            ret = retention_of(na, a)
+            near = ids[i].tolist()
+            best = best_ids[j]
+            stats["nearest_cosine"].append(float(cos[i, 0]))
+            stats["retention"].append(ret)
+            stats["overlap_at_10"].append(len(set(near) & set(best[:OVERLAP_K])) / min(OVERLAP_K, len(near)))
+            stats["activation_ratio"].append(a / best_act[j] if best_act[j] > 0 else None)
+            flags.append(word_like(ret, near[0], best, cfg, best_k))
+    return stats, flags
+
+
+def random_directions(neurons: list[str], norms: np.ndarray, d: int, seed: int) -> torch.Tensor:
+    """One random direction per neuron (seeded by neuron name), scaled to ``norms``: (N, d)."""
+    out = torch.empty(len(neurons), d)
+    for i, name in enumerate(neurons):
+        v = torch.randn(d, generator=row_generator(seed, f"random-control|{name}"))
+        out[i] = v * (float(norms[i]) / float(v.norm()))
+    return out
+
+
+def analyze_store(directory, config: WordsConfig | None = None, model=None, cache_dir=None,
+                  progress: bool | None = None) -> WordsResult:
+    """Q1 on a sweep store: per (layer, site) the FT statistics beside the token and random controls.
+
+    Args:
+        directory: a store written by ``neurotext sweep``.
+        config: :class:`WordsConfig` (criterion thresholds, top-list size, control seed).
+        model: the sweep's model (Model, name or path); None = the one recorded in the store.
+        cache_dir, progress: as for :class:`Textualizer` (the controls need no vocabulary scan).
+
+    Returns:
+        :class:`WordsResult`.
+
+    Raises:
+        NeurotextError: not a store, a store without the needed fields, or a model whose weights differ.
+    """
+    cfg = config or WordsConfig()
+    manifest = check_store(directory)
+    table = store.read_table(directory, columns=list(COLUMNS))
+    m = _load_store_model(manifest, model)
+    sweep_cfg = manifest["config"]
+    seed = sweep_cfg["seed"] if cfg.seed is None else cfg.seed
+    tx = Textualizer(m, FTConfig(top=OVERLAP_K), cache_dir=cache_dir, progress=progress)
+    cols = {c: table.column(c).to_pylist() for c in COLUMNS if c != "vector"}
+    d = int(m.embeddings.shape[1])
+    vectors = np.asarray(table.column("vector").combine_chunks().flatten(), dtype=np.float32).reshape(-1, d)
+    kept = min(len(b) for b in cols["best_ids"])
+    best_k = min(cfg.best_k, kept)
+
+    by_group: dict[tuple[int, str], list[int]] = {}
+    for i, (layer, site) in enumerate(zip(cols["layer"], cols["site"])):
+        by_group.setdefault((layer, site), []).append(i)
+    groups, candidates = [], []
+    for (layer, site), rows in sorted(by_group.items()):
+        g = Group(layer, site, [cols["neuron"][i] for i in rows])
+        units = torch.tensor([cols["unit"][i] for i in rows], device=m.device)
+        best_ids = [cols["best_ids"][i] for i in rows]
+        best_act = np.asarray([cols["best_activation"][i] for i in rows], dtype=np.float64)
+        ft_ratio = [cols["activation"][i] / best_act[n] if best_act[n] > 0 else None for n, i in enumerate(rows)]
+        g.values["ft"] = {"nearest_cosine": [cols["nearest_cosine"][i] for i in rows],
+                          "retention": [cols["retention"][i] for i in rows],
+                          "overlap_at_10": [cols["overlap_at_10"][i] for i in rows],
+                          "activation_ratio": ft_ratio}
+        g.word_like["ft"] = [word_like(cols["retention"][i], cols["nearest_ids"][i][0], cols["best_ids"][i], cfg,
+                                       best_k) for i in rows]
+        token_x = m.embeddings[torch.tensor([b[0] for b in best_ids], device=m.device)]
+        g.values["token"], g.word_like["token"] = measure(tx, layer, site, units, token_x, best_ids, best_act,
+                                                          cfg, best_k)
+        norms = np.linalg.norm(vectors[rows], axis=1)
+        rand_x = random_directions(g.neurons, norms, d, seed).to(m.device)
+        g.values["random"], g.word_like["random"] = measure(tx, layer, site, units, rand_x, best_ids, best_act,
+                                                            cfg, best_k)
+        groups.append(g)
+        for n, i in enumerate(rows):
+            candidates.append({
+                "neuron": cols["neuron"][i], "layer": layer, "site": site, "unit": cols["unit"][i],
+                "word_like": g.word_like["ft"][n], "retention": cols["retention"][i],
+                "nearest_cosine": cols["nearest_cosine"][i], "overlap_at_10": cols["overlap_at_10"][i],
+                "activation_ratio": ft_ratio[n],
+                "nearest_in_best": _position(cols["nearest_ids"][i][0], cols["best_ids"][i]),
+                "nearest_tokens": cols["nearest_tokens"][i][:5], "best_tokens": cols["best_tokens"][i][:5],
+            })
+    candidates.sort(key=lambda c: (not c["word_like"], -(c["retention"] if c["retention"] is not None
+                                                         else -np.inf), -c["nearest_cosine"], c["neuron"]))
+    sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
+    name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
+    return WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top])
+
+
+def _position(token_id: int, best_ids) -> int | None:
+    """1-based position of a token among a unit's best tokens, None if absent."""
+    best_ids = list(best_ids)
+    return best_ids.index(token_id) + 1 if token_id in best_ids else None
+
+
+# ----------------------------------------------------------------------------- output
+def _q(q: dict) -> str:
+    if q["n"] == 0:
+        return f"{'n/a':<22}"
+    return f"{q['median']:.3f} [{q['q1']:.3f}, {q['q3']:.3f}]".ljust(22)
+
+
+def render_text(doc: dict) -> str:
+    """Readable tables: per statistic the FT distribution beside both controls; word-like shares; top list."""
+    sw = doc["sweep"]
+    n = sum(g["n"] for g in doc["groups"])
+    lines = [
+        f"Q1: do single neurons encode words?  store {doc['store']}: {doc['model']}, {n} neurons "
+        f"(FT {sw.get('steps')} steps x {sw.get('restarts')} restarts, seed {sw.get('seed')})",
+        f"word-like criterion: {doc['criterion']['text']}",
+    ]
+    lines += [f"  {src}: {text}" for src, text in SOURCES.items()]
+    head = f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{h:<24}" for h in ("FT", "token control",
+                                                                                   "random control"))
+    for stat, text in STATS.items():
+        lines += ["", f"{stat}: {text}", "  median [q1, q3]", head]
+        for g in doc["groups"]:
+            cells = "".join(_q(g["stats"][stat][src]) + "  " for src in SOURCES)
+            lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}".rstrip())
+    lines += ["", f"share of word-like neurons ({doc['criterion']['text']})",
+              f"  {'layer':<5} {'site':<4} {'n':>6}   {'FT':>8} {'token':>8} {'random':>8}"]
+    for g in doc["groups"]:
+        cells = " ".join(f"{'n/a' if g['word_like'][s] is None else format(g['word_like'][s], '.3f'):>8}"
+                         for s in SOURCES)
+        lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}")
+    lines += ["", f"{len(doc['top'])} most word-like FT neurons (word-like first, then by retention)",
+              f"  {'neuron':<13} {'word-like':<9} {'retention':>9} {'cosine':>7} {'rank':>5}  "
+              f"{'FT nearest tokens':<40} best real tokens"]
+    for t in doc["top"]:
+        ret = "n/a" if t["retention"] is None else f"{t['retention']:.3f}"
+        pos = "-" if t["nearest_in_best"] is None else str(t["nearest_in_best"])
+        lines.append(f"  {t['neuron']:<13} {'yes' if t['word_like'] else 'no':<9} {ret:>9} "
+                     f"{t['nearest_cosine']:>7.3f} {pos:>5}  {', '.join(t['nearest_tokens']):<40} "
+                     f"{', '.join(t['best_tokens'])}")
+    lines.append("  (rank: the nearest token's position among the unit's best real tokens; - = not among them)")
+    return "\n".join(lines)
+
+
+def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Path]:
+    """Write ``words.json`` and one PNG per statistic plus the word-like shares into ``out``.
+
+    Returns:
+        The paths written.
+    """
+    from .plots import word_like_figure, words_stat_figure
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NeurotextError(f"--out {out} exists and is not a directory")
+    doc = doc or result.to_dict()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / WORDS_JSON]
+        paths[0].write_text(json.dumps(doc, allow_nan=False) + "\n")
+        for stat, text in STATS.items():
+            title = f"Q1 {result.model}: {stat} = {text}"
+            paths.append(words_stat_figure(result.groups, stat, title, out / stat_png(stat)))
+        paths.append(word_like_figure(doc["groups"], f"Q1 {result.model}: word-like neurons, "
+                                      f"{doc['criterion']['text']}", out / WORD_LIKE_PNG))
+    except OSError as e:
+        raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
+    return paths
