@@ -84,7 +84,7 @@ def naive_run(hf, tok, embeddings, radius, neuron: Neuron, cfg: FTConfig, ffn_mo
                         h.remove()
                 v = grabbed["v"][0, 1, neuron.unit] if neuron.site == "ffn" else \
                     out.hidden_states[neuron.layer + 1][0, 1, neuron.unit]
-            act = float(torch.nn.functional.gelu(v)) if neuron.site == "ffn" else float(v)
+            act = float(torch.nn.functional.gelu(v.detach())) if neuron.site == "ffn" else float(v.detach())
             best = max(best, act)
             if step == cfg.steps:
                 break
