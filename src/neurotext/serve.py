@@ -7,6 +7,7 @@ included), or the answer is 404. Directory listings are never produced.
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 import threading
@@ -126,6 +127,12 @@ def serve(path, port: int = 8000, log=print, ready: threading.Event | None = Non
     server = make_server(site, port)
     url = f"http://{HOST}:{server.server_address[1]}/"
     print(f"neurotext: serving {site} at {url} (Ctrl-C to stop)", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # A process started in the background by a non-interactive shell inherits SIGINT as ignored,
+        # and Python then never raises KeyboardInterrupt: install the handlers explicitly so Ctrl-C
+        # (and SIGTERM) always stop the server cleanly.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     if ready is not None:
         ready.set()
     try:
