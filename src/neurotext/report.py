@@ -30,6 +30,7 @@ from . import __version__, pages, plots, store
 from .encode import SELECTIONS
 from .errors import NeurotextError
 from .names import SITES
+from .words import WordsConfig, word_like
 
 # Filenames of a site live here and nowhere else.
 MARKER = "atlas.json"
@@ -51,11 +52,10 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
                 "overlap_at_10", "nearest_tokens", "best_tokens"]
 
-#: A neuron is counted as word-like when its FT vector symbolizes well (DESIGN.md section 4): at least this
-#: retention, and its nearest token among the scan's top-10 best real tokens.
-WORD_LIKE_RETENTION = 0.5
-WORD_LIKE_RULE = (f"word-like: retention >= {WORD_LIKE_RETENTION} and the FT vector's nearest token is among the "
-                  "10 best real tokens of the vocabulary scan")
+#: The Q1 word-like criterion, with the defaults of ``neurotext words`` (one definition, in words.py).
+_WORDS = WordsConfig()
+WORD_LIKE_RULE = (f"word-like: retention >= {_WORDS.min_retention} and the FT vector's nearest token is among the "
+                  f"{_WORDS.best_k} best real tokens of the vocabulary scan")
 _NAME = re.compile(r"^L(\d+)\.([a-z]+)\.(\d+)$")
 
 
@@ -122,9 +122,8 @@ def act_ratio(row: dict) -> float | None:
 
 def is_word_like(row: dict) -> bool:
     """See :data:`WORD_LIKE_RULE`."""
-    r = row["retention"]
     near = row["nearest_ids"] or []
-    return r is not None and r >= WORD_LIKE_RETENTION and bool(near) and near[0] in (row["best_ids"] or [])[:10]
+    return bool(near) and word_like(row["retention"], near[0], row["best_ids"] or [], _WORDS, _WORDS.best_k)
 
 
 def q1_columns(rows: list[dict]) -> dict[str, dict[tuple[int, str], np.ndarray]]:
