@@ -50,6 +50,12 @@ def _add_model(p):
                         "all-MiniLM-L6-v2 (no network needed)")
 
 
+def _add_json(p, help_text: str, vector: bool = False):
+    p.add_argument("--json", action="store_true", help=help_text)
+    if vector:
+        p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vectors out")
+
+
 def _add_ft(p):
     g = p.add_argument_group("feature textualization settings")
     g.add_argument("--steps", type=_positive_int, default=_DEFAULTS.steps,
@@ -105,8 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
     _add_ft(p)
-    p.add_argument("--json", action="store_true", help="print one JSON document (a list, one object per neuron)")
-    p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vectors out")
+    _add_json(p, "print one JSON document (a list, one object per neuron)", vector=True)
     p.set_defaults(run=_cmd_textualize)
 
     p = sub.add_parser(
@@ -132,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render one neuron of a store as textualize does.")
     p.add_argument("store", metavar="DIR")
     p.add_argument("neuron", metavar="NEURON")
-    p.add_argument("--json", action="store_true", help="print the neuron's JSON object")
-    p.add_argument("--no-vector", action="store_true", help="with --json, leave the FT vector out")
+    _add_json(p, "print the neuron's JSON object", vector=True)
     p.set_defaults(run=_cmd_show)
 
     p = sub.add_parser(
@@ -147,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("store", metavar="DIR")
     p.add_argument("sql", metavar="SQL")
-    p.add_argument("--json", action="store_true", help="print a JSON list of row objects")
+    _add_json(p, "print a JSON list of row objects")
     p.set_defaults(run=_cmd_query)
 
     p = sub.add_parser(
@@ -194,7 +198,7 @@ def _add_words(sub):
     p.add_argument("store", metavar="DIR", help="a store written by neurotext sweep")
     p.add_argument("--out", default=None, metavar="OUT",
                    help="write words.json and PNG plots (one per statistic, and the word-like shares) here")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_json(p, "print one JSON document")
     p.add_argument("--min-retention", type=_positive_float, default=d.min_retention,
                    help=f"word-like: the nearest token keeps at least this share of the activation "
                         f"(default {d.min_retention:g})")
@@ -250,7 +254,7 @@ def _add_encode(sub):
     _add_ft(p)
     p.add_argument("--out", default=None, metavar="OUT",
                    help="write encode.json (the --json document), encode_per_word.csv and encode.png here")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_json(p, "print one JSON document")
     p.set_defaults(run=_cmd_encode)
 
 

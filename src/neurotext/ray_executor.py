@@ -25,7 +25,6 @@ class _Worker:
     def __init__(self, source, cfg, cache_dir, threads):
         import torch
 
-        from .store import results_to_table  # noqa: F401 - import once per worker
         from .textualize import Textualizer
 
         torch.set_num_threads(threads)

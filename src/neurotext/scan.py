@@ -30,8 +30,6 @@ class Scan:
     top_vals: torch.Tensor  # (U, K) reported activation (post-activation for ffn)
     mean: torch.Tensor  # (U,) mean over the vocabulary of the objective quantity (pre-activation for ffn)
     std: torch.Tensor  # (U,) its standard deviation
-    post_mean: torch.Tensor  # (U,) mean of the reported activation
-    post_std: torch.Tensor  # (U,) its standard deviation
 
     def to_dict(self):
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -115,8 +113,6 @@ class ScanCache:
                 ids=torch.empty((u, 0), dtype=torch.long),
                 s=torch.zeros(u, dtype=torch.float64),
                 ss=torch.zeros(u, dtype=torch.float64),
-                ps=torch.zeros(u, dtype=torch.float64),
-                pss=torch.zeros(u, dtype=torch.float64),
             )
         starts = range(0, n_vocab, SCAN_BATCH)
         bar = tqdm(starts, desc=f"vocabulary scan to layer {depth}", unit="batch", disable=tqdm_disable(self.progress))
@@ -129,8 +125,6 @@ class ScanCache:
                 st = state[p]
                 st["s"] += obj.double().sum(0).cpu()
                 st["ss"] += (obj.double() ** 2).sum(0).cpu()
-                st["ps"] += rep.double().sum(0).cpu()
-                st["pss"] += (rep.double() ** 2).sum(0).cpu()
                 vals = torch.cat([st["vals"], rep.T.cpu()], dim=1)  # (U, K + b)
                 cand = torch.cat([st["ids"], ids.unsqueeze(0).expand(rep.shape[1], -1)], dim=1)
                 top = vals.topk(min(k, vals.shape[1]), dim=1)
@@ -138,13 +132,10 @@ class ScanCache:
         out = {}
         for p, st in state.items():
             mean = st["s"] / n_vocab
-            pmean = st["ps"] / n_vocab
             out[p] = Scan(
                 top_ids=st["ids"],
                 top_vals=st["vals"].float(),
                 mean=mean.float(),
                 std=(st["ss"] / n_vocab - mean**2).clamp_min(0).sqrt().float(),
-                post_mean=pmean.float(),
-                post_std=(st["pss"] / n_vocab - pmean**2).clamp_min(0).sqrt().float(),
             )
         return out
