@@ -45,19 +45,24 @@ def flops_per_neuron_step(d: int, d_ff: int, tokens: int, layer: int, site: str)
     return 2.0 * (layer * full_layer + target)
 
 
-def matmul_gflops(rows: int, d: int, d_ff: int, seconds: float = 2.0, device="cpu") -> float:
-    """fp32 GFLOP/s of the engine's largest product: (rows, d) x (d, d_ff)."""
-    a = torch.randn(rows, d, device=device)
-    w = torch.randn(d_ff, d, device=device)
-    for _ in range(3):
-        torch.nn.functional.linear(a, w)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.nn.functional.linear(a, w)
-        n += 1
-    if device != "cpu":
-        torch.cuda.synchronize()
-    return 2.0 * rows * d * d_ff * n / (time.perf_counter() - t0) / 1e9
+def matmul_gflops(rows: int, d: int, d_ff: int, seconds: float = 1.0, device="cpu") -> dict[str, float]:
+    """fp32 GFLOP/s of the engine's products, (rows, d_in) x (d_in, d_out) for the QKV, attention output,
+    FFN in and FFN out shapes, each timed for ``seconds``; "max" is the machine figure the roofline uses."""
+    out = {}
+    for name, d_in, d_out in (("qkv", d, 3 * d), ("attn_out", d, d), ("ffn_in", d, d_ff), ("ffn_out", d_ff, d)):
+        a = torch.randn(rows, d_in, device=device)
+        w = torch.randn(d_out, d_in, device=device)
+        for _ in range(3):
+            torch.nn.functional.linear(a, w)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            torch.nn.functional.linear(a, w)
+            n += 1
+        if device != "cpu":
+            torch.cuda.synchronize()
+        out[name] = 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0) / 1e9
+    out["max"] = max(out.values())
+    return out
 
 
 def naive_run(hf, tok, embeddings, radius, neuron: Neuron, cfg: FTConfig, ffn_module) -> float:
@@ -159,7 +164,8 @@ def main(argv=None) -> dict:
               "device": args.device, "config": vars(cfg) | {"prune_step": cfg.prune_step}}
 
     # machine
-    report["matmul_gflops"] = matmul_gflops(cfg.batch_size * tokens, d, d_ff, device=args.device)
+    shapes = matmul_gflops(cfg.batch_size * tokens, d, d_ff, device=args.device)
+    report["matmul_gflops"], report["matmul_gflops_by_shape"] = shapes["max"], shapes
 
     # engine: a sample of FFN neurons over all layers, cold scan cache, default settings
     neurons = sample_neurons(n_layers, d_ff, args.engine_per_layer, seed=0)
@@ -214,7 +220,9 @@ def main(argv=None) -> dict:
     # defaults versus a long run, and FT versus the best real token
     qn = sample_neurons(n_layers, d_ff, args.quality_per_layer, seed=0)[:64]
     default = Textualizer(model, cfg, cache_dir=cache, progress=False).run(qn)
-    long_cfg = FTConfig(**{**vars(cfg), "steps": args.long_steps, "restarts": args.long_restarts, "prune_at": 1.0})
+    # the reference is fixed: library defaults (float32, random-token starts) with many more steps and
+    # restarts, whatever engine settings are being measured
+    long_cfg = FTConfig(steps=args.long_steps, restarts=args.long_restarts, seed=cfg.seed, batch_size=cfg.batch_size)
     ft_ge_best = [r.activation >= r.best_tokens[0]["activation"] for r in default]
     q = {"neurons": len(qn), "ft_at_least_best_token_share": sum(ft_ge_best) / len(ft_ge_best),
          "median_ft_over_best_token": float(torch.tensor([r.activation / r.best_tokens[0]["activation"]
@@ -227,6 +235,11 @@ def main(argv=None) -> dict:
         q["long_steps"], q["long_restarts"] = args.long_steps, args.long_restarts
         q["long_median"] = float(torch.tensor([r.activation for r in long]).median())
         q["default_over_long_median"] = q["default_median"] / q["long_median"]
+        # torch's median of an even count is the lower middle value; the per-neuron ratio does not depend on it
+        ratio = torch.tensor([a.activation / b.activation for a, b in zip(default, long)])
+        q["default_over_long_per_neuron_median"] = float(ratio.quantile(0.5))
+        q["default_over_long_per_neuron_min"] = float(ratio.min())
+        q["default_at_least_long_share"] = float((ratio >= 1).float().mean())
     report["defaults_vs_long"] = q
     if cfg.dtype != "float32":  # what the low-precision steps change, against float32 with the same starts
         ref = Textualizer(model, FTConfig(**{**vars(cfg), "dtype": "float32"}), cache_dir=cache,

@@ -35,6 +35,11 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     assert r["speedup"] == pytest.approx(r["engine_neuron_steps_per_s"] / r["naive_neuron_steps_per_s"])
     assert r["achieved_gflops"] == pytest.approx(r["flops_per_neuron_step"] * r["engine_neuron_steps_per_s"] / 1e9)
     assert r["roofline_fraction"] == pytest.approx(r["achieved_gflops"] / r["matmul_gflops"])
+    shapes = r["matmul_gflops_by_shape"]
+    assert r["matmul_gflops"] == max(v for k, v in shapes.items() if k != "max") and set(shapes) > {"qkv", "ffn_in"}
+    dl = r["defaults_vs_long"]
+    assert 0 < dl["default_over_long_per_neuron_min"] <= dl["default_over_long_per_neuron_median"]
+    assert dl["default_over_long_median"] == pytest.approx(dl["default_median"] / dl["long_median"])
     q = r["quality"]
     assert 0.0 <= q["engine_at_least_naive_share"] <= 1.0 and len(q["neurons"]) == r["naive_neurons"]
     # same starts, steps and schedule: the batched engine and the naive loop reach the same optimum

@@ -158,6 +158,7 @@ def test_cli_json_text_and_files(tiny_bert, tmp_path, capsys):
     (["--words", "rain", "--select", "zscore,best"], "unknown selection 'best'"),
     (["--words", "rain", "--num-words", "5"], "not allowed with argument"),
     (["--num-words", "0"], "--num-words: must be a positive integer"),
+    (["--words", "rain", "--init", "scan"], "init 'scan' starts from one neuron's best tokens"),
 ])
 def test_bad_input_one_line_exit_2(tiny_bert, capsys, extra, message):
     assert main(["encode", "--model", tiny_bert, "--steps", "1", "--restarts", "1"] + extra) == 2

@@ -136,6 +136,26 @@ def test_every_architecture_textualizes(tiny_models, arch):
     assert o.pre_activation == o.activation
 
 
+def test_scan_init_starts_at_the_best_tokens(tiny_models):
+    """init="scan": restart j starts at the neuron's j-th best scanned token. With a step too small to
+    move, the FT vector is that token's embedding (projected onto the ball), so its nearest token is
+    the best token and its activation equals the scan's (checked only where the token lies in the ball)."""
+    tx = Textualizer(str(tiny_models["bert"]), FTConfig(steps=1, restarts=1, lr=1e-9, init="scan"),
+                     cache_dir=False, progress=False)
+    norms = tx.model.embeddings.norm(dim=1)
+    checked = 0
+    for r in tx.run("L1.ffn.0-15"):
+        best = r.best_tokens[0]
+        if norms[best["id"]] > tx.radius:
+            continue
+        checked += 1
+        assert r.nearest[0]["id"] == best["id"] and r.nearest[0]["cosine"] == pytest.approx(1.0, abs=1e-5)
+        assert r.activation == pytest.approx(best["activation"], rel=1e-4, abs=1e-5)
+    assert checked >= 8
+    with pytest.raises(NeurotextError, match="restarts must be at most 64"):
+        Textualizer(tx.model, FTConfig(restarts=65, init="scan"), cache_dir=False)
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(steps=0), "steps must be a positive integer"),
     (dict(restarts=-1), "restarts must be a positive integer"),

@@ -70,8 +70,9 @@ def _add_ft(p):
     g.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule,
                    help=f"learning-rate schedule (default {_DEFAULTS.schedule})")
     g.add_argument("--init", choices=INITS, default=_DEFAULTS.init,
-                   help="start of each restart: a random token's embedding, or a Gaussian vector "
-                        f"(default {_DEFAULTS.init})")
+                   help="start of each restart: a random token's embedding (token), a Gaussian vector "
+                        "(normal), or the neuron's best tokens from the vocabulary scan (scan; textualize "
+                        f"and sweep only) (default {_DEFAULTS.init})")
     g.add_argument("--prune-at", type=_positive_float, default=_DEFAULTS.prune_at,
                    help="after this share of the steps only each neuron's best restart continues "
                         f"(1 = never; default {_DEFAULTS.prune_at})")

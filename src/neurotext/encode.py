@@ -90,6 +90,9 @@ class EncodeConfig:
             raise NeurotextError(f"selection listed twice in {','.join(self.select)}")
         if self.objective not in OBJECTIVES:
             raise NeurotextError(f"unknown objective {self.objective!r}: valid are {', '.join(OBJECTIVES)}")
+        if self.ft.init == "scan":
+            raise NeurotextError("init 'scan' starts from one neuron's best tokens; Q2 optimizes sets of units "
+                                 "towards a word's pattern: use init 'token' or 'normal'")
         if self.ks is not None:
             self.ks = tuple(self.ks)
             if not self.ks:

@@ -30,7 +30,10 @@ class FTConfig:
     schedule: str = "cosine"  # learning-rate schedule: "cosine" anneals lr to 0 over the steps
     #                           (large early moves, a precise final climb), "constant" keeps it
     init: str = "token"  # start of each restart: "token" = a random vocabulary token's embedding,
-    #                      "normal" = an isotropic Gaussian vector scaled to the median token norm
+    #                      "normal" = an isotropic Gaussian vector scaled to the median token norm,
+    #                      "scan" = restart j starts at the neuron's j-th best token of the vocabulary
+    #                      scan (single-neuron textualization only; the scan is computed anyway;
+    #                      measured: fewer good basins than random tokens, see the README)
     prune_at: float = 1.0  # after this share of the steps only each neuron's best restart goes on
     #                        (the others stop: fewer row-steps for the same steps); 1.0 = never prune
     dtype: str = "float32"  # arithmetic of the optimization steps: "bfloat16" runs them under autocast
@@ -63,7 +66,7 @@ class FTConfig:
         return self.steps if self.prune_at >= 1 or self.restarts == 1 else max(1, round(self.prune_at * self.steps))
 
 
-INITS = ("token", "normal")
+INITS = ("token", "normal", "scan")
 SCHEDULES = ("cosine", "constant")
 DTYPES = ("float32", "bfloat16")
 

@@ -73,6 +73,9 @@ class Textualizer:
         self.config = config or FTConfig()
         if self.config.top > SCAN_TOP:
             raise NeurotextError(f"top must be at most {SCAN_TOP}, got {self.config.top}")
+        if self.config.init == "scan" and self.config.restarts > SCAN_TOP:
+            raise NeurotextError(f"init 'scan' starts restarts from the scan's best {SCAN_TOP} tokens: "
+                                 f"restarts must be at most {SCAN_TOP}, got {self.config.restarts}")
         self.progress = progress
         self.scans = ScanCache(self.model, cache_dir, progress)
         self.radius = self.model.radius(self.config.percentile)
@@ -158,13 +161,22 @@ class Textualizer:
             curve = torch.cat([curve, second.curve[1:]])  # its first evaluation repeats x
         return x, value, curve
 
+    def _starts(self, keys: list[str], units: torch.Tensor, scan) -> torch.Tensor:
+        """Start of every row (N*r, d_emb), restarts adjacent: random tokens or Gaussians (``initial_points``),
+        or with ``init`` "scan" the neuron's r best tokens from the vocabulary scan, best first."""
+        cfg, emb = self.config, self.model.embeddings
+        if cfg.init != "scan":
+            return initial_points(emb, keys, cfg.seed, cfg.init)
+        ids = scan.top_ids[units.cpu(), : cfg.restarts].reshape(-1)  # (N*r,)
+        return emb[ids.to(emb.device)].float()
+
     def _run_batch(self, layer: int, site: str, neurons: list[Neuron], scan) -> list[NeuronResult]:
         cfg, model = self.config, self.model
         r = cfg.restarts
         t0 = time.perf_counter()
         keys = [f"{n.name}|{j}" for n in neurons for j in range(r)]  # row = (neuron, restart)
-        x0 = initial_points(model.embeddings, keys, cfg.seed, cfg.init)  # (N*r, d_emb)
         units = torch.tensor([n.unit for n in neurons], device=model.device)  # (N,)
+        x0 = self._starts(keys, units, scan)  # (N*r, d_emb)
         x, pre, curve = self._optimize(layer, site, units, x0)
         if cfg.dtype != "float32":  # report float32 values at the chosen x, never the low-precision ones
             pre, _ = self.activations_of(layer, site, x, units)
