@@ -132,7 +132,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--random-model", choices=["bert-base"], default=None,
                     help="use a randomly initialized model of this shape instead (no weights needed)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--engine-per-layer", type=int, default=128, help="engine sample: FFN neurons per layer")
+    ap.add_argument("--engine-per-layer", type=int, default=171,
+                    help="engine sample: FFN neurons per layer (default 171: 1,026 on a 6-layer model)")
     ap.add_argument("--naive-neurons", type=int, default=6, help="naive sample size (one per layer, cycled)")
     ap.add_argument("--quality-per-layer", type=int, default=11, help="long-run comparison: neurons per layer "
                     "(64 neurons over 6 layers by default)")
