@@ -46,3 +46,19 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     assert q["engine_median"] == pytest.approx(q["naive_median"], rel=1e-3)
     assert r["model"] == "all-MiniLM-L6-v2" and r["peak_rss_mb"] > 0
     assert capsys.readouterr().out.lstrip().startswith("{")
+
+
+def test_settings_benchmark_compares_against_its_reference(capsys):
+    spec = importlib.util.spec_from_file_location("bench_settings", BENCH.parent / "bench_settings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = mod.main(["steps=3,restarts=2,prune_at=0.5", "--per-layer", "1", "--long-steps", "6",
+                     "--long-restarts", "2", "--json"])
+    ref, row = rows
+    assert ref["neuron_steps_per_neuron"] == 2 * 7 and row["neuron_steps_per_neuron"] == 2 * 3 + 1
+    assert row["median_over_reference_median"] == pytest.approx(row["median_activation"] / ref["median_activation"])
+    assert 0 < row["per_neuron_ratio_min"] <= row["per_neuron_ratio_median"]
+    assert 0 <= row["ft_at_least_best_token_share"] <= 1
+    assert capsys.readouterr().out.lstrip().startswith("[")
+    with pytest.raises(SystemExit, match="unknown setting 'stpes'"):
+        mod.main(["stpes=3"])
