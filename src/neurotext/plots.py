@@ -34,6 +34,20 @@ def _pyplot():
     return plt
 
 
+def _despine(ax) -> None:
+    """Hide the top and right frame lines of an axis (every figure here uses the same look)."""
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _save(plt, fig, path: Path, rect=(0, 0, 1, 1)) -> Path:
+    """Lay out ``fig`` within ``rect``, write it to ``path`` and free it."""
+    fig.tight_layout(rect=rect)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def q1_figure(columns: dict[str, dict[tuple[int, str], np.ndarray]], path: Path) -> Path:
     """Box plots per layer (and site) of the four Q1 statistics; writes a PNG to ``path``.
 
@@ -76,14 +90,10 @@ def q1_figure(columns: dict[str, dict[tuple[int, str], np.ndarray]], path: Path)
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#999999")
         elif len(sites) > 1:
             ax.legend(fontsize=8, frameon=False)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _despine(ax)
     fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile; "
              "dot: mean; dotted: reference values", ha="center", fontsize=8, color="#666666")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
 
 
 def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
@@ -119,16 +129,12 @@ def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
         ax.set_xlabel("k (units selected)")
         ax.set_title(f"Share of words recovered: {title}", fontsize=11)
         ax.grid(alpha=0.25)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _despine(ax)
     axes[0].set_ylabel(f"share of words{f' ({site})' if site else ''}")
     handles = [plt.Line2D([], [], color=colors[layer], linewidth=2, label=f"L{layer}") for layer in layers]
     handles += [plt.Line2D([], [], color="#444444", linestyle=s, label=f"{sel} selection") for sel, s in styles.items()]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.88, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, (0, 0, 0.88, 1))
 
 
 def curve_svg(curve, reference: float | None = None, label: str = "objective", width: int = 560,
@@ -234,15 +240,11 @@ def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
         ax.set_ylabel(f"{site}: {stat}")
         ax.grid(axis="y", alpha=0.25)
         ax.legend(fontsize=7, frameon=False)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _despine(ax)
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile",
              ha="center", fontsize=7, color="#666666")
-    fig.tight_layout(rect=(0, 0.02, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
 
 
 def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
@@ -273,10 +275,6 @@ def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
         ax.set_ylabel(f"{site}: share word-like")
         ax.grid(axis="y", alpha=0.25)
         ax.legend(fontsize=7, frameon=False)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        _despine(ax)
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
