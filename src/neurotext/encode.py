@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import objectives
 from .errors import NeurotextError
 from .names import SITES, parse_layers
-from .optimize import FTConfig, initial_points, maximize, row_generator
+from .optimize import FTConfig, best_of_restarts, initial_points, row_generator
 from .scan import tqdm_disable
 from .textualize import Textualizer
 
@@ -265,9 +265,9 @@ def _optimize(model, layer: int, site: str, objective, x0: torch.Tensor, n_group
     """Optimize G groups with ``ft.restarts`` restarts each (x0: (G*R, d_emb), restarts adjacent), whole
     groups per batch of at most ``ft.batch_size`` rows.
 
-    As in :class:`Textualizer`, all restarts run ``ft.prune_step`` steps, then only each group's best
-    restart goes on to ``ft.steps`` (``prune_at`` = 1: never prune); with a low-precision ``dtype`` the
-    reported value is recomputed in float32 at the chosen x.
+    Each batch keeps its groups' best restarts with :func:`neurotext.optimize.best_of_restarts` (as
+    :class:`Textualizer` does); with a low-precision ``dtype`` the reported value is recomputed in
+    float32 at the chosen x.
 
     Returns:
         The best x per group (G, d_emb) and its objective value (G,).
@@ -278,17 +278,9 @@ def _optimize(model, layer: int, site: str, objective, x0: torch.Tensor, n_group
     for g0 in range(0, n_groups, per_batch):
         sl = slice(g0, min(g0 + per_batch, n_groups))
         n = sl.stop - sl.start
-        first = maximize(model, layer, site, objective(sl, r), x0[sl.start * r:sl.stop * r], radius, ft,
-                         steps=ft.prune_step)
-        best = first.value.view(n, r).argmax(dim=1)  # (n,)
-        rows = torch.arange(n, device=best.device) * r + best
-        x, value = first.x[rows].detach(), first.value[rows].detach()  # (n, d_emb), (n,)
-        if ft.prune_step < ft.steps:
-            second = maximize(model, layer, site, objective(sl, 1), x, radius, ft,
-                              steps=ft.steps - ft.prune_step, step0=ft.prune_step)
-            better = second.value > value
-            x = torch.where(better[:, None], second.x.detach(), x)
-            value = torch.where(better, second.value.detach(), value)
+        trace = best_of_restarts(model, layer, site, lambda rep, sl=sl: objective(sl, rep),
+                                 x0[sl.start * r:sl.stop * r], n, radius, ft)
+        x, value = trace.x, trace.value  # (n, d_emb), (n,)
         if ft.dtype != "float32":
             with torch.no_grad():
                 value = objective(sl, 1)(model.capture(x, [(layer, site)])[(layer, site)]).float()

@@ -159,3 +159,34 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
         with torch.no_grad():
             _project(z)
     return Trace(x=best_z * radius, value=best_val, curve=curve)
+
+
+def best_of_restarts(model, layer: int, site: str, objective, x0: torch.Tensor, n: int, radius: float,
+                     cfg: FTConfig) -> Trace:
+    """Optimize n groups (neurons, or Q2 unit sets) with ``cfg.restarts`` restarts each and keep each
+    group's best restart (successive halving).
+
+    All restarts run ``cfg.prune_step`` steps; then only each group's best restart goes on to
+    ``cfg.steps`` (``prune_at`` = 1: never prune).
+
+    Args:
+        objective: ``rep -> Objective`` for the n groups, each row repeated ``rep`` times (restarts adjacent).
+        x0: starts (n * restarts, d_emb), restarts adjacent.
+
+    Returns:
+        :class:`Trace` of the n groups: best x (n, d_emb), its objective value (n,) and the winning
+        restart's curve (steps + 1, n).
+    """
+    r = cfg.restarts
+    first = maximize(model, layer, site, objective(r), x0, radius, cfg, steps=cfg.prune_step)
+    best = first.value.view(n, r).argmax(dim=1)  # (n,)
+    rows = torch.arange(n, device=best.device) * r + best  # (n,)
+    x, value, curve = first.x[rows], first.value[rows], first.curve[:, rows.cpu()]
+    if cfg.prune_step < cfg.steps:
+        second = maximize(model, layer, site, objective(1), x, radius, cfg,
+                          steps=cfg.steps - cfg.prune_step, step0=cfg.prune_step)
+        better = second.value > value
+        x = torch.where(better[:, None], second.x, x)
+        value = torch.where(better, second.value, value)
+        curve = torch.cat([curve, second.curve[1:]])  # its first evaluation repeats x
+    return Trace(x=x.detach(), value=value.detach(), curve=curve)

@@ -19,7 +19,7 @@ from . import objectives
 from .errors import NeurotextError
 from .model import Model, load_model
 from .names import Neuron
-from .optimize import FTConfig, initial_points, maximize
+from .optimize import FTConfig, best_of_restarts, initial_points
 from .scan import SCAN_TOP, ScanCache, tqdm_disable
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
@@ -138,29 +138,6 @@ class Textualizer:
         return pre, self.model.post(layer, site, pre)
 
     # ------------------------------------------------------------------ internals
-    def _optimize(self, layer: int, site: str, units: torch.Tensor, x0: torch.Tensor):
-        """Single-unit FT for N neurons with r restarts each (x0: (N*r, d_emb), restarts adjacent).
-
-        All restarts run ``prune_step`` steps; then only each neuron's best restart continues to
-        ``steps`` (successive halving). Returns the best x (N, d_emb), its objective value (N,) and
-        the winning restart's curve (steps + 1, N).
-        """
-        cfg, r = self.config, self.config.restarts
-        n = len(units)
-        first = maximize(self.model, layer, site, objectives.unit(units.repeat_interleave(r)), x0, self.radius, cfg,
-                         steps=cfg.prune_step)
-        best = first.value.view(n, r).argmax(dim=1)  # (N,)
-        rows = torch.arange(n) * r + best.cpu()  # (N,)
-        x, value, curve = first.x[rows], first.value[rows], first.curve[:, rows]
-        if cfg.prune_step < cfg.steps:
-            second = maximize(self.model, layer, site, objectives.unit(units), x, self.radius, cfg,
-                              steps=cfg.steps - cfg.prune_step, step0=cfg.prune_step)
-            better = second.value > value
-            x = torch.where(better[:, None], second.x, x)
-            value = torch.where(better, second.value, value)
-            curve = torch.cat([curve, second.curve[1:]])  # its first evaluation repeats x
-        return x, value, curve
-
     def _starts(self, keys: list[str], units: torch.Tensor, scan) -> torch.Tensor:
         """Start of every row (N*r, d_emb), restarts adjacent: random tokens or Gaussians (``initial_points``),
         or with ``init`` "scan" the neuron's r best tokens from the vocabulary scan, best first."""
@@ -177,7 +154,9 @@ class Textualizer:
         keys = [f"{n.name}|{j}" for n in neurons for j in range(r)]  # row = (neuron, restart)
         units = torch.tensor([n.unit for n in neurons], device=model.device)  # (N,)
         x0 = self._starts(keys, units, scan)  # (N*r, d_emb)
-        x, pre, curve = self._optimize(layer, site, units, x0)
+        trace = best_of_restarts(model, layer, site, lambda rep: objectives.unit(units.repeat_interleave(rep)),
+                                 x0, len(units), self.radius, cfg)
+        x, pre, curve = trace.x, trace.value, trace.curve
         if cfg.dtype != "float32":  # report float32 values at the chosen x, never the low-precision ones
             pre, _ = self.activations_of(layer, site, x, units)
         act = model.post(layer, site, pre)
