@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 import torch  # noqa: E402
 
 from neurotext import FTConfig, Neuron, Textualizer, load_model  # noqa: E402
-from neurotext.optimize import initial_points, learning_rate  # noqa: E402
+from neurotext.engine.optimize import initial_points, learning_rate  # noqa: E402
 
 
 def flops_per_neuron_step(d: int, d_ff: int, tokens: int, layer: int, site: str) -> float:
@@ -104,7 +104,7 @@ def naive_run(hf, tok, embeddings, radius, neuron: Neuron, cfg: FTConfig, ffn_mo
 
 def ffn_modules(hf, arch):
     """layer -> the FFN's first Linear of a plain Hugging Face model (paths from the adapter table)."""
-    from neurotext.model import _get
+    from neurotext.model.adapters import _get
 
     return lambda layer: _get(_get(hf, arch.layers)[layer], arch.ffn_in)
 

@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
-from neurotext import FTConfig, Neuron, NeurotextError, Textualizer, objectives, textualize
-from neurotext.optimize import maximize
+from neurotext import FTConfig, Neuron, NeurotextError, Textualizer, textualize
+from neurotext.engine import objectives
+from neurotext.engine.optimize import maximize
 
 
 def plain_forward(hf, tok, x):

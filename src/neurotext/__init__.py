@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
+from .engine.optimize import FTConfig  # noqa: E402
 from .errors import NeurotextError  # noqa: E402
-from .model import BUNDLED, Model, load_model  # noqa: E402
-from .names import Neuron, parse_neurons  # noqa: E402
-from .optimize import FTConfig  # noqa: E402
+from .model.adapters import BUNDLED, Model, load_model  # noqa: E402
+from .model.names import Neuron, parse_neurons  # noqa: E402
 from .textualize import NeuronResult, Textualizer, textualize  # noqa: E402
 
 __all__ = [

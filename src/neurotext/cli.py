@@ -11,10 +11,10 @@ import json
 import os
 import sys
 
+from .engine.optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .errors import NeurotextError
-from .names import SITES
-from .optimize import DTYPES, INITS, SCHEDULES, FTConfig
-from .sweep import EXECUTORS
+from .model.names import SITES
+from .store.sweep import EXECUTORS
 
 _DEFAULTS = FTConfig()
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_words(sub):
-    from .words import SOURCES, STATS, WordsConfig
+    from .analysis.words import SOURCES, STATS, WordsConfig
 
     d = WordsConfig()
     p = sub.add_parser(
@@ -214,7 +214,7 @@ def _add_words(sub):
 
 
 def _add_encode(sub):
-    from .encode import DEFINITIONS, OBJECTIVES, RECOVERED_TOP, SELECTIONS, EncodeConfig
+    from .analysis.encode import DEFINITIONS, OBJECTIVES, RECOVERED_TOP, SELECTIONS, EncodeConfig
 
     d = EncodeConfig()
     p = sub.add_parser(
@@ -285,7 +285,7 @@ def _dump_json(doc) -> None:
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .store.sweep import run_sweep
 
     summary = run_sweep(args.neurons, args.out, model=args.model, config=_ft_config(args),
                         shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
@@ -313,7 +313,7 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_query(args) -> int:
-    from .query import run_query
+    from .store.query import run_query
 
     columns, rows = run_query(args.store, args.sql)
     if args.json:
@@ -326,20 +326,20 @@ def _cmd_query(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import build_report
+    from .atlas.report import build_report
 
     build_report(args.store, args.out, encode=args.encode, log=lambda m: print(m, file=sys.stderr))
     return 0
 
 
 def _cmd_serve(args) -> int:
-    from .serve import serve
+    from .atlas.serve import serve
 
     if not 0 <= args.port <= 65535:
         raise NeurotextError(f"--port must be 0-65535, got {args.port}")
     return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
 def _cmd_words(args) -> int:
-    from .words import WordsConfig, analyze_store, render_text, write_outputs
+    from .analysis.words import WordsConfig, analyze_store, render_text, write_outputs
 
     cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed)
     result = analyze_store(args.store, cfg, model=args.model)
@@ -355,7 +355,7 @@ def _cmd_words(args) -> int:
 
 
 def _cmd_encode(args) -> int:
-    from .encode import EncodeConfig, parse_ks, read_word_file, render_text, run_encode, write_outputs
+    from .analysis.encode import EncodeConfig, parse_ks, read_word_file, render_text, run_encode, write_outputs
 
     if args.word_file is not None:
         words = read_word_file(args.word_file)

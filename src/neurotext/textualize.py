@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import objectives
+from .engine import objectives
+from .engine.optimize import FTConfig, best_of_restarts, initial_points
+from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .errors import NeurotextError
-from .model import Model, load_model
-from .names import Neuron
-from .optimize import FTConfig, best_of_restarts, initial_points
-from .scan import SCAN_TOP, ScanCache, tqdm_disable
+from .model.adapters import Model, load_model
+from .model.names import Neuron
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
 

@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 
-from neurotext import FTConfig, NeurotextError, objectives
+from neurotext import FTConfig, NeurotextError
+from neurotext.analysis.encode import EncodeConfig, default_ks, default_words, run_encode, unit_order
+from neurotext.atlas.report import read_encode
 from neurotext.cli import main
-from neurotext.encode import EncodeConfig, default_ks, default_words, run_encode, unit_order
-from neurotext.model import SiteActs
-from neurotext.report import read_encode
+from neurotext.engine import objectives
+from neurotext.model.adapters import SiteActs
 
 TINY_KS = (1, 2, 16, 64)  # 64 = the tiny model's ffn width
 

@@ -10,9 +10,9 @@ import torch
 
 from neurotext import FTConfig, NeurotextError, Textualizer
 from neurotext import store as store_mod
+from neurotext.analysis.words import STATS, WordsConfig, analyze_store, measure
 from neurotext.cli import main
-from neurotext.sweep import run_sweep
-from neurotext.words import STATS, WordsConfig, analyze_store, measure
+from neurotext.store.sweep import run_sweep
 
 
 def _quiet(_msg):

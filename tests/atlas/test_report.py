@@ -24,11 +24,11 @@ import pyarrow as pa
 import pytest
 
 from neurotext import FTConfig, store
+from neurotext.atlas.pages import esc, script_json
+from neurotext.atlas.report import build_report
+from neurotext.atlas.serve import make_server
 from neurotext.cli import main
-from neurotext.pages import esc, script_json
-from neurotext.report import build_report
-from neurotext.serve import make_server
-from neurotext.sweep import run_sweep
+from neurotext.store.sweep import run_sweep
 
 from conftest import make_tiny_model
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neurotext import NeurotextError, load_model
-from neurotext.model import ARCHITECTURES
+from neurotext.model.adapters import ARCHITECTURES
 
 from conftest import TINY
 

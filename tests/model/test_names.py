@@ -1,7 +1,7 @@
 import pytest
 
 from neurotext import Neuron, NeurotextError, parse_neurons
-from neurotext.names import parse_layers
+from neurotext.model.names import parse_layers
 
 SIZES = {"ffn": 1536, "out": 384}
 

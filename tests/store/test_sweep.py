@@ -11,7 +11,7 @@ import pytest
 
 from neurotext import FTConfig, NeurotextError, load_model, store
 from neurotext.cli import main
-from neurotext.sweep import plan_shards, run_sweep
+from neurotext.store.sweep import plan_shards, run_sweep
 
 CFG = FTConfig(steps=12, restarts=2, batch_size=16)  # 8 neurons per shard
 

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import objectives
-from .errors import NeurotextError
-from .names import SITES, parse_layers
-from .optimize import FTConfig, best_of_restarts, initial_points, row_generator
-from .scan import tqdm_disable
-from .textualize import Textualizer
+from ..engine import objectives
+from ..engine.optimize import FTConfig, best_of_restarts, initial_points, row_generator
+from ..engine.scan import tqdm_disable
+from ..errors import NeurotextError
+from ..model.names import SITES, parse_layers
+from ..textualize import Textualizer
 
 #: Unit selections (``--select``): the one registry the CLI, the docs and the runner read.
 SELECTIONS = {
@@ -174,7 +174,7 @@ def resolve_words(model, words) -> tuple[list[Word], list[dict]]:
     """Map words to single vocabulary tokens.
 
     Args:
-        model: a :class:`neurotext.model.Model`.
+        model: a :class:`neurotext.model.adapters.Model`.
         words: strings; blanks are ignored.
 
     Returns:
@@ -265,7 +265,7 @@ def _optimize(model, layer: int, site: str, objective, x0: torch.Tensor, n_group
     """Optimize G groups with ``ft.restarts`` restarts each (x0: (G*R, d_emb), restarts adjacent), whole
     groups per batch of at most ``ft.batch_size`` rows.
 
-    Each batch keeps its groups' best restarts with :func:`neurotext.optimize.best_of_restarts` (as
+    Each batch keeps its groups' best restarts with :func:`neurotext.engine.optimize.best_of_restarts` (as
     :class:`Textualizer` does); with a low-precision ``dtype`` the reported value is recomputed in
     float32 at the chosen x.
 
@@ -360,7 +360,7 @@ def run_encode(model=None, words=None, num_words: int = 100, config: EncodeConfi
             single tokens (:func:`default_words`).
         num_words: size of the default word list.
         config: :class:`EncodeConfig` (layers, site, ks, selections, objective, FT settings).
-        cache_dir: vocabulary-scan cache (see :class:`neurotext.scan.ScanCache`).
+        cache_dir: vocabulary-scan cache (see :class:`neurotext.engine.scan.ScanCache`).
         progress: progress bar on stderr (None: only on a terminal).
 
     Returns:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 #: Q1 panels: (store-derived key, title, y label, log scale, reference lines). Keys are those of
-#: :func:`neurotext.report.q1_columns`.
+#: :func:`neurotext.atlas.report.q1_columns`.
 Q1_PANELS = (
     ("nearest_cosine", "FT vector vs its nearest token", "cosine", False, (1.0,)),
     ("retention", "Retention (symbolization)", "nearest-token activation / FT activation", False, (0.0, 1.0)),
@@ -202,7 +202,7 @@ def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
     the token and random controls.
 
     Args:
-        groups: :class:`neurotext.words.Group` list (``values[source][stat]`` per neuron).
+        groups: :class:`neurotext.analysis.words.Group` list (``values[source][stat]`` per neuron).
         stat: the statistic.
         title: figure title.
         path: output PNG.

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import store
-from .errors import NeurotextError
-from .model import Model, load_model
-from .optimize import FTConfig, row_generator
+from .. import store
+from ..engine.optimize import FTConfig, row_generator
+from ..errors import NeurotextError
+from ..model.adapters import Model, load_model
+from ..textualize import OVERLAP_K, Textualizer, retention_of
 from .stats import quartiles, share
-from .textualize import OVERLAP_K, Textualizer, retention_of
 
 #: The statistics compared per layer and site (the one list the tables, JSON and plots read).
 STATS = {

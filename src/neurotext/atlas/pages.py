@@ -13,7 +13,7 @@ import json
 import math
 from urllib.parse import quote
 
-from .plots import curve_svg
+from ..analysis.plots import curve_svg
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
 CSP_INDEX = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -82,7 +82,7 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
 
     Args:
         manifest: the store's ``manifest.json``.
-        stats: per (layer, site) Q1 summaries (see :func:`neurotext.report.layer_stats`).
+        stats: per (layer, site) Q1 summaries (see :func:`neurotext.atlas.report.layer_stats`).
         n_neurons: rows in the store.
         q1_plot, q2: relative URL of the Q1 figure; ``{"plot", "model", "site", "objective", "words",
             "skipped", "source"}`` for Q2, or None when absent.

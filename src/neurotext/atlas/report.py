@@ -26,11 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, pages, plots, store
-from .encode import SELECTIONS
-from .errors import NeurotextError
-from .names import SITES
-from .words import WordsConfig, word_like
+from .. import __version__, store
+from ..analysis import plots
+from ..analysis.encode import SELECTIONS
+from ..analysis.words import WordsConfig, word_like
+from ..errors import NeurotextError
+from ..model.names import SITES
+from . import pages
 
 # Filenames of a site live here and nowhere else.
 MARKER = "atlas.json"
@@ -238,7 +240,7 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for name in ASSET_FILES:
-            _write(tmp / ASSETS / name, resources.files("neurotext").joinpath(ASSETS, name).read_text("utf-8"))
+            _write(tmp / ASSETS / name, resources.files("neurotext.atlas").joinpath(ASSETS, name).read_text("utf-8"))
         _write(tmp / DATA, data_script(rows))
         (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
         plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)

@@ -16,8 +16,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from . import report, store
-from .errors import NeurotextError
+from .. import store
+from ..errors import NeurotextError
+from . import report
 
 HOST = "127.0.0.1"  # never another interface
 SITE_IN_STORE = "site"  # serve DIR builds the atlas of a store into DIR/site (or a temporary folder)

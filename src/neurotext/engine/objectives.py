@@ -1,6 +1,6 @@
 """Objectives: small composable callables mapping a batch's site activations to one score per row.
 
-An objective receives :class:`neurotext.model.SiteActs` (the activations of one site at x's
+An objective receives :class:`neurotext.model.adapters.SiteActs` (the activations of one site at x's
 position, shape (B, units)) and returns a (B,) tensor to maximize. Every row carries its own
 parameters (its unit, its unit set, its target pattern), so one batch can hold many neurons.
 Objectives combine with ``+``, ``-`` and ``*`` and describe themselves, as in lucent.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import NeurotextError
+from ..errors import NeurotextError
 
 
 @dataclass
@@ -118,7 +118,7 @@ def maximize(model, layer: int, site: str, objective, x0: torch.Tensor, radius: 
     """Gradient ascent of ``objective`` at (layer, site) for a batch of starts.
 
     Args:
-        model: a :class:`neurotext.model.Model`.
+        model: a :class:`neurotext.model.adapters.Model`.
         layer, site: where the objective reads activations; the forward pass stops there.
         objective: callable ``SiteActs -> (B,)``.
         x0: starting points (B, d_emb); projected onto the ball first.

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .names import SITES
+from ..model.names import SITES
 
 SCAN_TOP = 64  # best tokens kept per unit in the cache (the CLI's --top can be at most this)
 SCAN_BATCH = 2048  # tokens per scan forward pass

