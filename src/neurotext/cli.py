@@ -83,12 +83,16 @@ def _add_ft(p):
                    help=f"nearest and best tokens to keep (default {_DEFAULTS.top}, at most 64)")
     g.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS.batch_size,
                    help=f"rows (neuron x restart) per optimizer batch (default {_DEFAULTS.batch_size})")
+    g.add_argument("--stability-tol", type=float, default=_DEFAULTS.stability_tol,
+                   help="a restart counts towards the stability measures when its activation is within "
+                        f"this share of the best restart's (default {_DEFAULTS.stability_tol})")
 
 
 def _ft_config(args) -> FTConfig:
     return FTConfig(steps=args.steps, restarts=args.restarts, lr=args.lr, seed=args.seed,
                     percentile=args.percentile, schedule=args.schedule, init=args.init, top=args.top,
-                    batch_size=args.batch_size, prune_at=args.prune_at, dtype=args.dtype)
+                    batch_size=args.batch_size, prune_at=args.prune_at, dtype=args.dtype,
+                    stability_tol=args.stability_tol)
 
 
 def build_parser() -> argparse.ArgumentParser:

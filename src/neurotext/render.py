@@ -7,23 +7,50 @@ def _fmt(v, spec=".3f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def stability_line(st, restarts: int) -> str:
+    """One line saying how far the restarts agree (``st``: the ``stability`` record, None for old results)."""
+    if st is None:
+        return ("  stability: not in this store (written before per-restart results were kept; "
+                "rerun its sweep with --force to recompute)")
+    if st["restarts"] < 2:
+        return (f"  stability: only {st['restarts']} of {restarts} restart(s) counted (within the tolerance of the "
+                f"best): nothing to compare, so nothing here is known to be reproducible")
+    verdict = "restarts DISAGREE: no token is shared by half of them" if not st["consensus"] else \
+        f"{len(st['consensus'])} consensus token(s)"
+    return (f"  stability: {st['restarts']} of {restarts} restarts counted, cosine {_fmt(st['cosine'])}, "
+            f"jaccard@10 {_fmt(st['jaccard_at_10'])}, activation spread {_fmt(st['activation_spread'])}; {verdict}")
+
+
 def render_result(r) -> str:
-    """One neuron: FT nearest tokens beside the best real tokens, then the metrics."""
+    """One neuron: the consensus of its restarts, the best restart's nearest tokens and the best real
+    tokens side by side, then the metrics and how reproducible the textualization is."""
     near, best = r.nearest, r.best_tokens
-    width = max([len(d["token"]) for d in near + best] + [12])
+    cons = (r.stability or {}).get("consensus") or []
+    width = max([len(d["token"]) for d in near + best + cons] + [12])
     lines = [
         f"{r.neuron}  ({r.model})",
         f"  activation {r.activation:.4f} (pre-activation {r.pre_activation:.4f})   "
         f"best real token {best[0]['activation']:.4f} ({best[0]['token']!r})" if best else "",
         f"  nearest-token activation {r.nearest_activation:.4f}   retention {_fmt(r.retention)}   "
         f"overlap@10 {r.overlap_at_10:.2f}",
-        f"  {'FT nearest tokens':<{width + 9}}   {'best real tokens (vocabulary scan)'}",
-        f"  {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  {'activation':>10}",
+        stability_line(r.stability, r.restarts),
+        f"  {'consensus of restarts':<{width + 9}}   {'FT nearest, best restart':<{width + 9}}   "
+        f"{'best real tokens (vocabulary scan)'}",
+        f"  {'token':<{width}}  {'support':>7}   {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  "
+        f"{'activation':>10}",
     ]
-    for i in range(max(len(near), len(best))):
-        left = f"{near[i]['token']:<{width}}  {near[i]['cosine']:>7.3f}" if i < len(near) else " " * (width + 9)
+    blank = " " * (width + 9)
+    for i in range(max(len(near), len(best), len(cons))):
+        c = f"{cons[i]['token']:<{width}}  {cons[i]['support']:>7.2f}" if i < len(cons) else \
+            (f"{'(none)':<{width + 9}}" if i == 0 else blank)
+        left = f"{near[i]['token']:<{width}}  {near[i]['cosine']:>7.3f}" if i < len(near) else blank
         right = f"{best[i]['token']:<{width}}  {best[i]['activation']:>10.4f}" if i < len(best) else ""
-        lines.append(f"  {left}   {right}")
+        lines.append(f"  {c}   {left}   {right}".rstrip())
+    if len(r.restarts_detail) > 1:
+        lines.append("  every restart, best first (activation: nearest tokens):")
+        for d in r.restarts_detail:
+            tokens = ", ".join(t["token"] for t in d["nearest"])
+            lines.append(f"    #{d['restart']:<3} {d['activation']:>9.4f}: {tokens}")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
     return "\n".join(line for line in lines if line)
 

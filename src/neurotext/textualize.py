@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .engine import objectives
+from .engine import objectives, stability
 from .engine.optimize import FTConfig, best_of_restarts, initial_points
 from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .errors import NeurotextError
@@ -44,10 +44,19 @@ class NeuronResult:
     seed: int
     restarts: int
     curve: list[float] = field(default_factory=list)  # best restart's objective at every step
+    # every restart's optimum, best first: {"restart", "activation", "pre_activation", "nearest", "vector"}
+    restarts_detail: list[dict] = field(default_factory=list)
+    # agreement of the counted restarts (engine.stability.measure); None for results from older stores
+    stability: dict | None = None
 
     def to_dict(self, vector: bool = True) -> dict:
         d = asdict(self)
         d["vector"] = [float(v) for v in self.vector] if vector else None
+        for r in d["restarts_detail"]:
+            if vector:
+                r["vector"] = [float(v) for v in r["vector"]]
+            else:
+                r.pop("vector", None)
         return d
 
 
@@ -163,6 +172,7 @@ class Textualizer:
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
         _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), units)
+        details, stab = self._restarts(layer, site, units, trace)
         out = []
         for i, n in enumerate(neurons):
             a = float(act[i])
@@ -188,8 +198,41 @@ class Textualizer:
                 seed=cfg.seed,
                 restarts=r,
                 curve=curve[:, i].tolist(),
+                restarts_detail=details[i],
+                stability=stab[i],
             ))
         return out
+
+    def _restarts(self, layer: int, site: str, units: torch.Tensor, trace) -> tuple[list[list[dict]], list[dict]]:
+        """Every restart's optimum (best first) and the neuron's stability record, per neuron.
+
+        The restarts' values are recomputed in float32 in one forward pass (whatever ``dtype`` the steps
+        used), ordered by the optimized quantity (pre-activation for ffn), so the first restart is the
+        neuron's headline result.
+        """
+        cfg, model = self.config, self.model
+        n, r, d = trace.restarts_x.shape
+        flat = trace.restarts_x.reshape(n * r, d)  # (N*r, d_emb), restarts adjacent
+        pre, act = self.activations_of(layer, site, flat, units.repeat_interleave(r))
+        pre, act = pre.view(n, r).cpu(), act.view(n, r).cpu()
+        k = max(cfg.top, stability.JACCARD_K)
+        cos, ids = self.nearest(flat, k)  # (N*r, k)
+        cos, ids = cos.view(n, r, k).cpu(), ids.view(n, r, k).cpu()
+        vecs = flat.detach().float().cpu().view(n, r, d)
+        details, stabs = [], []
+        for i in range(n):
+            order = sorted(range(r), key=lambda j: -float(pre[i, j]))
+            details.append([{
+                "restart": j,
+                "activation": float(act[i, j]),
+                "pre_activation": float(pre[i, j]),
+                "nearest": [{"token": model.tokens[t], "id": t, "cosine": float(c)}
+                            for t, c in zip(ids[i, j, : cfg.top].tolist(), cos[i, j, : cfg.top].tolist())],
+                "vector": vecs[i, j].numpy().astype(np.float32),
+            } for j in order])
+            stabs.append(stability.measure(vecs[i, order], [ids[i, j].tolist() for j in order],
+                                           [float(act[i, j]) for j in order], model.tokens, cfg.stability_tol))
+        return details, stabs
 
 
 def textualize(neurons, model: Model | str | None = None, progress: bool | None = False,

@@ -170,3 +170,60 @@ def test_bundled_store_end_to_end(bundled, tmp_path):
     assert g["n"] == 8 and g["word_like"]["token"] == 1.0
     assert g["stats"]["activation_ratio"]["token"]["q1"] == pytest.approx(1.0, rel=1e-4)  # scan == forward pass
     assert g["stats"]["retention"]["token"]["median"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def restarts_store(tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q1stab") / "store"
+    run_sweep(["L0-1.ffn.0-15", "L1.out.0-7"], out, model=str(tiny_models["bert"]),
+              config=FTConfig(steps=16, restarts=4, stability_tol=0.5), cache_dir=False, log=_quiet)
+    return out
+
+
+def test_words_json_holds_stability_beside_the_baseline(restarts_store, capsys):
+    from neurotext.analysis import reproducible
+
+    assert main(["words", str(restarts_store), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["stability"]["note"] is None and "95th percentile" in doc["stability"]["rule"]
+    table = store_mod.read_table(restarts_store)
+    rows = table.to_pylist()
+    for g in doc["groups"]:
+        st = g["stability"]
+        mine = [r for r in rows if (r["layer"], r["site"]) == (g["layer"], g["site"])]
+        for stat in reproducible.REPRO_STATS:
+            assert set(st["stats"][stat]) == {"ft", "baseline"}
+            assert st["stats"][stat]["baseline"]["n"] > 0
+        # the FT distribution is the store's own per-neuron stability
+        jac = [r["stability"]["jaccard_at_10"] for r in mine if r["stability"]["restarts"] >= 2]
+        assert st["n_with_two_restarts"] == len(jac) > 0
+        assert st["stats"]["jaccard_at_10"]["ft"]["median"] == pytest.approx(float(np.median(jac)))
+        # the share reproducible follows the documented rule against the baseline's threshold
+        limit = st["threshold_jaccard_at_10"]
+        n_rep = sum(1 for r in mine if r["stability"]["restarts"] >= 2 and r["stability"]["consensus"]
+                    and r["stability"]["jaccard_at_10"] > limit)
+        assert st["n_reproducible"] == n_rep
+
+
+def test_words_stability_plot_and_text(restarts_store, tmp_path, capsys):
+    out = tmp_path / "q1"
+    assert main(["words", str(restarts_store), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "stability: how far each neuron's counted restarts agree" in text
+    assert (out / "words_stability.png").stat().st_size > 10_000
+
+
+def test_baseline_is_drawn_from_other_neurons_only():
+    from neurotext.analysis import reproducible
+
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((5, 8)).astype(np.float32)
+    ids = [[100 * i + k for k in range(10)] for i in range(5)]  # no two neurons share a token
+    base = reproducible.group_baseline(v, ids, [4, 4, 4, 4, 4], seed=0)
+    assert base["jaccard_at_10"] == [0.0] * 5 and base["consensus_size"] == [0] * 5
+    # with 5 neurons and groups of 4, neuron i's group is exactly the other four
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    for i, got in enumerate(base["cosine"]):
+        others = [j for j in range(5) if j != i]
+        sims = [float(u[a] @ u[b]) for a in others for b in others if a < b]
+        assert got == pytest.approx(sum(sims) / len(sims), abs=1e-5)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from neurotext import FTConfig, store
@@ -63,7 +64,7 @@ def tiny_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("atlas")
     model = make_tiny_model(root / "model", "bert", words=HOSTILE + WORDS)
     out = root / "store"
-    run_sweep(["L0-2.ffn.0-5", "L1.out.0-2"], out, model=str(model), config=FTConfig(steps=8, restarts=1),
+    run_sweep(["L0-2.ffn.0-5", "L1.out.0-2"], out, model=str(model), config=FTConfig(steps=8, restarts=3),
               log=lambda m: None)
     (out / "encode").mkdir()
     (out / "encode" / "encode.json").write_text(json.dumps(_q2_doc()))
@@ -283,9 +284,8 @@ def test_neuron_page_shows_its_tokens_metrics_curve_and_neighbours(browser, serv
     page = _page(browser)
     page.goto(server + "neurons/L1.ffn.2.html")
     assert page.locator("h1").text_content() == "L1.ffn.2"
-    tables = page.locator("table.toks")
-    assert tables.nth(0).locator(".tok").all_text_contents() == row["nearest_tokens"]
-    assert tables.nth(1).locator(".tok").all_text_contents() == ["FT vector x"] + row["best_tokens"]
+    assert page.locator("table.toks.near .tok").all_text_contents() == row["nearest_tokens"]
+    assert page.locator("table.toks.best .tok").all_text_contents() == ["FT vector x"] + row["best_tokens"]
     assert page.locator("svg.curve polyline").count() == 1
     assert f"{row['activation']:.4g}" in page.locator(".metrics").text_content()
     assert page.errors == []
@@ -306,10 +306,9 @@ def test_hostile_tokens_are_shown_literally_and_never_run(browser, server, site,
     for name in sorted(r["neuron"] for r in rows):
         page.goto(f"{server}neurons/{name}.html")
         row = next(r for r in rows if r["neuron"] == name)
-        tables = page.locator("table.toks")
-        near = tables.nth(0).locator(".tok").all_text_contents()
+        near = page.locator("table.toks.near .tok").all_text_contents()
         assert near == row["nearest_tokens"]
-        assert tables.nth(1).locator(".tok").all_text_contents()[1:] == row["best_tokens"]
+        assert page.locator("table.toks.best .tok").all_text_contents()[1:] == row["best_tokens"]
         shown |= set(near)
         assert page.evaluate("document.scripts.length") == 0
         assert page.evaluate("document.querySelectorAll('img, b, [onerror]').length") == 0
@@ -332,6 +331,65 @@ def test_hostile_tokens_are_shown_literally_and_never_run(browser, server, site,
     page.context.close()
 
 
+@pytest.mark.browser
+def test_neuron_page_leads_with_the_consensus_of_restarts(browser, server, rows):
+    page = _page(browser)
+    for row in rows:
+        page.goto(f"{server}neurons/{row['neuron']}.html")
+        assert page.locator("main h2").first.text_content() == "Consensus of restarts"
+        st = row["stability"]
+        assert page.locator("table.toks.consensus .tok").all_text_contents() == [c["token"] for c in st["consensus"]]
+        assert page.locator(".flag").count() == 1
+        if st["restarts"] < 2 or not st["consensus"]:
+            assert "unstable" in page.locator(".flag").get_attribute("class")
+        # every restart is listed, best first, with its own nearest tokens
+        restarts = page.locator("table.restarts tr")
+        assert restarts.count() == len(row["restarts_detail"]) == row["restarts"]
+        for i, d in enumerate(row["restarts_detail"]):
+            assert restarts.nth(i).locator(".tok").all_text_contents() == d["nearest_tokens"]
+    assert page.errors == []
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_index_marks_neurons_whose_restarts_disagree(browser, server, tiny_store, rows):
+    from neurotext.analysis import reproducible
+
+    groups = reproducible.analyze(store.read_table(tiny_store, columns=list(reproducible.COLUMNS)), seed=0)
+    flags = {n: f for g in groups for n, f in zip(g["neurons"], g["reproducible"])}
+    page = _page(browser)
+    _open_index(page, server)
+    marked = set()
+    for tr in page.locator("#table tbody tr").all():
+        if tr.locator(".chip-unstable").count():
+            marked.add(tr.locator("td.name").text_content())
+    assert marked == {n for n, f in flags.items() if not f}
+    assert page.locator("img[src='plots/stability.png']").count() == 1
+    assert page.evaluate("document.querySelector('img[src=\"plots/stability.png\"]').naturalWidth") > 0
+    page.click("th[data-key=stability_jaccard] button")
+    top = _table_names(page)[0]
+    best = max((r for r in rows if r["stability"]["jaccard_at_10"] is not None),
+               key=lambda r: r["stability"]["jaccard_at_10"])
+    assert next(r for r in rows if r["neuron"] == top)["stability"]["jaccard_at_10"] == pytest.approx(
+        best["stability"]["jaccard_at_10"], abs=1e-3)
+    page.context.close()
+
+
+def test_atlas_of_a_store_without_per_restart_columns(tiny_store, tmp_path):
+    """A store written before restarts were kept still builds; what needs them says so."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_store, old)
+    for p in store.shard_paths(old):
+        t = pq.read_table(p)
+        pq.write_table(t.drop_columns(list(store.RESTART_COLUMNS)), p)
+    out = tmp_path / "site"
+    assert main(["report", str(old), "--out", str(out)]) == 0
+    index = (out / "index.html").read_text()
+    assert "stability is not available" in index and "--force" in index
+    page = (out / "neurons" / "L1.ffn.2.html").read_text()
+    assert "Not available: this store was written before per-restart results were kept" in page
+
+
 # --------------------------------------------------------------------------- scale
 def synth_store(path: Path, n_layers: int = 6, units: int = 1536, d: int = 384, steps: int = 256, top: int = 10):
     """A store shaped like a full FFN sweep of the bundled model (6 x 1536 neurons), real schema, fake values."""
@@ -345,7 +403,8 @@ def synth_store(path: Path, n_layers: int = 6, units: int = 1536, d: int = 384, 
         "config": {"steps": steps, "restarts": 4, "lr": 0.02, "seed": 0, "percentile": 99.0, "schedule": "cosine",
                    "init": "token", "top": top, "batch_size": 2048},
         "neurons": {"count": n_layers * units, "digest": "0" * 32, "shard_size": units}})
-    schema = store.schema(d)
+    # a store written before per-restart results were kept (no restarts_detail/stability columns)
+    schema = pa.schema([f for f in store.schema(d) if f.name not in store.RESTART_COLUMNS])
     for layer in range(n_layers):
         n = units
         act = rng.gamma(4, 2, n)

@@ -278,3 +278,70 @@ def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
         _despine(ax)
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     return _save(plt, fig, path)
+
+
+STABILITY_PANELS = (
+    ("jaccard_at_10", "restarts' top-10 nearest tokens: mean pairwise Jaccard"),
+    ("cosine", "restarts' FT vectors: mean pairwise cosine"),
+)
+
+
+def stability_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Stability arm of Q1: per layer, box plots of the restarts' agreement (FT) beside the chance baseline
+    (optima of different neurons), one row per site, one column per measure; the reproducible share on top.
+
+    Args:
+        groups: :func:`neurotext.analysis.reproducible.analyze` output.
+        title: figure title.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
+    from .stats import finite
+
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    n_layers = max(len([g for g in groups if g["site"] == s]) for s in sites)
+    fig, axes = plt.subplots(len(sites), len(STABILITY_PANELS), squeeze=False, dpi=100,
+                             figsize=(max(9.0, 2.0 + 2.0 * n_layers), 3.6 * len(sites)))
+    colors = {"ft": SOURCE_COLORS["ft"], "baseline": SOURCE_COLORS["random"]}
+    labels = {"ft": "restarts of one neuron", "baseline": "chance: different neurons"}
+    width = 0.36
+    for r, site in enumerate(sites):
+        row = [g for g in groups if g["site"] == site]
+        for c, (stat, ylabel) in enumerate(STABILITY_PANELS):
+            ax = axes[r, c]
+            for j, (src, color) in enumerate(colors.items()):
+                data, pos = [], []
+                for i, g in enumerate(row):
+                    v = finite(g[src][stat])
+                    if v.size:
+                        data.append(v)
+                        pos.append(i + (j - 0.5) * width)
+                if data:
+                    ax.boxplot(data, positions=pos, widths=width * 0.9, whis=WHISKERS, showfliers=False,
+                               patch_artist=True, manage_ticks=False,
+                               boxprops=dict(facecolor=color + "88", edgecolor=color),
+                               medianprops=dict(color=color, linewidth=2.5), whiskerprops=dict(color=color),
+                               capprops=dict(color=color))
+                ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=labels[src])
+            ticks = []
+            for g in row:
+                rep = [f for f, v in zip(g["reproducible"], g["ft"]["jaccard_at_10"]) if v is not None]
+                frac = f"{100 * sum(rep) / len(rep):.0f}%" if rep else "n/a"
+                ticks.append(f"L{g['layer']}\nrepr. {frac}")
+            ax.set_xticks(range(len(row)), ticks, fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel(f"{site}: {stat}", fontsize=8)
+            ax.set_title(ylabel, fontsize=8)
+            ax.grid(axis="y", alpha=0.25)
+            ax.legend(fontsize=7, frameon=False)
+            _despine(ax)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=8)
+    fig.text(0.5, 0.005, f"boxes: quartiles and median; whiskers: {WHISKERS[0]}th-{WHISKERS[1]}th percentile; "
+             "repr.: share of neurons whose restarts agree above the baseline's 95th percentile",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.03, 1, 1))

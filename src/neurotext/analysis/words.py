@@ -29,6 +29,7 @@ from ..engine.optimize import FTConfig, row_generator
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
 from ..textualize import OVERLAP_K, Textualizer, retention_of
+from . import reproducible
 from .stats import quartiles, share
 
 #: The statistics compared per layer and site (the one list the tables, JSON and plots read).
@@ -58,6 +59,7 @@ MANIFEST_FIELDS = {"model": ("name", "source", "n_layers", "sizes"), "config": (
 # Output filenames, here and nowhere else.
 WORDS_JSON = "words.json"
 WORD_LIKE_PNG = "words_word_like.png"
+STABILITY_PNG = "words_stability.png"
 
 
 def stat_png(stat: str) -> str:
@@ -71,7 +73,9 @@ class WordsConfig:
     min_retention: float = 0.5  # word-like: the nearest token keeps at least half of the vector's activation
     best_k: int = 10  # word-like: ... and is among the unit's 10 best real tokens (vocabulary scan)
     top: int = 20  # most word-like neurons listed
-    seed: int | None = None  # random control; None = the sweep's seed
+    seed: int | None = None  # random control and stability baseline draws; None = the sweep's seed
+    repro_quantile: float = reproducible.QUANTILE  # reproducible: restarts agree more than this quantile
+    #                                                of the chance baseline (optima of different neurons)
     batch_size: int = 2048  # control vectors per forward pass
 
     def __post_init__(self):
@@ -81,6 +85,8 @@ class WordsConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise NeurotextError(f"{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.repro_quantile, (int, float)) and 0 < self.repro_quantile < 1):
+            raise NeurotextError(f"repro_quantile must be in (0, 1), got {self.repro_quantile!r}")
 
     def criterion(self) -> str:
         return (f"retention >= {self.min_retention:g} and nearest token among the unit's {self.best_k} best "
@@ -109,10 +115,19 @@ class WordsResult:
     best_k_used: int  # best_k, limited by the number of best tokens the sweep kept
     groups: list[Group]
     top: list[dict]
+    stability: list[dict] | None = None  # reproducible.analyze per (layer, site); None for an old store
+    stability_note: str | None = None  # why stability is missing
+
+    def stability_rule(self) -> str:
+        return (f"reproducible: at least two restarts counted, a consensus token, and a mean pairwise "
+                f"Jaccard@10 of the restarts above the {100 * self.config.repro_quantile:g}th percentile of "
+                "the chance baseline (the same measure over optima of different neurons of the layer and site)")
 
     def to_dict(self) -> dict:
-        """The JSON document: settings, per-group quartiles and word-like shares, the top list."""
-        return {
+        """The JSON document: settings, per-group quartiles and word-like shares, stability beside its
+        chance baseline, the top list."""
+        stab = {(g["layer"], g["site"]): reproducible.summarize(g) for g in self.stability or []}
+        doc = {
             "store": self.store, "model": self.model,
             "criterion": {"min_retention": self.config.min_retention, "best_k": self.best_k_used,
                           "text": _criterion(self.config, self.best_k_used)},
@@ -123,9 +138,13 @@ class WordsResult:
                 "stats": {s: {src: quartiles(g.values[src][s]) for src in SOURCES} for s in STATS},
                 "word_like": {src: share(g.word_like[src]) for src in SOURCES},
                 "n_word_like": {src: int(sum(g.word_like[src])) for src in SOURCES},
+                "stability": stab.get((g.layer, g.site)),
             } for g in self.groups],
             "top": self.top,
+            "stability": {"rule": self.stability_rule(), "quantile": self.config.repro_quantile,
+                          "definitions": reproducible.REPRO_STATS, "note": self.stability_note},
         }
+        return doc
 
 
 def _criterion(cfg: WordsConfig, best_k: int) -> str:
@@ -285,7 +304,14 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
                                                          else -np.inf), -c["nearest_cosine"], c["neuron"]))
     sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
     name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
-    return WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top])
+    result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top])
+    missing = store.missing_columns(directory)
+    if missing:
+        result.stability_note = store.old_store_hint(directory, "the stability arm")
+    else:
+        rtable = store.read_table(directory, columns=list(reproducible.COLUMNS))
+        result.stability = reproducible.analyze(rtable, seed, cfg.repro_quantile)
+    return result
 
 
 def _position(token_id: int, best_ids) -> int | None:
@@ -324,6 +350,7 @@ def render_text(doc: dict) -> str:
         cells = " ".join(f"{'n/a' if g['word_like'][s] is None else format(g['word_like'][s], '.3f'):>8}"
                          for s in SOURCES)
         lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}")
+    lines += _render_stability(doc)
     lines += ["", f"{len(doc['top'])} most word-like FT neurons (word-like first, then by retention)",
               f"  {'neuron':<13} {'word-like':<9} {'retention':>9} {'cosine':>7} {'rank':>5}  "
               f"{'FT nearest tokens':<40} best real tokens"]
@@ -337,13 +364,40 @@ def render_text(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _render_stability(doc: dict) -> list[str]:
+    """The stability arm: per layer and site the restarts' agreement beside the chance baseline."""
+    st = doc["stability"]
+    if st["note"]:
+        return ["", f"stability: {st['note']}"]
+    lines = ["", "stability: how far each neuron's counted restarts agree, beside the chance baseline "
+             "(optima of different neurons of the same layer and site)", f"  {st['rule']}"]
+    for stat, text in st["definitions"].items():
+        lines += [f"  {stat}: {text}", f"    {'layer':<5} {'site':<4} {'n':>6}   {'FT restarts':<24}{'baseline':<24}"]
+        for g in doc["groups"]:
+            s = g["stability"]
+            if s is None:
+                continue
+            lines.append(f"    {g['layer']:<5} {g['site']:<4} {s['n_with_two_restarts']:>6}   "
+                         f"{_q(s['stats'][stat]['ft'])}  {_q(s['stats'][stat]['baseline'])}".rstrip())
+    lines += ["  share reproducible (of the neurons with at least two counted restarts)",
+              f"    {'layer':<5} {'site':<4} {'n':>6} {'share':>7} {'threshold':>10}"]
+    for g in doc["groups"]:
+        s = g["stability"]
+        if s is None:
+            continue
+        share_ = "n/a" if s["reproducible"] is None else f"{s['reproducible']:.3f}"
+        thr = "n/a" if s["threshold_jaccard_at_10"] is None else f"{s['threshold_jaccard_at_10']:.3f}"
+        lines.append(f"    {g['layer']:<5} {g['site']:<4} {s['n_with_two_restarts']:>6} {share_:>7} {thr:>10}")
+    return lines
+
+
 def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Path]:
     """Write ``words.json`` and one PNG per statistic plus the word-like shares into ``out``.
 
     Returns:
         The paths written.
     """
-    from .plots import word_like_figure, words_stat_figure
+    from .plots import stability_figure, word_like_figure, words_stat_figure
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -358,6 +412,10 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
             paths.append(words_stat_figure(result.groups, stat, title, out / stat_png(stat)))
         paths.append(word_like_figure(doc["groups"], f"Q1 {result.model}: word-like neurons, "
                                       f"{doc['criterion']['text']}", out / WORD_LIKE_PNG))
+        if result.stability:
+            paths.append(stability_figure(result.stability, f"Q1 {result.model}: how reproducible is a "
+                                          "textualization? restarts of one neuron vs optima of different "
+                                          "neurons (chance)", out / STABILITY_PNG))
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths

@@ -75,8 +75,36 @@ def _kv_table(rows: list[tuple[str, object]]) -> str:
 
 
 # --------------------------------------------------------------------------- index
+def stability_section(stab: dict | None) -> str:
+    """Q1's stability arm on the index: the per-layer figure and table, or one line for an old store."""
+    if stab is None:
+        return ('<h3 id="stability">How reproducible is a textualization?</h3><p class="note warn">This store was '
+                'written before per-restart results were kept, so stability is not available; recompute it with '
+                '<code>neurotext sweep ... --force</code>.</p>')
+    head = ["layer", "site", "neurons (2+ restarts)", "Jaccard@10: restarts", "Jaccard@10: chance",
+            "cosine: restarts", "cosine: chance", "reproducible"]
+
+    def med(g, stat, src, spec=".3f"):
+        return fmt(g["stats"][stat][src]["median"], spec)
+
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in (
+        f"L{g['layer']}", g["site"], g["n_with_two_restarts"], med(g, "jaccard_at_10", "ft"),
+        med(g, "jaccard_at_10", "baseline"), med(g, "cosine", "ft"), med(g, "cosine", "baseline"),
+        f"{fmt(g['reproducible'], '.1%')} ({g['n_reproducible']})")) + "</tr>" for g in stab["groups"])
+    return ('<h3 id="stability">How reproducible is a textualization?</h3>'
+            '<p class="lead">A neuron has many nearly equally good FT optima. Each restart of the optimization finds '
+            'one; these figures say how far the restarts of the same neuron agree (their vectors\' cosine, the '
+            'overlap of their 10 nearest tokens) beside what optima of <em>different</em> neurons of the same '
+            'layer share by chance. Read a neuron\'s tokens through its consensus: tokens that one optimum shows '
+            'and the others do not are a sample, not the neuron\'s representation.</p>'
+            f'<img class="plot" src="{esc(stab["plot"])}" alt="stability per layer against the chance baseline" '
+            'width="1100" height="360">'
+            f'<table class="stats"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
+            f'<tbody>{body}</tbody></table><p class="note">{esc(stab["rule"])}; medians.</p>')
+
+
 def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
-               word_like_rule: str) -> str:
+               word_like_rule: str, stability: dict | None = None) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
@@ -87,6 +115,7 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
         q1_plot, q2: relative URL of the Q1 figure; ``{"plot", "model", "site", "objective", "words",
             "skipped", "source"}`` for Q2, or None when absent.
         word_like_rule: how a word-like neuron is defined (shown under the table).
+        stability: ``{"plot", "rule", "groups"}`` of the stability arm, None for a store without it.
     """
     model, cfg = manifest.get("model", {}), manifest.get("config", {})
     name = model.get("name", "?")
@@ -114,7 +143,8 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
           + (f'<img class="plot" src="{esc(q1_plot)}" alt="Q1 statistics per layer" width="1100" height="660">'
              if q1_plot else "")
           + f'<table class="stats"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
-            f'<tbody>{body_rows}</tbody></table><p class="note">{esc(word_like_rule)}</p></section>')
+            f'<tbody>{body_rows}</tbody></table><p class="note">{esc(word_like_rule)}</p>'
+            f'{stability_section(stability)}</section>')
     q2_html = ""
     if q2:
         info = [("model", q2.get("model")), ("site", q2.get("site")), ("objective", q2.get("objective")),
@@ -131,8 +161,9 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<input id="q" type="search" autocomplete="off" spellcheck="false" '
              'placeholder="token (e.g. rain) or neuron (e.g. L3.ffn.42)" aria-label="search neurons">'
              '<select id="where" aria-label="which tokens to search">'
-             '<option value="both">nearest &amp; best tokens</option>'
-             '<option value="nearest">FT nearest tokens</option>'
+             '<option value="both">consensus, nearest &amp; best tokens</option>'
+             '<option value="consensus">consensus of restarts</option>'
+             '<option value="nearest">FT nearest tokens (best restart)</option>'
              '<option value="best">best real tokens</option></select>'
              '<label><input id="partial" type="checkbox"> partial match</label>'
              '<span id="count" class="muted" aria-live="polite">loading neurons&hellip;</span></div>'
@@ -217,6 +248,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
     ]
     cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
                     f'<div class="hint">{esc(h)}</div></div>' for k, v, h in metrics)
+    reproducible_html, restarts_html = _stability_html(row)
     curve_label = "pre-activation" if site == "ffn" else "activation"
     svg = curve_svg(row.get("curve") or [], reference=best_act if site == "out" else None, label=curve_label,
                     width=720, height=200, max_points=120)
@@ -229,14 +261,63 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
     body = (f'{nav}<header><div class="brand">neurotext atlas &middot; {esc(model_name)}</div>'
             f'<h1>{esc(name)}</h1><p class="lead">layer {esc(row["layer"])} &middot; '
             f'{esc(SITE_LABELS.get(site, site))} &middot; unit {esc(row["unit"])}</p></header><main>'
+            f'{reproducible_html}'
             f'<section class="metrics">{cards}</section>'
-            f'<section class="cols"><div><h2>FT nearest tokens</h2><p class="note">tokens nearest to the FT vector '
-            f'x, by cosine</p><table class="toks">{rows_near()}</table></div>'
+            f'<section class="cols"><div><h2>FT nearest tokens, best restart</h2><p class="note">tokens nearest to '
+            f'the best restart\'s FT vector x, by cosine: one optimum among several</p>'
+            f'<table class="toks near">{rows_near()}</table></div>'
             f'<div><h2>Best real tokens</h2><p class="note">exhaustive vocabulary scan: activation of each token '
-            f'in the template, beside the FT vector</p><table class="toks">{rows_best()}</table></div></section>'
+            f'in the template, beside the FT vector</p><table class="toks best">{rows_best()}</table></div></section>'
             f'<p class="note">Highlighted tokens are in both top-10 lists. A token links to the other neurons it '
             f'appears for.</p>'
+            f'{restarts_html}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'
             f'<footer>{esc(row["steps"])} steps &times; {esc(row["restarts"])} restarts, seed {esc(row["seed"])}, '
             f'{fmt(row["seconds"], ".3g")} s</footer></main>')
     return document(f"{name} \u00b7 neurotext atlas", body, "../assets/atlas.css", CSP_NEURON, kind="neuron")
+
+
+def _stability_html(row: dict) -> tuple[str, str]:
+    """The neuron page's lead section (consensus tokens and stability figures, with a visible mark when the
+    restarts disagree) and the section listing every restart's nearest tokens."""
+    st, detail = row.get("stability"), row.get("restarts_detail") or []
+    if st is None:
+        return ('<section class="stability"><h2>Consensus of restarts</h2><p class="note warn">Not available: this '
+                'store was written before per-restart results were kept (recompute with neurotext sweep ... '
+                '--force). The tokens below are one optimum\'s.</p></section>', "")
+    repro = row.get("reproducible")
+    cons = st.get("consensus") or []
+    if st["restarts"] < 2:
+        verdict = ('<p class="flag unstable">Only one restart reached the best activation: nothing to compare, so '
+                   'nothing here is known to be reproducible.</p>')
+    elif repro is False or not cons:
+        verdict = ('<p class="flag unstable">The restarts disagree: their nearest tokens overlap no more than '
+                   'optima of unrelated neurons do (or no token is shared by half of them). Read the token lists '
+                   'below as samples, not as the neuron\'s representation.</p>')
+    else:
+        verdict = ('<p class="flag stable">Reproducible: the restarts agree on the consensus tokens above chance '
+                   '(optima of different neurons of this layer).</p>')
+    chips = "".join(
+        f'<tr><td>{token_html(c["token"], search_href(c["token"]))}</td><td class="barcell">'
+        f'{_bar(c["support"], "cos")}</td><td class="num">{fmt(c["support"], ".0%")}</td></tr>' for c in cons)
+    figures = [
+        ("restarts counted", f'{st["restarts"]} of {row.get("restarts", "?")}',
+         "restarts within the tolerance of the best activation"),
+        ("Jaccard@10", fmt(st.get("jaccard_at_10"), ".3f"), "mean pairwise overlap of their 10 nearest tokens"),
+        ("cosine", fmt(st.get("cosine"), ".3f"), "mean pairwise cosine of their FT vectors"),
+        ("activation spread", fmt(st.get("activation_spread"), ".3f"), "worst / best restart activation"),
+    ]
+    cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
+                    f'<div class="hint">{esc(h)}</div></div>' for k, v, h in figures)
+    lead = (f'<section class="stability"><h2>Consensus of restarts</h2>{verdict}'
+            f'<div class="cols"><div><p class="note">tokens in the top-10 of at least half of the counted restarts, '
+            f'with the share that holds them</p>'
+            + (f'<table class="toks consensus">{chips}</table>' if chips else '<p class="muted">no consensus token</p>')
+            + f'</div><div class="metrics">{cards}</div></div></section>')
+    rows = "".join(
+        f'<tr><td class="rank">#{esc(d["restart"])}</td><td class="num">{fmt(d["activation"])}</td><td>'
+        + " ".join(token_html(t, search_href(t)) for t in d["nearest_tokens"] or []) + "</td></tr>"
+        for d in detail)
+    every = (f'<section><h2>Every restart</h2><p class="note">each restart\'s optimum, best first: its activation and '
+             f'its nearest tokens by cosine</p><table class="toks restarts">{rows}</table></section>') if rows else ""
+    return lead, every

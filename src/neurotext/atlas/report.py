@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, store
-from ..analysis import plots
+from ..analysis import plots, reproducible
 from ..analysis.encode import SELECTIONS
 from ..analysis.words import WordsConfig, word_like
 from ..errors import NeurotextError
@@ -43,6 +43,7 @@ DATA = "data/neurons.js"
 NEURONS = "neurons"
 Q1_PLOT = "plots/q1.png"
 Q2_PLOT = "plots/q2.png"
+STABILITY_PLOT = "plots/stability.png"
 ENCODE = "encode.json"  # written by ``neurotext encode --out OUT`` (Q2)
 
 #: Store columns the atlas reads (everything but the FT vectors).
@@ -52,12 +53,19 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
            "seconds", "seed", "curve"]
 #: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
-                "overlap_at_10", "nearest_tokens", "best_tokens"]
+                "overlap_at_10", "nearest_tokens", "best_tokens", "stability_jaccard", "stability_cosine",
+                "reproducible", "consensus_tokens"]
+#: Per-restart store columns (absent in stores written before they existed; the atlas then says so).
+RESTART_FIELDS = ("restart", "activation", "nearest_tokens", "nearest_ids", "nearest_cosines")
 
 #: The Q1 word-like criterion, with the defaults of ``neurotext words`` (one definition, in words.py).
 _WORDS = WordsConfig()
 WORD_LIKE_RULE = (f"word-like: retention >= {_WORDS.min_retention} and the FT vector's nearest token is among the "
                   f"{_WORDS.best_k} best real tokens of the vocabulary scan")
+REPRODUCIBLE_RULE = (
+    "reproducible: at least two restarts reached within the stability tolerance of the best activation, a token is "
+    "in the top-10 of at least half of them, and their mean pairwise Jaccard@10 exceeds the 95th percentile of the "
+    "chance baseline (the same measure over optima of different neurons of the layer and site)")
 _NAME = re.compile(r"^L(\d+)\.([a-z]+)\.(\d+)$")
 
 
@@ -66,7 +74,10 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     """The store's manifest and its rows (without vectors), every neuron name checked to be canonical
     (a name becomes a filename in the site)."""
     manifest = store.read_manifest(store_dir)
-    table = store.read_table(store_dir, columns=COLUMNS)
+    has_restarts = not store.missing_columns(store_dir)
+    table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else []))
+    if has_restarts:
+        table = table.append_column("restarts_detail", _restarts_without_vectors(store_dir))
     rows = table.to_pylist()
     for r in rows:
         m = _NAME.match(r["neuron"] or "")
@@ -74,6 +85,26 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
                 (r["layer"], r["site"], r["unit"]):
             raise NeurotextError(f"{store_dir}: the store holds a malformed neuron name {r['neuron']!r}")
     return manifest, rows
+
+
+def _restarts_without_vectors(store_dir):
+    """The ``restarts_detail`` column with each restart's vector dropped (the pages show tokens only), in the
+    row order of :func:`store.read_table`, without converting the vectors to Python objects."""
+    import pyarrow as pa
+
+    col = store.read_table(store_dir, columns=["layer", "site", "unit", "restarts_detail"]).column(
+        "restarts_detail").combine_chunks()
+    inner = col.values  # StructArray of every restart
+    slim = pa.StructArray.from_arrays([inner.field(f) for f in RESTART_FIELDS], names=list(RESTART_FIELDS))
+    return pa.ListArray.from_arrays(col.offsets, slim, mask=col.is_null())
+
+
+def stability_groups(store_dir, manifest: dict) -> list[dict] | None:
+    """Q1's stability arm on the store (restarts vs the chance baseline), None for a store without it."""
+    if store.missing_columns(store_dir):
+        return None
+    table = store.read_table(store_dir, columns=list(reproducible.COLUMNS))
+    return reproducible.analyze(table, int(manifest.get("config", {}).get("seed", 0)))
 
 
 def find_encode(store_dir, encode=None) -> Path | None:
@@ -170,10 +201,16 @@ def _num(v, digits: int = 5):
 
 def data_script(rows: list[dict]) -> str:
     """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
+    def stab(r, key):
+        st = r.get("stability")
+        return _num(st[key], 3) if st and st.get(key) is not None else None
+
     data = {"columns": DATA_COLUMNS, "rows": [
         [r["neuron"], r["layer"], r["site"], r["unit"], _num(r["activation"]), _num(r["best_activation"]),
          _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
-         list(r["nearest_tokens"] or []), list(r["best_tokens"] or [])] for r in rows]}
+         list(r["nearest_tokens"] or []), list(r["best_tokens"] or []),
+         stab(r, "jaccard_at_10"), stab(r, "cosine"), r.get("reproducible"),
+         [c["token"] for c in (r.get("stability") or {}).get("consensus") or []]] for r in rows]}
     return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
 
 
@@ -230,6 +267,10 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     out = Path(out)
     _check_out(out)
     manifest, rows = read_rows(store_dir)
+    stab = stability_groups(store_dir, manifest)
+    repro = {n: flag for g in stab or [] for n, flag in zip(g["neurons"], g["reproducible"])}
+    for r in rows:
+        r["reproducible"] = repro.get(r["neuron"]) if stab is not None else None
     encode_path = find_encode(store_dir, encode)
     q2_doc = read_encode(encode_path) if encode_path else None
     model_name = manifest.get("model", {}).get("name", "?")
@@ -244,6 +285,12 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
         _write(tmp / DATA, data_script(rows))
         (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
         plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)
+        stab_summary = None
+        if stab:
+            plots.stability_figure(stab, f"{model_name}: how reproducible is a textualization? restarts of one "
+                                   "neuron vs optima of different neurons (chance)", tmp / STABILITY_PLOT)
+            stab_summary = {"plot": STABILITY_PLOT, "rule": REPRODUCIBLE_RULE, "groups": [
+                {"layer": g["layer"], "site": g["site"], **reproducible.summarize(g)} for g in stab]}
         q2 = None
         if q2_doc and q2_doc["results"]:
             plots.q2_figure(q2_doc["results"], tmp / Q2_PLOT, q2_doc.get("site"))
@@ -251,7 +298,8 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                   "skipped": _count(q2_doc.get("skipped")),
                   **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
         _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(rows),
-                                                    Q1_PLOT if rows else None, q2, WORD_LIKE_RULE))
+                                                    Q1_PLOT if rows else None, q2, WORD_LIKE_RULE,
+                                                    stab_summary))
         names = {r["neuron"] for r in rows}
         (tmp / NEURONS).mkdir()
         for r in rows:

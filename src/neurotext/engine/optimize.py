@@ -40,6 +40,8 @@ class FTConfig:
     #                          (faster where the CPU/GPU has bf16 units); reported values are always
     #                          recomputed in float32 at the chosen x
     top: int = 10  # nearest tokens and best tokens kept per neuron
+    stability_tol: float = 0.05  # a restart counts towards stability when its activation is within this
+    #                              share of the best restart's (a stuck restart is another question)
     batch_size: int = 2048  # rows (neuron x restart) per optimizer batch
 
     def __post_init__(self):
@@ -53,6 +55,8 @@ class FTConfig:
             raise NeurotextError(f"percentile must be in (0, 100], got {self.percentile!r}")
         if not 0 < self.prune_at <= 1:
             raise NeurotextError(f"prune_at must be in (0, 1], got {self.prune_at!r}")
+        if not (isinstance(self.stability_tol, (int, float)) and 0 <= self.stability_tol < 1):
+            raise NeurotextError(f"stability_tol must be in [0, 1), got {self.stability_tol!r}")
         if self.schedule not in SCHEDULES:
             raise NeurotextError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.dtype not in DTYPES:
@@ -99,6 +103,8 @@ class Trace:
     x: torch.Tensor  # (B, d_emb) best x seen per row
     value: torch.Tensor  # (B,) objective at that x
     curve: torch.Tensor  # (steps + 1, B) objective at every step
+    restarts_x: torch.Tensor | None = None  # (B, R, d_emb) every restart's best x (best_of_restarts only)
+    restarts_value: torch.Tensor | None = None  # (B, R) its objective value
 
 
 def _project(z: torch.Tensor) -> None:
@@ -174,14 +180,17 @@ def best_of_restarts(model, layer: int, site: str, objective, x0: torch.Tensor, 
         x0: starts (n * restarts, d_emb), restarts adjacent.
 
     Returns:
-        :class:`Trace` of the n groups: best x (n, d_emb), its objective value (n,) and the winning
-        restart's curve (steps + 1, n).
+        :class:`Trace` of the n groups: best x (n, d_emb), its objective value (n,), the winning
+        restart's curve (steps + 1, n), and every restart's best x (n, r, d_emb) and value (n, r)
+        (a pruned restart's are those of the step where it stopped).
     """
     r = cfg.restarts
     first = maximize(model, layer, site, objective(r), x0, radius, cfg, steps=cfg.prune_step)
     best = first.value.view(n, r).argmax(dim=1)  # (n,)
     rows = torch.arange(n, device=best.device) * r + best  # (n,)
     x, value, curve = first.x[rows], first.value[rows], first.curve[:, rows.cpu()]
+    all_x = first.x.detach().view(n, r, -1).clone()  # (n, r, d_emb)
+    all_value = first.value.detach().view(n, r).clone()  # (n, r)
     if cfg.prune_step < cfg.steps:
         second = maximize(model, layer, site, objective(1), x, radius, cfg,
                           steps=cfg.steps - cfg.prune_step, step0=cfg.prune_step)
@@ -189,4 +198,7 @@ def best_of_restarts(model, layer: int, site: str, objective, x0: torch.Tensor, 
         x = torch.where(better[:, None], second.x, x)
         value = torch.where(better, second.value, value)
         curve = torch.cat([curve, second.curve[1:]])  # its first evaluation repeats x
-    return Trace(x=x.detach(), value=value.detach(), curve=curve)
+        idx = torch.arange(n, device=best.device)
+        all_x[idx, best] = x.detach()
+        all_value[idx, best] = value.detach()
+    return Trace(x=x.detach(), value=value.detach(), curve=curve, restarts_x=all_x, restarts_value=all_value)

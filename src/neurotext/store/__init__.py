@@ -6,8 +6,11 @@ The store format's functions are re-exported here, so ``neurotext.store.read_tab
 from .layout import (  # noqa: F401
     FORMAT,
     MANIFEST,
+    RESTART_COLUMNS,
     SHARDS,
     find_neuron,
+    missing_columns,
+    old_store_hint,
     read_manifest,
     read_table,
     results_to_table,

@@ -44,7 +44,44 @@ def schema(d_emb: int) -> pa.Schema:
         ("overlap_at_10", pa.float64()),
         ("steps", i32), ("restarts", i32), ("seconds", pa.float64()), ("seed", pa.int64()),
         ("curve", pa.list_(f32)),
+        ("restarts_detail", pa.list_(restart_type(d_emb))),
+        ("stability", STABILITY_TYPE),
     ])
+
+
+# Columns added after the first stores were written; a store without them still opens (see missing_columns).
+RESTART_COLUMNS = ("restarts_detail", "stability")
+
+STABILITY_TYPE = pa.struct([
+    ("cosine", pa.float64()), ("jaccard_at_10", pa.float64()),
+    ("consensus", pa.list_(pa.struct([("token", pa.string()), ("id", pa.int32()), ("support", pa.float64())]))),
+    ("activation_spread", pa.float64()), ("restarts", pa.int32()),
+])
+
+
+def restart_type(d_emb: int) -> pa.DataType:
+    """One restart's optimum (an element of ``restarts_detail``, best first)."""
+    return pa.struct([
+        ("restart", pa.int32()), ("activation", pa.float64()), ("pre_activation", pa.float64()),
+        ("nearest_ids", pa.list_(pa.int32())), ("nearest_tokens", pa.list_(pa.string())),
+        ("nearest_cosines", pa.list_(pa.float32())),
+        ("vector", pa.list_(pa.float32(), d_emb)),
+    ])
+
+
+def missing_columns(directory, needed=RESTART_COLUMNS) -> list[str]:
+    """The columns of ``needed`` that the store's shards lack (stores written before they existed)."""
+    paths = shard_paths(directory)
+    if not paths:
+        return []
+    have = set(pq.read_schema(paths[0]).names)
+    return [c for c in needed if c not in have]
+
+
+def old_store_hint(directory, what: str) -> str:
+    """The one-line message for a store without the per-restart columns."""
+    return (f"{directory} was written before per-restart results were stored (no restarts_detail/stability "
+            f"columns), so {what} is not available; recompute with neurotext sweep ... --force")
 
 
 def results_to_table(results, d_emb: int) -> pa.Table:
@@ -65,6 +102,13 @@ def results_to_table(results, d_emb: int) -> pa.Table:
             "best_activations": [d["activation"] for d in r.best_tokens],
             "overlap_at_10": r.overlap_at_10, "steps": r.steps, "restarts": r.restarts,
             "seconds": r.seconds, "seed": r.seed, "curve": r.curve,
+            "restarts_detail": [{
+                "restart": d["restart"], "activation": d["activation"], "pre_activation": d["pre_activation"],
+                "nearest_ids": [t["id"] for t in d["nearest"]], "nearest_tokens": [t["token"] for t in d["nearest"]],
+                "nearest_cosines": [t["cosine"] for t in d["nearest"]],
+                "vector": np.asarray(d["vector"], dtype=np.float32),
+            } for d in r.restarts_detail],
+            "stability": r.stability,
         })
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
 
@@ -83,6 +127,13 @@ def row_to_result(row: dict, model: str):
                      for t, i, a in zip(row["best_tokens"], row["best_ids"], row["best_activations"])],
         overlap_at_10=row["overlap_at_10"], steps=row["steps"], seconds=row["seconds"], seed=row["seed"],
         restarts=row["restarts"], curve=list(row["curve"] or []),
+        restarts_detail=[{
+            "restart": d["restart"], "activation": d["activation"], "pre_activation": d["pre_activation"],
+            "nearest": [{"token": t, "id": i, "cosine": c}
+                        for t, i, c in zip(d["nearest_tokens"], d["nearest_ids"], d["nearest_cosines"])],
+            "vector": np.asarray(d["vector"], dtype=np.float32),
+        } for d in (row.get("restarts_detail") or [])],
+        stability=row.get("stability"),
     )
 
 

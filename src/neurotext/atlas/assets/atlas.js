@@ -19,7 +19,14 @@
     { key: "retention", label: "retention", num: true, fixed: 3, title: "nearest-token activation / FT activation" },
     { key: "overlap_at_10", label: "overlap@10", num: true, fixed: 1,
       title: "share of the 10 nearest tokens among the 10 best" },
-    { key: "nearest_tokens", label: "FT nearest tokens", title: "tokens nearest to the FT vector (cosine)" },
+    { key: "stability_jaccard", label: "restarts J@10", num: true, fixed: 2,
+      title: "stability: mean pairwise Jaccard of the restarts' 10 nearest tokens (1 = they agree)" },
+    { key: "stability_cosine", label: "restarts cos", num: true, fixed: 2,
+      title: "stability: mean pairwise cosine of the restarts' FT vectors" },
+    { key: "consensus_tokens", label: "consensus of restarts",
+      title: "tokens in the top-10 of at least half of the restarts; marked when the restarts disagree" },
+    { key: "nearest_tokens", label: "FT nearest tokens (best restart)",
+      title: "tokens nearest to the best restart's FT vector (cosine): one optimum among several" },
     { key: "best_tokens", label: "best real tokens", title: "best tokens of the exhaustive vocabulary scan" }
   ];
 
@@ -61,7 +68,12 @@
         ratio: act > 0 && best > 0 ? act / best : null,
         nearest_cosine: r[c.nearest_cosine], retention: r[c.retention], overlap_at_10: r[c.overlap_at_10],
         nearest_tokens: r[c.nearest_tokens], best_tokens: r[c.best_tokens],
-        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm)
+        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm),
+        stability_jaccard: c.stability_jaccard === undefined ? null : r[c.stability_jaccard],
+        stability_cosine: c.stability_cosine === undefined ? null : r[c.stability_cosine],
+        reproducible: c.reproducible === undefined ? null : r[c.reproducible],
+        consensus_tokens: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []),
+        cnorm: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []).map(norm)
       };
     });
     readHash();
@@ -81,15 +93,18 @@
   function match(row, q, qname) {
     // null (no match) or {rank, near, best}: positions of the token in each list (-1: absent); a neuron
     // named by the query ranks first (exact name -2, name prefix -1)
-    var near = state.where !== "best" ? position(row.nnorm, q, state.partial) : -1;
-    var best = state.where !== "nearest" ? position(row.bnorm, q, state.partial) : -1;
+    var w = state.where;
+    var near = w === "both" || w === "nearest" ? position(row.nnorm, q, state.partial) : -1;
+    var best = w === "both" || w === "best" ? position(row.bnorm, q, state.partial) : -1;
+    var cons = w === "both" || w === "consensus" ? position(row.cnorm, q, state.partial) : -1;
     var named = null;
     if (qname) named = row.lname === qname ? -2 : (row.lname.indexOf(qname) === 0 ? -1 : null);
-    if (named === null && near < 0 && best < 0) return null;
-    // rank: where the token stands, FT nearest tokens before best tokens at equal positions
-    var ranks = [near >= 0 ? 2 * near : Infinity, best >= 0 ? 2 * best + 1 : Infinity];
-    var rank = named !== null ? named : Math.min(ranks[0], ranks[1]);
-    return { rank: rank, near: near, best: best };
+    if (named === null && near < 0 && best < 0 && cons < 0) return null;
+    // rank: where the token stands; at equal positions consensus first, then FT nearest, then best tokens
+    var ranks = [cons >= 0 ? 3 * cons : Infinity, near >= 0 ? 3 * near + 1 : Infinity,
+                 best >= 0 ? 3 * best + 2 : Infinity];
+    var rank = named !== null ? named : Math.min(ranks[0], ranks[1], ranks[2]);
+    return { rank: rank, near: near, best: best, cons: cons };
   }
 
   function filter() {
@@ -161,7 +176,7 @@
     COLUMNS.forEach(function (col) {
       var th = el("th", col.num ? "num" : "");
       th.title = col.title;
-      if (col.key === "nearest_tokens" || col.key === "best_tokens") {
+      if (col.key === "nearest_tokens" || col.key === "best_tokens" || col.key === "consensus_tokens") {
         th.textContent = col.label;
       } else {
         var b = el("button", "sort", col.label);
@@ -195,6 +210,14 @@
       COLUMNS.forEach(function (col) {
         if (col.num) tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed)));
       });
+      var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
+      if (r.reproducible === false) {
+        var mark = el("span", "chip-unstable", "restarts disagree");
+        mark.title = "the restarts' nearest tokens overlap no more than optima of unrelated neurons (or share no token)";
+        ctd.appendChild(mark);
+        tr.classList.add("unstable");
+      }
+      tr.appendChild(ctd);
       tr.appendChild(tokenCell(r.nearest_tokens, r.m ? r.m.near : -1));
       tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
       frag.appendChild(tr);
@@ -220,7 +243,7 @@
   function readHash() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
     state.q = p.get("q") || "";
-    state.where = ["both", "nearest", "best"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
+    state.where = ["both", "consensus", "nearest", "best"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
     state.partial = p.get("partial") === "1";
     $("q").value = state.q;
     $("where").value = state.where;
