@@ -195,7 +195,9 @@ def _add_words(sub):
                     "the nearest-token cosine, retention, overlap@10 and activation / best real token's "
                     "activation, beside two controls computed here through the same textualization: "
                     + "; ".join(f"{k}: {v}" for k, v in SOURCES.items() if k != "ft")
-                    + ". Then the share of word-like neurons per layer and the most word-like neurons.",
+                    + ". Then the share of word-like neurons per layer, the stability arm (how far each neuron's "
+                    "restarts agree, beside a chance baseline of optima of different neurons, and the share whose "
+                    "textualization is reproducible) and the most word-like neurons.",
         epilog=f"Word-like: {d.criterion()} (change with --min-retention and --best-k). Statistics: "
                + "; ".join(f"{k} = {v}" for k, v in STATS.items()) + ". The controls load the sweep's model "
                "(its weights must match the store's fingerprint).",
@@ -211,7 +213,12 @@ def _add_words(sub):
                    help=f"word-like: the nearest token is among the unit's this-many best real tokens "
                         f"(default {d.best_k}; at most the number the sweep kept)")
     p.add_argument("--top", type=_positive_int, default=d.top, help=f"most word-like neurons listed (default {d.top})")
-    p.add_argument("--seed", type=int, default=None, help="random-control seed (default: the sweep's seed)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the random control and of the stability baseline's draws (default: the sweep's)")
+    p.add_argument("--repro-quantile", type=float, default=d.repro_quantile,
+                   help="reproducible: the restarts' mean pairwise Jaccard@10 exceeds this quantile of the chance "
+                        f"baseline (optima of different neurons) and they share a consensus token "
+                        f"(default {d.repro_quantile:g})")
     p.add_argument("--model", default=None,
                    help="the sweep's model, if the path recorded in the store is gone (weights must match)")
     p.set_defaults(run=_cmd_words)
@@ -345,7 +352,8 @@ def _cmd_serve(args) -> int:
 def _cmd_words(args) -> int:
     from .analysis.words import WordsConfig, analyze_store, render_text, write_outputs
 
-    cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed)
+    cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed,
+                      repro_quantile=args.repro_quantile)
     result = analyze_store(args.store, cfg, model=args.model)
     doc = result.to_dict()
     if args.out:

@@ -313,7 +313,7 @@ def _stability_html(row: dict) -> tuple[str, str]:
             f'<div class="cols"><div><p class="note">tokens in the top-10 of at least half of the counted restarts, '
             f'with the share that holds them</p>'
             + (f'<table class="toks consensus">{chips}</table>' if chips else '<p class="muted">no consensus token</p>')
-            + f'</div><div class="metrics">{cards}</div></div></section>')
+            + f'</div><div class="stabcards">{cards}</div></div></section>')
     rows = "".join(
         f'<tr><td class="rank">#{esc(d["restart"])}</td><td class="num">{fmt(d["activation"])}</td><td>'
         + " ".join(token_html(t, search_href(t)) for t in d["nearest_tokens"] or []) + "</td></tr>"
