@@ -48,6 +48,9 @@ class NeuronResult:
     restarts_detail: list[dict] = field(default_factory=list)
     # agreement of the counted restarts (engine.stability.measure); None for results from older stores
     stability: dict | None = None
+    # the normalized mean of the counted restarts' optima (engine.stability.centroid): {"activation",
+    # "pre_activation", "nearest", "restarts"}; None for results from older stores
+    centroid: dict | None = None
 
     def to_dict(self, vector: bool = True) -> dict:
         d = asdict(self)
@@ -172,7 +175,7 @@ class Textualizer:
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
         _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), units)
-        details, stab = self._restarts(layer, site, units, trace)
+        details, stab, cents = self._restarts(layer, site, units, trace)
         out = []
         for i, n in enumerate(neurons):
             a = float(act[i])
@@ -200,11 +203,13 @@ class Textualizer:
                 curve=curve[:, i].tolist(),
                 restarts_detail=details[i],
                 stability=stab[i],
+                centroid=cents[i],
             ))
         return out
 
-    def _restarts(self, layer: int, site: str, units: torch.Tensor, trace) -> tuple[list[list[dict]], list[dict]]:
-        """Every restart's optimum (best first) and the neuron's stability record, per neuron.
+    def _restarts(self, layer: int, site: str, units: torch.Tensor, trace):
+        """Every restart's optimum (best first), the neuron's stability record and the centroid of its
+        counted restarts, per neuron: three lists.
 
         The restarts' values are recomputed in float32 in one forward pass (whatever ``dtype`` the steps
         used), ordered by the optimized quantity (pre-activation for ffn), so the first restart is the
@@ -219,7 +224,7 @@ class Textualizer:
         cos, ids = self.nearest(flat, k)  # (N*r, k)
         cos, ids = cos.view(n, r, k).cpu(), ids.view(n, r, k).cpu()
         vecs = flat.detach().float().cpu().view(n, r, d)
-        details, stabs = [], []
+        details, stabs, cents = [], [], []
         for i in range(n):
             order = sorted(range(r), key=lambda j: -float(pre[i, j]))
             details.append([{
@@ -232,7 +237,18 @@ class Textualizer:
             } for j in order])
             stabs.append(stability.measure(vecs[i, order], [ids[i, j].tolist() for j in order],
                                            [float(act[i, j]) for j in order], model.tokens, cfg.stability_tol))
-        return details, stabs
+            keep = stability.counted([float(act[i, j]) for j in order], cfg.stability_tol)
+            cents.append(stability.centroid(vecs[i, [order[j] for j in keep]]))
+        c = torch.stack(cents).to(model.device)  # (N, d_emb)
+        c_pre, c_act = self.activations_of(layer, site, c, units)
+        c_cos, c_ids = self.nearest(c, cfg.top)
+        centroids = [{
+            "activation": float(c_act[i]), "pre_activation": float(c_pre[i]),
+            "nearest": [{"token": model.tokens[t], "id": t, "cosine": float(v)}
+                        for t, v in zip(c_ids[i].tolist(), c_cos[i].tolist())],
+            "restarts": stabs[i]["restarts"],
+        } for i in range(n)]
+        return details, stabs, centroids
 
 
 def textualize(neurons, model: Model | str | None = None, progress: bool | None = False,

@@ -104,13 +104,14 @@ def measure(vectors: torch.Tensor, top_ids: list[list[int]], activations, tokens
     }
 
 
-def baseline_groups(n_neurons: int, sizes: list[int], seed: int = 0) -> list[list[int]]:
-    """For neuron i, a group of ``sizes[i]`` *other-neuron* indices drawn at random (without
-    replacement, deterministic for ``seed``): the chance baseline compares optima of unrelated neurons
-    in groups of the same sizes as the counted restarts."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for s in sizes:
-        s = min(s, n_neurons)
-        out.append(torch.randperm(n_neurons, generator=g)[:s].tolist() if s >= 2 else [])
-    return out
+def centroid(vectors: torch.Tensor) -> torch.Tensor:
+    """The normalized mean of optima (R, d): the mean of their unit vectors, rescaled to their mean norm.
+
+    Averaging keeps the direction the optima share and cancels what each restart adds on its own; the
+    rescale puts it back inside the projection ball at the optima's typical norm, so its activation is
+    comparable with theirs.
+    """
+    v = vectors.float()
+    norms = v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    mean = (v / norms).mean(dim=0)
+    return mean / mean.norm().clamp_min(1e-12) * norms.mean()

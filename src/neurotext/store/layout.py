@@ -46,16 +46,24 @@ def schema(d_emb: int) -> pa.Schema:
         ("curve", pa.list_(f32)),
         ("restarts_detail", pa.list_(restart_type(d_emb))),
         ("stability", STABILITY_TYPE),
+        ("centroid", CENTROID_TYPE),
     ])
 
 
 # Columns added after the first stores were written; a store without them still opens (see missing_columns).
-RESTART_COLUMNS = ("restarts_detail", "stability")
+RESTART_COLUMNS = ("restarts_detail", "stability", "centroid")
+STABILITY_COLUMNS = ("restarts_detail", "stability")  # what the stability measures need (centroid: optional)
 
 STABILITY_TYPE = pa.struct([
     ("cosine", pa.float64()), ("jaccard_at_10", pa.float64()),
     ("consensus", pa.list_(pa.struct([("token", pa.string()), ("id", pa.int32()), ("support", pa.float64())]))),
     ("activation_spread", pa.float64()), ("restarts", pa.int32()),
+])
+
+
+CENTROID_TYPE = pa.struct([
+    ("activation", pa.float64()), ("pre_activation", pa.float64()), ("nearest_ids", pa.list_(pa.int32())),
+    ("nearest_tokens", pa.list_(pa.string())), ("nearest_cosines", pa.list_(pa.float32())), ("restarts", pa.int32()),
 ])
 
 
@@ -69,7 +77,7 @@ def restart_type(d_emb: int) -> pa.DataType:
     ])
 
 
-def missing_columns(directory, needed=RESTART_COLUMNS) -> list[str]:
+def missing_columns(directory, needed=STABILITY_COLUMNS) -> list[str]:
     """The columns of ``needed`` that the store's shards lack (stores written before they existed)."""
     paths = shard_paths(directory)
     if not paths:
@@ -109,6 +117,12 @@ def results_to_table(results, d_emb: int) -> pa.Table:
                 "vector": np.asarray(d["vector"], dtype=np.float32),
             } for d in r.restarts_detail],
             "stability": r.stability,
+            "centroid": None if r.centroid is None else {
+                "activation": r.centroid["activation"], "pre_activation": r.centroid["pre_activation"],
+                "nearest_ids": [t["id"] for t in r.centroid["nearest"]],
+                "nearest_tokens": [t["token"] for t in r.centroid["nearest"]],
+                "nearest_cosines": [t["cosine"] for t in r.centroid["nearest"]],
+                "restarts": r.centroid["restarts"]},
         })
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
 
@@ -134,7 +148,16 @@ def row_to_result(row: dict, model: str):
             "vector": np.asarray(d["vector"], dtype=np.float32),
         } for d in (row.get("restarts_detail") or [])],
         stability=row.get("stability"),
+        centroid=_centroid_of(row.get("centroid")),
     )
+
+
+def _centroid_of(c: dict | None) -> dict | None:
+    if c is None:
+        return None
+    return {"activation": c["activation"], "pre_activation": c["pre_activation"], "restarts": c["restarts"],
+            "nearest": [{"token": t, "id": i, "cosine": v}
+                        for t, i, v in zip(c["nearest_tokens"], c["nearest_ids"], c["nearest_cosines"])]}
 
 
 def write_shard(directory: Path, name: str, table: pa.Table) -> Path:

@@ -1,0 +1,91 @@
+"""Print the README's findings tables (Markdown) from the documents the findings commands write.
+
+    python scripts/findings_tables.py --words artifacts/findings/q1/words.json \
+        --encode artifacts/findings/store/encode/encode.json
+
+Every number in the README's findings tables comes from here, so the README's commands regenerate them
+exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _q(q: dict, spec: str = ".3f", brackets: bool = True) -> str:
+    if not q or q.get("n", 0) == 0 or q.get("median") is None:
+        return "n/a"
+    if not brackets:
+        return format(q["median"], spec)
+    return f"{format(q['median'], spec)} [{format(q['q1'], spec)}, {format(q['q3'], spec)}]"
+
+
+def q1_table(doc: dict, site: str = "ffn") -> str:
+    lines = ["| layer | neurons | nearest-token cosine, FT | same, random control | retention, FT | overlap@10, FT "
+             "| FT / best real token | word-like FT | word-like token control |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for g in doc["groups"]:
+        if g["site"] != site:
+            continue
+        s = g["stats"]
+        lines.append(
+            f"| {g['layer']} | {g['n']} | {_q(s['nearest_cosine']['ft'])} "
+            f"| {_q(s['nearest_cosine']['random'], brackets=False)} "
+            f"| {_q(s['retention']['ft'])} | {_q(s['overlap_at_10']['ft'], '.1f', False)} "
+            f"| {_q(s['activation_ratio']['ft'], '.1f')} | {g['n_word_like']['ft']} / {g['n']} "
+            f"| {100 * g['word_like']['token']:.1f}% |")
+    return "\n".join(lines)
+
+
+def stability_table(doc: dict, site: str = "ffn") -> str:
+    lines = ["| layer | neurons with 2+ counted restarts | Jaccard@10, restarts | Jaccard@10, chance "
+             "| cosine, restarts | cosine, chance | consensus tokens, restarts | consensus tokens, chance "
+             "| reproducible |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for g in doc["groups"]:
+        st = g.get("stability")
+        if g["site"] != site or not st:
+            continue
+        s = st["stats"]
+        rep = "n/a" if st["reproducible"] is None else f"{100 * st['reproducible']:.1f}% ({st['n_reproducible']})"
+        lines.append(
+            f"| {g['layer']} | {st['n_with_two_restarts']} / {g['n']} | {_q(s['jaccard_at_10']['ft'])} "
+            f"| {_q(s['jaccard_at_10']['baseline'])} | {_q(s['cosine']['ft'])} | {_q(s['cosine']['baseline'])} "
+            f"| {_q(s['consensus_size']['ft'], '.0f')} | {_q(s['consensus_size']['baseline'], '.0f')} | {rep} |")
+    return "\n".join(lines)
+
+
+def q2_table(doc: dict) -> str:
+    ks = doc["ks"]
+    res = {(r["layer"], r["select"], r["k"]): r for r in doc["results"]}
+    small = {(r["layer"], r["select"]): r for r in doc["smallest_k_summary"]}
+    rand_ks = [k for k in (16, 64) if k in ks]
+    head = ["layer"] + [f"k={k}" for k in ks] + [f"random k={k}" for k in rand_ks] + \
+        ["smallest k (z-score), median [q1, q3]", "smallest k (random)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for layer in doc["layers"]:
+        cells = [str(layer)] + [f"{res[(layer, 'zscore', k)]['top1']:.2f}" for k in ks]
+        cells += [f"{res[(layer, 'random', k)]['top1']:.2f}" for k in rand_ks]
+        for sel in ("zscore", "random"):
+            s = small.get((layer, sel))
+            cells.append("n/a" if not s or s["median"] is None else f"{s['median']} [{s['q1']}, {s['q3']}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--words", help="words.json of neurotext words --out")
+    ap.add_argument("--encode", help="encode.json of neurotext encode --out")
+    ap.add_argument("--site", default="ffn")
+    args = ap.parse_args(argv)
+    if args.words:
+        doc = json.load(open(args.words))
+        print("Q1\n\n" + q1_table(doc, args.site) + "\n\nStability\n\n" + stability_table(doc, args.site) + "\n")
+    if args.encode:
+        print("Q2\n\n" + q2_table(json.load(open(args.encode))) + "\n")
+
+
+if __name__ == "__main__":
+    main()
