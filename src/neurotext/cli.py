@@ -369,7 +369,6 @@ def _cmd_serve(args) -> int:
     return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
 def _cmd_words(args) -> int:
     from .analysis.words import WordsConfig, analyze_store, render_text, write_outputs
-
     from .model.devices import resolve_device
 
     resolve_device(args.device)  # a bad --device fails before the store is read
