@@ -2,7 +2,9 @@
 
 The plan (which neurons go in which shard) is a pure function of the neuron set and the shard size,
 and every shard is optimized as one batch, so a resumed sweep recomputes exactly the batches an
-uninterrupted one would have: the store ends identical, every neuron exactly once.
+uninterrupted one would have: the store ends identical, every neuron exactly once. One sweep writes a
+store at a time (:class:`neurotext.store.lock.StoreLock`), and a store is continued only on the device
+type it was started on (:func:`check_device`).
 """
 
 from __future__ import annotations
