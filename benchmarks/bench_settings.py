@@ -50,11 +50,12 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--per-layer", type=int, default=11, help="neurons per layer (first 64 kept)")
     ap.add_argument("--long-steps", type=int, default=1000)
     ap.add_argument("--long-restarts", type=int, default=8)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     configs = [(s, parse_setting(s)) for s in args.settings]  # bad settings fail before any work
 
-    model = load_model()
+    model = load_model(device=args.device)
     neurons = sample_neurons(model.n_layers, model.sizes["ffn"], args.per_layer, seed=0)[:64]
 
     def run(cfg):

@@ -6,7 +6,9 @@ machine's matrix-multiply throughput, in one run on one machine. Prints JSON wit
     .venv/bin/python benchmarks/bench_textualize.py --json --quick         # tiny sizes, for the test
 
 A "neuron-step" is one Adam step of one (neuron, restart) row: forward to the target plus the
-backward pass to the input. naive and engine are counted the same way.
+backward pass to the input. naive and engine are counted the same way. The naive loop runs in a
+separate, fresh process (this script with --naive-only), so it shares no warmed-up state with the
+engine; the JSON names the CPU (and GPU) the figures come from.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 import random
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ import torch  # noqa: E402
 
 from neurotext import FTConfig, Neuron, Textualizer, load_model  # noqa: E402
 from neurotext.engine.optimize import initial_points, learning_rate  # noqa: E402
+from neurotext.model.devices import cpu_name, describe, resolve_device  # noqa: E402
 
 
 def flops_per_neuron_step(d: int, d_ff: int, tokens: int, layer: int, site: str) -> float:
@@ -58,7 +62,7 @@ def matmul_gflops(rows: int, d: int, d_ff: int, seconds: float = 1.0, device="cp
         while time.perf_counter() - t0 < seconds:
             torch.nn.functional.linear(a, w)
             n += 1
-        if device != "cpu":
+        if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
         out[name] = 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0) / 1e9
     out["max"] = max(out.values())
@@ -126,12 +130,91 @@ def sample_neurons(n_layers: int, width: int, per_layer: int, seed: int) -> list
     return [Neuron(layer, "ffn", u) for layer in range(n_layers) for u in sorted(rng.sample(range(width), per_layer))]
 
 
+def naive_main(args, cfg: FTConfig) -> dict:
+    """--naive-only: run the naive loop on the named neurons in this (fresh) process; print its timing."""
+    from transformers import AutoModel, AutoTokenizer
+
+    model = load_model(args.model, device=args.device)
+    hf = AutoModel.from_pretrained(model.source).to(model.device).eval()
+    for p in hf.parameters():
+        p.requires_grad_(False)
+    tok = AutoTokenizer.from_pretrained(model.source)
+    emb = hf.get_input_embeddings().weight.detach()[: model.embeddings.shape[0]]
+    radius = model.radius(cfg.percentile)
+    neurons = model.parse(args.naive_only.split(","))
+    t0 = time.perf_counter()
+    best = {n.name: naive_run(hf, tok, emb, radius, n, cfg, ffn_modules(hf, model.arch)) for n in neurons}
+    return {"seconds": time.perf_counter() - t0, "best": best, "pid": os.getpid()}
+
+
+def naive_in_fresh_process(source, device, cfg: FTConfig, neurons) -> dict:
+    """The naive loop in a new Python process: same settings, model and device, nothing shared."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--naive-only", ",".join(n.name for n in neurons),
+           "--device", str(device), "--engine-config", ",".join(f"{k}={v}" for k, v in vars(cfg).items())]
+    if source is not None:
+        cmd += ["--model", source]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the naive process failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def results_differ(a, b) -> dict:
+    """How two runs on the same neurons differ: shares whose top-1 and top-10 nearest tokens change,
+    mean top-10 overlap, and the median per-neuron activation ratio a / b."""
+    n = len(a)
+    top10 = [len({d["id"] for d in x.nearest[:10]} & {d["id"] for d in y.nearest[:10]}) / 10 for x, y in zip(a, b)]
+    ratio = torch.tensor([x.activation / y.activation for x, y in zip(a, b)])
+    return {
+        "top1_changed_share": sum(x.nearest[0]["id"] != y.nearest[0]["id"] for x, y in zip(a, b)) / n,
+        "top10_changed_share": sum(t < 1 for t in top10) / n,
+        "top10_mean_overlap": sum(top10) / n,
+        "median_activation_ratio": float(ratio.quantile(0.5)),
+    }
+
+
+def precision_effect(model, cfg: FTConfig, neurons, cache) -> dict:
+    """Reduced precision beside seed noise, on the same neurons: float32 seed s is the reference; the
+    seed-to-seed variation is float32 seed s+1 against it; bfloat16 steps (and TF32 matrix products on
+    CUDA) are compared against it the same way, with the speed ratio (float32 seconds / their seconds)."""
+    base = {**vars(cfg), "dtype": "float32"}
+
+    def timed(overrides):
+        tx = Textualizer(model, FTConfig(**{**base, **overrides}), cache_dir=cache, progress=False)
+        t0 = time.perf_counter()
+        res = tx.run(neurons)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        return res, time.perf_counter() - t0
+
+    ref, ref_s = timed({})
+    out = {"neurons": len(neurons), "float32_seconds": ref_s,
+           "seed_noise": {"seeds": [cfg.seed, cfg.seed + 1], **results_differ(timed({"seed": cfg.seed + 1})[0], ref)}}
+    low = [("bfloat16", {"dtype": "bfloat16"}, None)]
+    if model.device.type == "cuda":
+        low.append(("tf32", {}, True))
+    for name, overrides, tf32 in low:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        if tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            res, secs = timed(overrides)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        diff = results_differ(res, ref)
+        seed = out["seed_noise"]
+        out[name] = {**diff, "seconds": secs, "speed_ratio_vs_float32": ref_s / secs,
+                     "within_seed_noise": diff["top1_changed_share"] <= seed["top1_changed_share"]
+                     and diff["top10_changed_share"] <= seed["top10_changed_share"]}
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model (default: bundled all-MiniLM-L6-v2)")
     ap.add_argument("--random-model", choices=["bert-base"], default=None,
                     help="use a randomly initialized model of this shape instead (no weights needed)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     ap.add_argument("--engine-per-layer", type=int, default=171,
                     help="engine sample: FFN neurons per layer (default 171: 1,026 on a 6-layer model)")
     ap.add_argument("--naive-neurons", type=int, default=6, help="naive sample size (one per layer, cycled)")
@@ -141,6 +224,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--long-restarts", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (for the test): 2 per layer, short runs")
     ap.add_argument("--skip-long", action="store_true", help="skip the long-run quality comparison")
+    ap.add_argument("--skip-precision", action="store_true",
+                    help="skip the reduced-precision comparison (bf16, and TF32 on CUDA, against seed noise)")
+    ap.add_argument("--naive-only", default=None, metavar="NEURONS",
+                    help="internal: run only the naive loop on these neurons and print its JSON (the fresh process)")
     ap.add_argument("--engine-config", default="",
                     help="FTConfig overrides for the engine, e.g. steps=64,restarts=2,dtype=bfloat16")
     ap.add_argument("--json", action="store_true")
@@ -149,6 +236,9 @@ def main(argv=None) -> dict:
     overrides = dict(kv.split("=", 1) for kv in args.engine_config.split(",") if kv)
     types = {k: type(v) for k, v in vars(FTConfig()).items()}
     cfg = FTConfig(**{k: types[k](v) for k, v in overrides.items()})
+    if args.naive_only:
+        json.dump(naive_main(args, cfg), sys.stdout)
+        return {}
     if args.quick:
         cfg = FTConfig(**{**vars(cfg), "steps": 8, "restarts": 2})
         args.engine_per_layer, args.naive_neurons, args.quality_per_layer = 2, 2, 1
@@ -158,14 +248,18 @@ def main(argv=None) -> dict:
         source = make_random_bert_base(os.path.join(cache, "model"))
     else:
         source = args.model
-    model = load_model(source, device=args.device)
+    device = resolve_device(args.device)
+    model = load_model(source, device=device)
     d, d_ff, n_layers = model.sizes["out"], model.sizes["ffn"], model.n_layers
     tokens = len(model.prefix_ids) + 1 + len(model.suffix_ids)
     report = {"model": model.name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "device": args.device, "config": vars(cfg) | {"prune_step": cfg.prune_step}}
+              "device": describe(device, cfg.dtype),
+              "machine": {"cpu": cpu_name(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else None},
+              "config": vars(cfg) | {"prune_step": cfg.prune_step}}
 
     # machine
-    shapes = matmul_gflops(cfg.batch_size * tokens, d, d_ff, device=args.device)
+    shapes = matmul_gflops(cfg.batch_size * tokens, d, d_ff, device=device)
     report["matmul_gflops"], report["matmul_gflops_by_shape"] = shapes["max"], shapes
 
     # engine: a sample of FFN neurons over all layers, cold scan cache, default settings
@@ -192,18 +286,11 @@ def main(argv=None) -> dict:
     report["projected_full_ffn_sweep_s"] = scan_s + (engine_s - scan_s) * total_ffn / len(neurons)
     report["projected_full_ffn_sweep_neurons"] = total_ffn
 
-    # naive: the same settings, one row at a time, full depth
-    from transformers import AutoModel, AutoTokenizer
-
-    hf = AutoModel.from_pretrained(model.source).to(args.device).eval()
-    for p in hf.parameters():
-        p.requires_grad_(False)
-    tok = AutoTokenizer.from_pretrained(model.source)
+    # naive: the same settings, one row at a time, full depth, in a fresh process
     naive_sample = [neurons[(i % n_layers) * args.engine_per_layer + i // n_layers] for i in range(args.naive_neurons)]
-    t0 = time.perf_counter()
-    naive = {n.name: naive_run(hf, tok, hf.get_input_embeddings().weight.detach()[: model.embeddings.shape[0]],
-                               tx.radius, n, cfg, ffn_modules(hf, model.arch)) for n in naive_sample}
-    naive_s = time.perf_counter() - t0
+    done = naive_in_fresh_process(model.source, device, cfg, naive_sample)
+    naive, naive_s = done["best"], done["seconds"]
+    report["naive_process"] = {"pid": done["pid"], "separate": done["pid"] != os.getpid()}
     report["naive_neurons"] = len(naive_sample)
     report["naive_neuron_steps_per_s"] = len(naive_sample) * cfg.restarts * (cfg.steps + 1) / naive_s
     report["speedup"] = report["engine_neuron_steps_per_s"] / report["naive_neuron_steps_per_s"]
@@ -242,17 +329,8 @@ def main(argv=None) -> dict:
         q["default_over_long_per_neuron_min"] = float(ratio.min())
         q["default_at_least_long_share"] = float((ratio >= 1).float().mean())
     report["defaults_vs_long"] = q
-    if cfg.dtype != "float32":  # what the low-precision steps change, against float32 with the same starts
-        ref = Textualizer(model, FTConfig(**{**vars(cfg), "dtype": "float32"}), cache_dir=cache,
-                          progress=False).run(qn)
-        a = torch.tensor([r.activation for r in default])
-        b = torch.tensor([r.activation for r in ref])
-        report["dtype_effect"] = {
-            "dtype": cfg.dtype, "neurons": len(qn),
-            "median_activation_ratio_vs_float32": float((a / b).median()),
-            "top1_token_changed_share": sum(x.nearest[0]["id"] != y.nearest[0]["id"]
-                                            for x, y in zip(default, ref)) / len(qn),
-        }
+    if not args.skip_precision:
+        report["precision"] = precision_effect(model, cfg, qn, cache)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         json.dump(report, sys.stdout, indent=2)

@@ -1,9 +1,12 @@
 """The benchmark runs at tiny sizes and its figures are consistent with each other (no timing asserts)."""
 
 import importlib.util
+import os
 import pathlib
 
 import pytest
+
+from neurotext.model.devices import cpu_name
 
 BENCH = pathlib.Path(__file__).parents[1] / "benchmarks" / "bench_textualize.py"
 
@@ -45,7 +48,36 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     # same starts, steps and schedule: the batched engine and the naive loop reach the same optimum
     assert q["engine_median"] == pytest.approx(q["naive_median"], rel=1e-3)
     assert r["model"] == "all-MiniLM-L6-v2" and r["peak_rss_mb"] > 0
+    # the naive loop ran in another process; the machine is named
+    assert r["naive_process"]["separate"] and r["naive_process"]["pid"] != os.getpid()
+    assert r["device"]["type"] in ("cpu", "cuda") and r["device"]["dtype"] == "float32"
+    assert r["machine"]["cpu"] == cpu_name() and (r["machine"]["gpu"] is None) == (r["device"]["type"] == "cpu")
+    # reduced precision beside seed noise, on the same neurons
+    p = r["precision"]
+    assert p["neurons"] == r["defaults_vs_long"]["neurons"]
+    for name in ["seed_noise", "bfloat16"] + (["tf32"] if r["device"]["type"] == "cuda" else []):
+        d = p[name]
+        assert 0 <= d["top1_changed_share"] <= 1 and 0 <= d["top10_changed_share"] <= 1
+        assert 0 <= d["top10_mean_overlap"] <= 1 and d["median_activation_ratio"] > 0
+    assert "tf32" not in p or r["device"]["type"] == "cuda"
+    b = p["bfloat16"]
+    assert b["speed_ratio_vs_float32"] == pytest.approx(p["float32_seconds"] / b["seconds"])
+    assert b["within_seed_noise"] == (b["top1_changed_share"] <= p["seed_noise"]["top1_changed_share"]
+                                      and b["top10_changed_share"] <= p["seed_noise"]["top10_changed_share"])
     assert capsys.readouterr().out.lstrip().startswith("{")
+
+
+def test_results_differ_counts_changed_tokens(bench):
+    from types import SimpleNamespace as R
+
+    def res(act, ids):
+        return R(activation=act, nearest=[{"id": i} for i in ids])
+
+    a = [res(2.0, range(10)), res(1.0, range(10))]
+    b = [res(1.0, range(10)), res(1.0, [1, 0] + list(range(2, 9)) + [99])]
+    d = bench.results_differ(a, b)
+    assert d["top1_changed_share"] == 0.5 and d["top10_changed_share"] == 0.5
+    assert d["top10_mean_overlap"] == pytest.approx(0.95) and d["median_activation_ratio"] == pytest.approx(1.5)
 
 
 def test_settings_benchmark_compares_against_its_reference(capsys):

@@ -65,3 +65,40 @@ def test_console_script_no_traceback_and_clean_stdout():
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)[0]["vector"] is None
+
+
+NO_CUDA = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("command", [
+    ["textualize", "L0.ffn.1"],
+    ["sweep", "L0.ffn.1", "--out", "{tmp}/s"],
+    ["encode", "--words", "rain", "--layers", "0"],
+    ["words", "{tmp}"],
+])
+def test_cuda_on_a_cpu_only_machine_is_one_line_exit_2(capsys, tmp_path, command):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--device", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurotext: error: ") and err.count("\n") == 1
+    assert "device 'cuda' was asked for, but" in err and "use --device cpu or auto" in err
+    assert not (tmp_path / "s").exists()  # refused before any store was made
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["textualize", "L0.ffn.1", "--device", "gpu"], "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
+    (["textualize", "L0.ffn.1", "--device", "cpu:1"], "device must be one of"),
+    (["sweep", "L0.ffn.1", "--out", "x", "--gpus-per-worker", "-1"], "--gpus-per-worker: must be 0 or positive"),
+    (["sweep", "L0.ffn.1", "--out", "x", "--gpus-per-worker", "0.5"], "is for --executor ray"),
+])
+def test_bad_device_options(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neurotext: error: ") and message in err and err.count("\n") == 1
+
+
+def test_device_cpu_runs(capsys):
+    assert main(["textualize", "L0.ffn.1", "--steps", "3", "--restarts", "1", "--device", "cpu", "--json",
+                 "--no-vector"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["neuron"] == "L0.ffn.1"

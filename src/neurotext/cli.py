@@ -13,6 +13,7 @@ import sys
 
 from .engine.optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .errors import NeurotextError
+from .model.devices import DEVICES
 from .model.names import SITES
 from .store.sweep import EXECUTORS
 
@@ -48,6 +49,22 @@ def _add_model(p):
     p.add_argument("--model", default=None,
                    help="hub name (local cache only), local model directory, or omitted for the bundled "
                         "all-MiniLM-L6-v2 (no network needed)")
+
+
+def _add_device(p):
+    p.add_argument("--device", default="auto", metavar="|".join(DEVICES),
+                   help="where the model runs: auto (default: CUDA when available, else the CPU), cpu, cuda, "
+                        "or cuda:N (the N-th GPU)")
+
+
+def _nonnegative_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or positive, got {s}")
+    return v
 
 
 def _add_json(p, help_text: str, vector: bool = False):
@@ -115,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
+    _add_device(p)
     _add_ft(p)
     _add_json(p, "print one JSON document (a list, one object per neuron)", vector=True)
     p.set_defaults(run=_cmd_textualize)
@@ -128,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("neurons", nargs="+", metavar="NEURONS", help="neuron set, e.g. 'L*.ffn.*' (quote wildcards)")
     p.add_argument("--out", required=True, help="store directory")
     _add_model(p)
+    _add_device(p)
     _add_ft(p)
     p.add_argument("--shard-size", type=_positive_int, default=None,
                    help="neurons per shard (default: one optimizer batch, batch-size / restarts)")
@@ -135,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local (in-process, default) or ray (shards as Ray actors; pip install 'neurotext[ray]')")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster; default starts a local one on 127.0.0.1")
     p.add_argument("--workers", type=_positive_int, default=1, help="Ray actors, each loading the model once")
+    p.add_argument("--gpus-per-worker", type=_nonnegative_float, default=0.0,
+                   help="GPUs per Ray actor, fractions allowed (0.5: two actors share a GPU); each actor loads "
+                        "its model on its GPU (default 0: CPU actors)")
     p.add_argument("--force", action="store_true", help="discard an existing store made with other settings")
+    p.add_argument("--wait", action="store_true",
+                   help="if another sweep is writing DIR, wait for it to finish instead of refusing at once")
     p.set_defaults(run=_cmd_sweep)
 
     p = sub.add_parser("show", help="show one neuron from a store",
@@ -221,6 +245,7 @@ def _add_words(sub):
                         f"(default {d.repro_quantile:g})")
     p.add_argument("--model", default=None,
                    help="the sweep's model, if the path recorded in the store is gone (weights must match)")
+    _add_device(p)
     p.set_defaults(run=_cmd_words)
 
 
@@ -263,6 +288,7 @@ def _add_encode(sub):
     p.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
                    help=f"objective over the k units (default {d.objective})")
     _add_model(p)
+    _add_device(p)
     _add_ft(p)
     p.add_argument("--out", default=None, metavar="OUT",
                    help="write encode.json (the --json document), encode_per_word.csv and encode.png here")
@@ -276,8 +302,10 @@ def _cmd_textualize(args) -> int:
 
     if not args.neurons:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext textualize L3.ffn.42")
+    from .model.adapters import load_model
+
     cfg = _ft_config(args)
-    tx = Textualizer(args.model, cfg)
+    tx = Textualizer(load_model(args.model, device=args.device), cfg)
     neurons = tx.model.parse(args.neurons)  # validated before any work starts
     results = tx.run(neurons)
     if args.json:
@@ -300,7 +328,8 @@ def _cmd_sweep(args) -> int:
 
     summary = run_sweep(args.neurons, args.out, model=args.model, config=_ft_config(args),
                         shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
-                        workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr))
+                        workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr, flush=True),
+                        device=args.device, wait=args.wait, gpus_per_worker=args.gpus_per_worker)
     if summary["computed"]:
         print(f"neurotext: swept {summary['computed']} neurons in {summary['seconds']:.1f} s "
               f"({summary['computed'] / max(summary['seconds'], 1e-9):.2f} neurons/s); "
@@ -351,10 +380,12 @@ def _cmd_serve(args) -> int:
     return serve(args.path, args.port, log=lambda m: print(m, file=sys.stderr, flush=True))
 def _cmd_words(args) -> int:
     from .analysis.words import WordsConfig, analyze_store, render_text, write_outputs
+    from .model.devices import resolve_device
 
+    resolve_device(args.device)  # a bad --device fails before the store is read
     cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed,
                       repro_quantile=args.repro_quantile)
-    result = analyze_store(args.store, cfg, model=args.model)
+    result = analyze_store(args.store, cfg, model=args.model, device=args.device)
     doc = result.to_dict()
     if args.out:
         for path in write_outputs(result, args.out, doc):
@@ -378,7 +409,9 @@ def _cmd_encode(args) -> int:
     cfg = EncodeConfig(layers=args.layers, site=args.site, ks=None if args.ks is None else parse_ks(args.ks),
                        select=[s.strip() for s in args.select.split(",") if s.strip()], objective=args.objective,
                        ft=_ft_config(args))
-    doc = run_encode(args.model, words=words, num_words=args.num_words, config=cfg)
+    from .model.adapters import load_model
+
+    doc = run_encode(load_model(args.model, device=args.device), words=words, num_words=args.num_words, config=cfg)
     if args.out:
         for path in write_outputs(doc, args.out):
             print(f"neurotext: wrote {path}", file=sys.stderr)

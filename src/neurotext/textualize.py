@@ -8,6 +8,7 @@ and the best real tokens from the exhaustive vocabulary scan with their overlap.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .engine import objectives, stability
+from .engine import memory, objectives, stability
 from .engine.optimize import FTConfig, best_of_restarts, initial_points
 from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .errors import NeurotextError
@@ -89,6 +90,7 @@ class Textualizer:
             raise NeurotextError(f"init 'scan' starts restarts from the scan's best {SCAN_TOP} tokens: "
                                  f"restarts must be at most {SCAN_TOP}, got {self.config.restarts}")
         self.progress = progress
+        self._oom = memory.OOMSplitter(log=lambda m: print(m, file=sys.stderr))
         self.scans = ScanCache(self.model, cache_dir, progress)
         self.radius = self.model.radius(self.config.percentile)
         emb = self.model.embeddings.float()
@@ -111,14 +113,16 @@ class Textualizer:
         groups: dict[tuple[int, str], list[Neuron]] = {}
         for n in parsed:
             groups.setdefault((n.layer, n.site), []).append(n)
-        per_batch = max(1, self.config.batch_size // self.config.restarts)
         self.scans.prefetch(max(layer for layer, _ in groups))
         bar = tqdm(total=len(parsed), desc="textualize", unit="neuron", disable=tqdm_disable(self.progress))
         for (layer, site), group in groups.items():
             scan = self.scans.get(layer, site)
+            per_batch = memory.neurons_per_batch(self.model, layer, self.config)  # fewer where memory is short
             for i in range(0, len(group), per_batch):
-                results += self._run_batch(layer, site, group[i : i + per_batch], scan)
-                bar.update(len(group[i : i + per_batch]))
+                chunk = group[i : i + per_batch]  # out of memory: halved and retried, no neuron lost
+                results += self._oom.run(lambda ns, layer=layer, site=site, scan=scan:
+                                         self._run_batch(layer, site, ns, scan), chunk)
+                bar.update(len(chunk))
         bar.close()
         return results
 

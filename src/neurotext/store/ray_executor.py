@@ -19,16 +19,51 @@ def _ray():
     return ray
 
 
-class _Worker:
-    """Holds one Textualizer (model loaded once) and turns shards into Arrow tables."""
+def check_gpus_per_worker(gpus: float) -> None:
+    """GPUs per actor: 0 (CPU actors) or a positive number, fractions allowed (0.5: two actors per GPU)."""
+    if not isinstance(gpus, (int, float)) or isinstance(gpus, bool) or not gpus >= 0:
+        raise NeurotextError(f"--gpus-per-worker must be 0 or a positive number (fractions allowed), got {gpus!r}")
 
-    def __init__(self, source, cfg, cache_dir, threads):
+
+def worker_device(device: str | None, gpus: float) -> str:
+    """Where the actors compute: ``cuda`` (Ray makes each actor's GPUs its visible ones) when they ask for
+    GPUs, else ``cpu``. ``--device cuda`` without GPUs per worker is refused: the actors would see none."""
+    from ..model.devices import resolve_device
+
+    spec = "auto" if device is None else str(device)
+    if spec not in ("auto", "cpu") and not spec.startswith("cuda"):
+        resolve_device(spec)  # names the valid spellings
+    if spec.startswith("cuda") and not gpus:
+        raise NeurotextError(f"--device {spec} with --executor ray needs --gpus-per-worker > 0 (Ray gives an actor "
+                             "only the GPUs it asks for)")
+    if spec == "cpu" and gpus:
+        raise NeurotextError(f"--gpus-per-worker {gpus:g} asks for GPUs but --device is cpu")
+    return "cuda" if gpus else "cpu"
+
+
+def check_cluster_gpus(ray, gpus: float, workers: int) -> None:
+    """Fail at once where the cluster cannot place the actors (Ray would wait for GPUs forever)."""
+    if not gpus:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0))
+    need = gpus * workers
+    if have < need:
+        raise NeurotextError(f"--workers {workers} x --gpus-per-worker {gpus:g} needs {need:g} GPUs, but the Ray "
+                             f"cluster has {have:g}; lower them, or run on a cluster with GPUs")
+
+
+class _Worker:
+    """Holds one Textualizer (model loaded once, on the actor's GPU if it has one) and turns shards into
+    Arrow tables."""
+
+    def __init__(self, source, cfg, cache_dir, threads, device="cpu"):
         import torch
 
+        from ..model.adapters import load_model
         from ..textualize import Textualizer
 
         torch.set_num_threads(threads)
-        self.tx = Textualizer(source, cfg, cache_dir=cache_dir, progress=False)
+        self.tx = Textualizer(load_model(source, device=device), cfg, cache_dir=cache_dir, progress=False)
 
     def run(self, neurons):
         from .layout import results_to_table
@@ -48,10 +83,11 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise NeurotextError(f"could not connect to Ray at {address}: {e}") from e
 
 
-def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
-    """Yield (shard, table) as shards finish on Ray actors."""
+def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0):
+    """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs)."""
     import torch
 
+    check_gpus_per_worker(gpus_per_worker)
     ray = _ray()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -62,7 +98,7 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
         try:
             if address:
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-            else:
+            else:  # a local cluster offers this machine's GPUs (Ray detects them)
                 ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", _node_ip_address="127.0.0.1")
         except Exception as e:  # noqa: BLE001 - Ray raises many types for an unreachable cluster
@@ -70,9 +106,12 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
             raise NeurotextError(f"could not connect to Ray at {where}: {str(e).splitlines()[0]}") from e
         started = True
     try:
+        check_cluster_gpus(ray, gpus_per_worker, max(workers, 1))
         threads = torch.get_num_threads()
-        actor = ray.remote(num_cpus=1)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads) for _ in range(max(workers, 1))])
+        device = "cuda" if gpus_per_worker else "cpu"
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
+        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, device)
+                                   for _ in range(max(workers, 1))])
         by_index = dict(enumerate(shards))
         results = pool.map_unordered(lambda a, item: a.run.remote(item[1].neurons), list(by_index.items()))
         # map_unordered does not say which item finished: tag the tables by their first neuron

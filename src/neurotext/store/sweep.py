@@ -2,7 +2,9 @@
 
 The plan (which neurons go in which shard) is a pure function of the neuron set and the shard size,
 and every shard is optimized as one batch, so a resumed sweep recomputes exactly the batches an
-uninterrupted one would have: the store ends identical, every neuron exactly once.
+uninterrupted one would have: the store ends identical, every neuron exactly once. One sweep writes a
+store at a time (:class:`neurotext.store.lock.StoreLock`), and a store is continued only on the device
+type it was started on (:func:`check_device`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..engine.optimize import FTConfig
 from ..errors import NeurotextError
+from ..model.devices import describe
 from ..model.names import Neuron
 from . import layout
+from .lock import StoreLock
 
 EXECUTORS = ("local", "ray")
 
@@ -86,19 +90,10 @@ class Progress:
             self.bar.close()
 
 
-def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, log=print) -> list[Shard]:
-    """Create or check the store; return the shards still to compute.
-
-    Refuses a store made with another model, config or neuron set unless ``force`` (which clears it).
-    Removes temporary files of a killed run; detects truncated or unreadable shards and schedules
-    them again; refuses files it did not write.
-    """
-    out = Path(out)
+def ensure_dir(out: Path) -> None:
+    """Create the store directory if needed and check that it can be written."""
     if out.exists() and not out.is_dir():
         raise NeurotextError(f"{out} exists and is not a directory")
-    if force and out.is_dir() and (out / layout.MANIFEST).exists():
-        shutil.rmtree(out / layout.SHARDS, ignore_errors=True)
-        (out / layout.MANIFEST).unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -106,6 +101,40 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
         probe.unlink()
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
+
+
+def check_device(out: Path, old: dict, device: dict) -> None:
+    """Refuse to continue a store on another device type (cpu vs cuda); see the README.
+
+    A store keeps results of one device type: CUDA and CPU kernels round differently, so the same
+    neuron's optimum can differ in its last digits (and, where two basins are nearly equal, in its
+    nearest tokens), and a resumed store would no longer equal an uninterrupted one. Stores written
+    before devices were recorded were all written on the CPU.
+    """
+    was = old.get("device") or {"type": "cpu", "name": None}
+    if was.get("type") != device["type"]:
+        name = f" ({was['name']})" if was.get("name") else ""
+        raise NeurotextError(
+            f"{out} was swept on {was.get('type')}{name} and this run is on {device['type']}; a store keeps one "
+            f"device type so that cpu and cuda rounding never mix: resume with --device {was.get('type')}, "
+            "or use another --out (or --force to discard the store)")
+
+
+def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, log=print,
+                  device: dict | None = None) -> list[Shard]:
+    """Create or check the store; return the shards still to compute. The caller holds the store's lock
+    (:class:`neurotext.store.lock.StoreLock`): only then may temporary files be removed.
+
+    Refuses a store made with another model, config, neuron set or device type unless ``force`` (which
+    clears it). Removes temporary files of a killed run; detects truncated or unreadable shards and
+    schedules them again; refuses files it did not write.
+    """
+    out = Path(out)
+    device = device or describe("cpu", identity["config"]["dtype"])
+    ensure_dir(out)
+    if force and (out / layout.MANIFEST).exists():
+        shutil.rmtree(out / layout.SHARDS, ignore_errors=True)
+        (out / layout.MANIFEST).unlink()
     if (out / layout.MANIFEST).exists():
         old = layout.read_manifest(out)
         for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size")):
@@ -113,13 +142,15 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
                 raise NeurotextError(
                     f"{out} holds a sweep with another {what}; refusing to mix results "
                     f"(use another --out, or --force to discard the existing store)")
+        check_device(out, old, device)
     else:
         foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
         if foreign:
             raise NeurotextError(f"{out} is not empty and not a neurotext store ({', '.join(sorted(foreign)[:3])}"
                                  f"{'...' if len(foreign) > 3 else ''}); choose an empty or new --out")
         layout.write_manifest(out, {"format": layout.FORMAT, "neurotext_version": __version__,
-                                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **identity})
+                                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device,
+                                   **identity})
     shard_dir = out / layout.SHARDS
     shard_dir.mkdir(exist_ok=True)
     planned = {s.name: s for s in shards}
@@ -142,7 +173,8 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
 
 def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_size: int | None = None,
               executor: str = "local", ray_address: str | None = None, workers: int = 1, force: bool = False,
-              cache_dir=None, log=print) -> dict:
+              cache_dir=None, log=print, device: str | None = "auto", wait: bool = False,
+              gpus_per_worker: float = 0.0) -> dict:
     """Textualize every neuron of ``neurons`` into the store ``out``; resumable.
 
     Args:
@@ -155,6 +187,10 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
         ray_address: existing Ray cluster (``auto`` or ``host:port``); None starts a local one.
         workers: Ray actors (each loads the model once).
         force: discard an existing store made with other settings.
+        device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is). With
+            Ray the actors compute on ``cuda`` when ``gpus_per_worker`` > 0, else on the CPU.
+        wait: if another sweep is writing ``out``, wait for it instead of refusing.
+        gpus_per_worker: GPUs per Ray actor (fractions share a GPU); 0 = CPU actors.
 
     Returns:
         {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
@@ -167,10 +203,29 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     shard_size = shard_size or max(1, cfg.batch_size // cfg.restarts)
     if shard_size < 1:
         raise NeurotextError(f"shard size must be positive, got {shard_size}")
-    m = model if isinstance(model, Model) else load_model(model)
+    if executor == "ray":
+        from .ray_executor import check_gpus_per_worker, worker_device
+
+        check_gpus_per_worker(gpus_per_worker)
+        run_on = worker_device(device, gpus_per_worker)  # the driver only plans: its model stays on the CPU
+        m = model if isinstance(model, Model) else load_model(model, device="cpu")
+    else:
+        if gpus_per_worker:
+            raise NeurotextError("--gpus-per-worker is for --executor ray; the local executor uses --device")
+        m = model if isinstance(model, Model) else load_model(model, device=device)
+        run_on = m.device
+    record = describe(run_on, cfg.dtype)
     parsed = m.parse(neurons)
     shards = plan_shards(parsed, shard_size)
-    pending = prepare_store(Path(out), _identity(m, cfg, parsed, shard_size), shards, force, log)
+    out = Path(out)
+    ensure_dir(out)
+    with StoreLock(out, wait=wait, log=log):  # tmp files are removed and shards written only under the lock
+        pending = prepare_store(out, _identity(m, cfg, parsed, shard_size), shards, force, log, device=record)
+        return _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log,
+                        gpus_per_worker)
+
+
+def _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log, gpus_per_worker) -> dict:
     total = len(parsed)
     todo = sum(len(s.neurons) for s in pending)
     if not pending:
@@ -192,7 +247,8 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
         else:
             from .ray_executor import run_on_ray
 
-            for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir):
+            for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir,
+                                       gpus_per_worker=gpus_per_worker):
                 layout.write_shard(out, s.name, table)
                 progress.update(len(s.neurons))
     finally:
