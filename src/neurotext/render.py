@@ -26,7 +26,7 @@ def render_result(r) -> str:
     tokens side by side, then the metrics and how reproducible the textualization is."""
     near, best = r.nearest, r.best_tokens
     cons = (r.stability or {}).get("consensus") or []
-    width = max([len(d["token"]) for d in near + best + cons] + [12])
+    width = max([len(d["token"]) for d in near + best + cons] + [22])
     lines = [
         f"{r.neuron}  ({r.model})",
         f"  activation {r.activation:.4f} (pre-activation {r.pre_activation:.4f})   "
@@ -34,7 +34,7 @@ def render_result(r) -> str:
         f"  nearest-token activation {r.nearest_activation:.4f}   retention {_fmt(r.retention)}   "
         f"overlap@10 {r.overlap_at_10:.2f}",
         stability_line(r.stability, r.restarts),
-        f"  {'consensus of restarts':<{width + 9}}   {'FT nearest, best restart':<{width + 9}}   "
+        f"  {'consensus of restarts':<{width + 9}}   {'FT nearest tokens, best restart':<{width + 9}}   "
         f"{'best real tokens (vocabulary scan)'}",
         f"  {'token':<{width}}  {'support':>7}   {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  "
         f"{'activation':>10}",
