@@ -85,8 +85,16 @@ class ScanCache:
             except Exception:  # a corrupt cache file is recomputed, never trusted
                 path.unlink(missing_ok=True)
         for (lay, s), scan in self._compute(layer).items():
-            self._mem[(lay, s)] = scan
+            if (lay, s) in self._mem:
+                continue  # a scan once handed out never changes (a deeper pass rounds a little differently)
             p = self._path(lay, s)
+            if p is not None and p.is_file() and (lay, s) != (layer, site):
+                try:  # the cached copy stays the reference, so every run with this cache sees the same scan
+                    self._mem[(lay, s)] = Scan(**torch.load(p, weights_only=True))
+                    continue
+                except Exception:  # noqa: BLE001 - a corrupt cache file is replaced below
+                    pass
+            self._mem[(lay, s)] = scan
             if p is not None:
                 try:
                     p.parent.mkdir(parents=True, exist_ok=True)
