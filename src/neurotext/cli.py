@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="existing Ray cluster; default starts a local one on 127.0.0.1")
     p.add_argument("--workers", type=_positive_int, default=1, help="Ray actors, each loading the model once")
     p.add_argument("--force", action="store_true", help="discard an existing store made with other settings")
+    _add_phrase_settings(p, None)
     p.set_defaults(run=_cmd_sweep)
 
     p = sub.add_parser("show", help="show one neuron from a store",
@@ -372,7 +373,8 @@ def _cmd_sweep(args) -> int:
 
     summary = run_sweep(args.neurons, args.out, model=args.model, config=_ft_config(args),
                         shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
-                        workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr))
+                        workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr),
+                        phrases=None if args.phrases is None else _phrase_config(args, args.phrases))
     if summary["computed"]:
         print(f"neurotext: swept {summary['computed']} neurons in {summary['seconds']:.1f} s "
               f"({summary['computed'] / max(summary['seconds'], 1e-9):.2f} neurons/s); "
@@ -385,13 +387,22 @@ def _cmd_show(args) -> int:
     from .render import render_result
 
     row = store.find_neuron(args.store, args.neuron)
-    result = store.row_to_result(row, store.read_manifest(args.store)["model"]["name"])
+    name = store.read_manifest(args.store)["model"]["name"]
+    result = store.row_to_result(row, name)
+    phrases = store.row_to_phrases(row, name)
     if args.json:
         d = result.to_dict(vector=not args.no_vector)
         d.pop("curve", None)
+        if phrases is not None:
+            ph = phrases.to_dict(curve=False)
+            d.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
         _dump_json(d)
     else:
         print(render_result(result))
+        if phrases is not None:
+            from .render import render_phrases
+
+            print("\n" + render_phrases(phrases, header=False))
     return 0
 
 

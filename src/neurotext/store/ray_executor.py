@@ -22,18 +22,23 @@ def _ray():
 class _Worker:
     """Holds one Textualizer (model loaded once) and turns shards into Arrow tables."""
 
-    def __init__(self, source, cfg, cache_dir, threads):
+    def __init__(self, source, cfg, cache_dir, threads, phrases=None):
         import torch
 
         from ..textualize import Textualizer
 
         torch.set_num_threads(threads)
         self.tx = Textualizer(source, cfg, cache_dir=cache_dir, progress=False)
+        self.phraser = None
+        if phrases is not None:
+            from ..phrases import Phraser
+
+            self.phraser = Phraser(self.tx.model, phrases, progress=False, scans=self.tx.scans)
 
     def run(self, neurons):
-        from .layout import results_to_table
+        from .sweep import compute_shard
 
-        return results_to_table(self.tx.run(neurons), int(self.tx.model.embeddings.shape[1]))
+        return compute_shard(self.tx, self.phraser, neurons, int(self.tx.model.embeddings.shape[1]))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -48,7 +53,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise NeurotextError(f"could not connect to Ray at {address}: {e}") from e
 
 
-def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
+def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, phrases=None):
     """Yield (shard, table) as shards finish on Ray actors."""
     import torch
 
@@ -72,7 +77,7 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None):
     try:
         threads = torch.get_num_threads()
         actor = ray.remote(num_cpus=1)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads) for _ in range(max(workers, 1))])
+        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, phrases) for _ in range(max(workers, 1))])
         by_index = dict(enumerate(shards))
         results = pool.map_unordered(lambda a, item: a.run.remote(item[1].neurons), list(by_index.items()))
         # map_unordered does not say which item finished: tag the tables by their first neuron

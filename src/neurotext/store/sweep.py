@@ -44,18 +44,38 @@ def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
     return shards
 
 
-def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int) -> dict:
-    """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding."""
+def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int, phrases=None) -> dict:
+    """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding
+    (and the phrase settings, recorded only for a sweep with ``--phrases``)."""
     import hashlib
 
     digest = hashlib.blake2b("\n".join(n.name for n in neurons).encode(), digest_size=16).hexdigest()
-    return {
+    extra = {} if phrases is None else {"phrases": phrase_settings(phrases)}
+    return {**extra,
         "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
                   "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
                   "d_emb": int(model.embeddings.shape[1]), "vocab_size": int(model.embeddings.shape[0])},
         "config": asdict(cfg),
         "neurons": {"count": len(neurons), "digest": digest, "shard_size": shard_size},
     }
+
+
+def phrase_settings(cfg) -> dict:
+    """A PhraseConfig as recorded in the manifest: every field that changes results (not batch_size)."""
+    d = asdict(cfg)
+    d.pop("batch_size", None)
+    d["lengths"] = list(d["lengths"])
+    return d
+
+
+def compute_shard(tx, phraser, neurons: list[Neuron], d_emb: int):
+    """One shard's table: FT results, plus the phrases when ``phraser`` is set (FT activations beside them)."""
+    results = tx.run(neurons)
+    phrases = None
+    if phraser is not None:
+        ft = {r.neuron: r.activation for r in results}
+        phrases = {p.neuron: p for p in phraser.run(neurons, ft)}
+    return layout.results_to_table(results, d_emb, phrases)
 
 
 class Progress:
@@ -108,8 +128,9 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     if (out / layout.MANIFEST).exists():
         old = layout.read_manifest(out)
-        for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size")):
-            if old.get(key) != identity[key]:
+        for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size"),
+                          ("phrases", "phrase settings")):
+            if old.get(key) != identity.get(key):
                 raise NeurotextError(
                     f"{out} holds a sweep with another {what}; refusing to mix results "
                     f"(use another --out, or --force to discard the existing store)")
@@ -142,7 +163,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
 
 def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_size: int | None = None,
               executor: str = "local", ray_address: str | None = None, workers: int = 1, force: bool = False,
-              cache_dir=None, log=print) -> dict:
+              cache_dir=None, log=print, phrases=None) -> dict:
     """Textualize every neuron of ``neurons`` into the store ``out``; resumable.
 
     Args:
@@ -155,6 +176,8 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
         ray_address: existing Ray cluster (``auto`` or ``host:port``); None starts a local one.
         workers: Ray actors (each loads the model once).
         force: discard an existing store made with other settings.
+        phrases: a :class:`neurotext.engine.phrase.PhraseConfig`: also store each neuron's best real
+            phrases of its lengths (None: no phrases).
 
     Returns:
         {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
@@ -170,7 +193,7 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     m = model if isinstance(model, Model) else load_model(model)
     parsed = m.parse(neurons)
     shards = plan_shards(parsed, shard_size)
-    pending = prepare_store(Path(out), _identity(m, cfg, parsed, shard_size), shards, force, log)
+    pending = prepare_store(Path(out), _identity(m, cfg, parsed, shard_size, phrases), shards, force, log)
     total = len(parsed)
     todo = sum(len(s.neurons) for s in pending)
     if not pending:
@@ -186,13 +209,18 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
             from ..textualize import Textualizer
 
             tx = Textualizer(m, cfg, cache_dir=cache_dir, progress=False)
+            phraser = None
+            if phrases is not None:
+                from ..phrases import Phraser
+
+                phraser = Phraser(m, phrases, progress=False, scans=tx.scans)
             for s in pending:
-                layout.write_shard(out, s.name, layout.results_to_table(tx.run(s.neurons), d_emb))
+                layout.write_shard(out, s.name, compute_shard(tx, phraser, s.neurons, d_emb))
                 progress.update(len(s.neurons))
         else:
             from .ray_executor import run_on_ray
 
-            for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir):
+            for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir, phrases):
                 layout.write_shard(out, s.name, table)
                 progress.update(len(s.neurons))
     finally:
