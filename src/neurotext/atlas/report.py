@@ -52,7 +52,11 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
            "seconds", "seed", "curve"]
 #: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
-                "overlap_at_10", "nearest_tokens", "best_tokens"]
+                "overlap_at_10", "nearest_tokens", "best_tokens", "phrase_activation", "phrase_tokens"]
+#: Store columns of the best real phrases, read when the sweep stored them (``sweep --phrases``).
+PHRASE_COLUMNS = ["phrase_lengths", "phrase_texts", "phrase_tokens", "phrase_ids", "phrase_activations",
+                  "phrase_positions", "best_phrase", "best_phrase_activation", "best_phrase_length",
+                  "phrase_token_activation"]
 
 #: The Q1 word-like criterion, with the defaults of ``neurotext words`` (one definition, in words.py).
 _WORDS = WordsConfig()
@@ -66,7 +70,7 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     """The store's manifest and its rows (without vectors), every neuron name checked to be canonical
     (a name becomes a filename in the site)."""
     manifest = store.read_manifest(store_dir)
-    table = store.read_table(store_dir, columns=COLUMNS)
+    table = store.read_table(store_dir, columns=COLUMNS + (PHRASE_COLUMNS if "phrases" in manifest else []))
     rows = table.to_pylist()
     for r in rows:
         m = _NAME.match(r["neuron"] or "")
@@ -168,12 +172,21 @@ def _num(v, digits: int = 5):
     return float(f"{v:.{digits}g}")
 
 
+def _best_phrase_tokens(row: dict) -> list[str]:
+    """Tokens of the row's best real phrase (empty without phrases)."""
+    acts = row.get("phrase_activations") or []
+    if not acts:
+        return []
+    return list(row["phrase_tokens"][max(range(len(acts)), key=acts.__getitem__)])
+
+
 def data_script(rows: list[dict]) -> str:
     """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
     data = {"columns": DATA_COLUMNS, "rows": [
         [r["neuron"], r["layer"], r["site"], r["unit"], _num(r["activation"]), _num(r["best_activation"]),
          _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
-         list(r["nearest_tokens"] or []), list(r["best_tokens"] or [])] for r in rows]}
+         list(r["nearest_tokens"] or []), list(r["best_tokens"] or []), _num(r.get("best_phrase_activation")),
+         _best_phrase_tokens(r)] for r in rows]}
     return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
 
 

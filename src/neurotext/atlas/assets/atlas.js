@@ -22,6 +22,12 @@
     { key: "nearest_tokens", label: "FT nearest tokens", title: "tokens nearest to the FT vector (cosine)" },
     { key: "best_tokens", label: "best real tokens", title: "best tokens of the exhaustive vocabulary scan" }
   ];
+  // shown when the sweep stored real phrases (neurotext sweep --phrases; the index's atlas-meta says so)
+  var PHRASE_COLUMNS = [
+    { key: "phrase_activation", label: "phrase act.", num: true,
+      title: "activation of the best real phrase (the best over the phrase lengths searched)" },
+    { key: "phrase_tokens", label: "best real phrase", title: "tokens of the best real phrase, in order" }
+  ];
 
   function $(id) { return document.getElementById(id); }
 
@@ -61,7 +67,10 @@
         ratio: act > 0 && best > 0 ? act / best : null,
         nearest_cosine: r[c.nearest_cosine], retention: r[c.retention], overlap_at_10: r[c.overlap_at_10],
         nearest_tokens: r[c.nearest_tokens], best_tokens: r[c.best_tokens],
-        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm)
+        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm),
+        phrase_activation: c.phrase_activation === undefined ? null : r[c.phrase_activation],
+        phrase_tokens: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []),
+        pnorm: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []).map(norm)
       };
     });
     readHash();
@@ -81,15 +90,17 @@
   function match(row, q, qname) {
     // null (no match) or {rank, near, best}: positions of the token in each list (-1: absent); a neuron
     // named by the query ranks first (exact name -2, name prefix -1)
-    var near = state.where !== "best" ? position(row.nnorm, q, state.partial) : -1;
-    var best = state.where !== "nearest" ? position(row.bnorm, q, state.partial) : -1;
+    var w = state.where;
+    var near = w === "both" || w === "nearest" ? position(row.nnorm, q, state.partial) : -1;
+    var best = w === "both" || w === "best" ? position(row.bnorm, q, state.partial) : -1;
+    var phrase = w === "both" || w === "phrase" ? position(row.pnorm, q, state.partial) : -1;
     var named = null;
     if (qname) named = row.lname === qname ? -2 : (row.lname.indexOf(qname) === 0 ? -1 : null);
-    if (named === null && near < 0 && best < 0) return null;
-    // rank: where the token stands, FT nearest tokens before best tokens at equal positions
-    var ranks = [near >= 0 ? 2 * near : Infinity, best >= 0 ? 2 * best + 1 : Infinity];
-    var rank = named !== null ? named : Math.min(ranks[0], ranks[1]);
-    return { rank: rank, near: near, best: best };
+    if (named === null && near < 0 && best < 0 && phrase < 0) return null;
+    // rank: where the token stands, FT nearest tokens before best tokens at equal positions, phrases last
+    var ranks = [near >= 0 ? 2 * near : Infinity, best >= 0 ? 2 * best + 1 : Infinity, phrase >= 0 ? 1000 : Infinity];
+    var rank = named !== null ? named : Math.min(ranks[0], ranks[1], ranks[2]);
+    return { rank: rank, near: near, best: best, phrase: phrase };
   }
 
   function filter() {
@@ -156,12 +167,19 @@
     return td;
   }
 
+  function phraseCell(tokens, hitAt) {
+    // a phrase is read in order: every token is shown
+    var td = el("td", "toks phrase");
+    for (var i = 0; i < tokens.length; i++) td.appendChild(tokenChip(tokens[i], i === hitAt, i));
+    return td;
+  }
+
   function renderHead() {
     var tr = document.querySelector("#table thead tr");
     COLUMNS.forEach(function (col) {
       var th = el("th", col.num ? "num" : "");
       th.title = col.title;
-      if (col.key === "nearest_tokens" || col.key === "best_tokens") {
+      if (col.key === "nearest_tokens" || col.key === "best_tokens" || col.key === "phrase_tokens") {
         th.textContent = col.label;
       } else {
         var b = el("button", "sort", col.label);
@@ -197,6 +215,7 @@
       });
       tr.appendChild(tokenCell(r.nearest_tokens, r.m ? r.m.near : -1));
       tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
+      if (state.phrases) tr.appendChild(phraseCell(r.phrase_tokens, r.m ? r.m.phrase : -1));
       frag.appendChild(tr);
     });
     document.querySelector("#table tbody").replaceChildren(frag);
@@ -220,7 +239,7 @@
   function readHash() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
     state.q = p.get("q") || "";
-    state.where = ["both", "nearest", "best"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
+    state.where = ["both", "nearest", "best", "phrase"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
     state.partial = p.get("partial") === "1";
     $("q").value = state.q;
     $("where").value = state.where;
@@ -238,6 +257,9 @@
   }
 
   function init() {
+    var meta = $("atlas-meta") ? JSON.parse($("atlas-meta").textContent) : {};
+    state.phrases = !!meta.phrases;
+    if (state.phrases) COLUMNS = COLUMNS.concat(PHRASE_COLUMNS);
     renderHead();
     var timer = null;
     $("q").addEventListener("input", function () {
