@@ -6,12 +6,13 @@ import threading
 import pytest
 from test_report import HOSTILE, WORDS, _open_index, _page, _search, _table_names, browser  # noqa: F401
 
-from conftest import make_tiny_model
 from neurotext import FTConfig, store
 from neurotext.atlas.serve import make_server
 from neurotext.cli import main
 from neurotext.engine.phrase import PhraseConfig
 from neurotext.store.sweep import run_sweep
+
+from conftest import make_tiny_model
 
 
 @pytest.fixture(scope="module")

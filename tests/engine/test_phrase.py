@@ -5,10 +5,11 @@ import itertools
 import pytest
 import torch
 
-from conftest import make_tiny_model
 from neurotext import NeurotextError, load_model
 from neurotext.engine.phrase import PhraseConfig, allowed_tokens, parse_lengths
 from neurotext.phrases import Phraser
+
+from conftest import make_tiny_model
 
 SMALL = dict(lengths=(1, 2, 3), iters=4, candidates=8, swaps=8, starts=2, patience=2)
 

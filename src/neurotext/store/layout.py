@@ -82,11 +82,12 @@ def row_to_phrases(row: dict, model: str):
         return None
     from ..phrases import PhraseResult
 
+    curves = row.get("phrase_curves") or [[]] * len(row["phrase_lengths"])
     phrases = [{"length": n, "tokens": [{"token": t, "id": i} for t, i in zip(toks, ids)], "text": text,
                 "activation": a, "position": pos, "curve": list(curve or [])}
                for n, text, toks, ids, a, pos, curve in zip(
                    row["phrase_lengths"], row["phrase_texts"], row["phrase_tokens"], row["phrase_ids"],
-                   row["phrase_activations"], row["phrase_positions"], row.get("phrase_curves") or [[]] * len(row["phrase_lengths"]))]
+                   row["phrase_activations"], row["phrase_positions"], curves)]
     best = max(phrases, key=lambda d: d["activation"])
     return PhraseResult(neuron=row["neuron"], model=model, phrases=phrases,
                         best_phrase={k: v for k, v in best.items() if k != "curve"},

@@ -77,7 +77,8 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, phr
     try:
         threads = torch.get_num_threads()
         actor = ray.remote(num_cpus=1)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, phrases) for _ in range(max(workers, 1))])
+        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, phrases)
+                                   for _ in range(max(workers, 1))])
         by_index = dict(enumerate(shards))
         results = pool.map_unordered(lambda a, item: a.run.remote(item[1].neurons), list(by_index.items()))
         # map_unordered does not say which item finished: tag the tables by their first neuron
