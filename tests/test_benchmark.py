@@ -94,3 +94,15 @@ def test_settings_benchmark_compares_against_its_reference(capsys):
     assert capsys.readouterr().out.lstrip().startswith("[")
     with pytest.raises(SystemExit, match="unknown setting 'stpes'"):
         mod.main(["stpes=3"])
+
+
+def test_phrase_benchmark_fields_are_consistent(capsys):
+    spec = importlib.util.spec_from_file_location("bench_phrase", BENCH.parent / "bench_phrase.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.main(["--quick"])
+    assert r["speedup"] == pytest.approx(r["naive_s"] / r["batched_s"])
+    assert r["batched_neurons_per_s"] == pytest.approx(r["neurons"] / r["batched_s"])
+    assert r["same_phrase_share"] == 1.0  # per-neuron generators: the batch does not change a phrase
+    assert r["neurons"] == 3 and r["length"] == 2 and r["cpu"]
+    assert capsys.readouterr().out.lstrip().startswith("{")

@@ -16,6 +16,7 @@ TIERS = {
     "engine": 2,
     "textualize": 3,
     "render": 3,
+    "phrases": 3,
     "store": 4,
     "analysis": 5,
     "atlas": 6,

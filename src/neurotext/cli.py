@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="discard an existing store made with other settings")
     p.add_argument("--wait", action="store_true",
                    help="if another sweep is writing DIR, wait for it to finish instead of refusing at once")
+    _add_phrase_settings(p, None)
     p.set_defaults(run=_cmd_sweep)
 
     p = sub.add_parser("show", help="show one neuron from a store",
@@ -206,7 +207,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_serve)
     _add_words(sub)
     _add_encode(sub)
+    _add_phrase(sub)
     return parser
+
+
+def _add_phrase_settings(p, lengths_default: str | None):
+    from .engine.phrase import PhraseConfig
+
+    d = PhraseConfig()
+    g = p.add_argument_group("phrase search settings")
+    if lengths_default is None:
+        g.add_argument("--phrases", default=None, metavar="LENGTHS",
+                       help="also find each neuron's best real phrases of these lengths, e.g. 1,2,4 "
+                            "(neurotext phrase; default: none)")
+    else:
+        g.add_argument("--lengths", default=lengths_default,
+                       help=f"comma-separated phrase lengths; 1 is the exhaustive vocabulary scan "
+                            f"(default {lengths_default})")
+    g.add_argument("--iters", type=_positive_int, default=d.iters,
+                   help=f"coordinate-search iterations per length (default {d.iters})")
+    g.add_argument("--candidates", type=_positive_int, default=d.candidates,
+                   help=f"top tokens per position from the one-hot gradient (default {d.candidates})")
+    g.add_argument("--swaps", type=_positive_int, default=d.swaps,
+                   help=f"single-token swaps evaluated exactly per start and iteration (default {d.swaps})")
+    g.add_argument("--starts", type=_positive_int, default=d.starts,
+                   help=f"starts per neuron: the scan's best tokens, then random ones (default {d.starts})")
+    g.add_argument("--patience", type=_positive_int, default=d.patience,
+                   help=f"a start stops after this many iterations without improvement (default {d.patience})")
+    g.add_argument("--include-special", action="store_true",
+                   help="allow special tokens ([CLS], [SEP], [PAD], [MASK], [UNK], [unused...]) in phrases")
+
+
+def _phrase_config(args, lengths: str):
+    from .engine.phrase import PhraseConfig, parse_lengths
+
+    return PhraseConfig(lengths=parse_lengths(lengths), iters=args.iters, candidates=args.candidates,
+                        swaps=args.swaps, starts=args.starts, patience=args.patience, seed=args.seed,
+                        include_special=args.include_special)
+
+
+def _add_phrase(sub):
+    from .engine.phrase import PhraseConfig
+
+    d = PhraseConfig()
+    p = sub.add_parser(
+        "phrase", help="the best real token sequences for neurons",
+        description="For each neuron and length n, find the n real vocabulary tokens that maximize the neuron's "
+                    "activation in [CLS] t1 ... tn [SEP] at the best of the positions t1..tn: n = 1 exactly (the "
+                    "vocabulary scan), n > 1 by a batched gradient-guided coordinate search (GCG, Zou et al. "
+                    "2023). Shown beside the best single token and, with --with-ft, the FT activation.",
+        epilog="Activation: post-activation for ffn, the hidden value for out. Position: 0-based index in the "
+               "whole input ([CLS] = 0). Special tokens are never used unless --include-special.",
+    )
+    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
+    _add_model(p)
+    _add_phrase_settings(p, ",".join(map(str, d.lengths)))
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--with-ft", action="store_true",
+                   help="also run feature textualization (default settings, same seed) and show its activation")
+    _add_json(p, "print one JSON document (a list, one object per neuron)")
+    p.set_defaults(run=_cmd_phrase)
+
+
+def _cmd_phrase(args) -> int:
+    from .phrases import Phraser
+    from .render import render_phrases
+
+    if not args.neurons:
+        raise NeurotextError("no neurons given: name at least one, e.g. neurotext phrase L3.ffn.42")
+    cfg = _phrase_config(args, args.lengths)
+    ph = Phraser(args.model, cfg)
+    neurons = ph.model.parse(args.neurons)  # validated before any work starts
+    ft = None
+    if args.with_ft:
+        from .textualize import Textualizer
+
+        tx = Textualizer(ph.model, FTConfig(seed=args.seed))
+        tx.scans = ph.scans
+        ft = {r.neuron: r.activation for r in tx.run(neurons)}
+    results = ph.run(neurons, ft)
+    if args.json:
+        _dump_json([r.to_dict() for r in results])
+    else:
+        print("\n\n".join(render_phrases(r) for r in results))
+    return 0
 
 
 def _add_words(sub):
@@ -329,7 +413,8 @@ def _cmd_sweep(args) -> int:
     summary = run_sweep(args.neurons, args.out, model=args.model, config=_ft_config(args),
                         shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
                         workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr, flush=True),
-                        device=args.device, wait=args.wait, gpus_per_worker=args.gpus_per_worker)
+                        device=args.device, wait=args.wait, gpus_per_worker=args.gpus_per_worker,
+                        phrases=None if args.phrases is None else _phrase_config(args, args.phrases))
     if summary["computed"]:
         print(f"neurotext: swept {summary['computed']} neurons in {summary['seconds']:.1f} s "
               f"({summary['computed'] / max(summary['seconds'], 1e-9):.2f} neurons/s); "
@@ -342,13 +427,22 @@ def _cmd_show(args) -> int:
     from .render import render_result
 
     row = store.find_neuron(args.store, args.neuron)
-    result = store.row_to_result(row, store.read_manifest(args.store)["model"]["name"])
+    name = store.read_manifest(args.store)["model"]["name"]
+    result = store.row_to_result(row, name)
+    phrases = store.row_to_phrases(row, name)
     if args.json:
         d = result.to_dict(vector=not args.no_vector)
         d.pop("curve", None)
+        if phrases is not None:
+            ph = phrases.to_dict(curve=False)
+            d.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
         _dump_json(d)
     else:
         print(render_result(result))
+        if phrases is not None:
+            from .render import render_phrases
+
+            print("\n" + render_phrases(phrases, header=False))
     return 0
 
 

@@ -55,6 +55,24 @@ def render_result(r) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def render_phrases(r, header: bool = True) -> str:
+    """One neuron's best real phrases, one line per length, beside FT and the best single token."""
+    ft = "n/a (run with --with-ft)" if r.ft_activation is None else f"{r.ft_activation:.4f}"
+    lines = [f"{r.neuron}  ({r.model})" if header else "  best real phrases",
+             f"  FT activation {ft}   best single token {r.best_token_activation:.4f}",
+             f"  {'n':>2}  {'activation':>10}  {'/ token':>7}  {'/ FT':>5}  {'pos':>3}  phrase"]
+    for p in r.phrases:
+        tok = p["activation"] / r.best_token_activation if r.best_token_activation > 0 else None
+        ftr = p["activation"] / r.ft_activation if r.ft_activation and r.ft_activation > 0 else None
+        text = " ".join(t["token"] for t in p["tokens"])
+        lines.append(f"  {p['length']:>2}  {p['activation']:>10.4f}  {_fmt(tok, '7.2f'):>7}  {_fmt(ftr, '5.2f'):>5}  "
+                     f"{p['position']:>3}  {text!r}")
+    b = r.best_phrase
+    lines.append(f"  best phrase: length {b['length']}, {b['activation']:.4f}: {b['text']!r}   "
+                 + (f"({r.seconds:.2f} s, seed {r.seed})" if r.seconds else f"(seed {r.seed})"))
+    return "\n".join(lines)
+
+
 def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

@@ -345,3 +345,46 @@ def stability_figure(groups: list[dict], title: str, path: Path) -> Path:
              "repr.: share of neurons whose restarts agree above the baseline's 95th percentile",
              ha="center", fontsize=7, color="#666666")
     return _save(plt, fig, path, (0, 0.03, 1, 1))
+
+
+def phrase_figure(groups: list[dict], stat: str, title: str, ylabel: str, path: Path) -> Path:
+    """Q1 real-text arm: per layer (one panel per site) the median and quartiles of a phrase ratio, one line
+    per phrase length.
+
+    Args:
+        groups: the ``phrases.groups`` of the ``neurotext words`` document (``layer``, ``site``,
+            ``stats[stat][length]`` quartiles).
+        stat: ``over_ft`` or ``over_token``.
+        title, ylabel: labels.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    import textwrap
+
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    lengths = sorted({int(n) for g in groups for n in g["stats"][stat]})
+    cmap = plt.get_cmap("viridis")
+    for ax, site in zip(axes[:, 0], sites):
+        row = [g for g in groups if g["site"] == site]
+        for j, n in enumerate(lengths):
+            color = cmap(j / max(1, len(lengths) - 1) * 0.85)
+            pts = [(g["layer"], g["stats"][stat].get(str(n))) for g in row]
+            pts = [(x, q) for x, q in pts if q and q["n"]]
+            if not pts:
+                continue
+            xs = [x for x, _ in pts]
+            ax.fill_between(xs, [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color, alpha=0.15)
+            ax.plot(xs, [q["median"] for _, q in pts], marker="o", color=color, label=f"{n} token{'s' * (n > 1)}")
+        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_xticks([g["layer"] for g in row], [f"L{g['layer']}" for g in row])
+        ax.set_ylabel(f"{site}: {ylabel}")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median; band: quartiles", ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))

@@ -117,6 +117,7 @@ class WordsResult:
     top: list[dict]
     stability: list[dict] | None = None  # reproducible.analyze per (layer, site); None for an old store
     stability_note: str | None = None  # why stability is missing
+    phrases: dict | None = None  # the real-text arm (:func:`phrase_arm`), where the sweep stored phrases
 
     def stability_rule(self) -> str:
         return (f"reproducible: at least two restarts counted, a consensus token, and a mean pairwise "
@@ -143,6 +144,7 @@ class WordsResult:
             "top": self.top,
             "stability": {"rule": self.stability_rule(), "quantile": self.config.repro_quantile,
                           "definitions": reproducible.REPRO_STATS, "note": self.stability_note},
+            "phrases": self.phrases,
         }
         return doc
 
@@ -305,7 +307,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
                                                          else -np.inf), -c["nearest_cosine"], c["neuron"]))
     sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
     name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
-    result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top])
+    result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top],
+                         phrases=phrase_arm(directory, manifest))
     missing = store.missing_columns(directory)
     if missing:
         result.stability_note = store.old_store_hint(directory, "the stability arm")
@@ -313,6 +316,71 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         rtable = store.read_table(directory, columns=list(reproducible.COLUMNS))
         result.stability = reproducible.analyze(rtable, seed, cfg.repro_quantile)
     return result
+
+
+# ----------------------------------------------------------------------------- real text (phrases)
+#: The real-text arm's ratios, per phrase length (DESIGN.md section 4).
+PHRASE_STATS = {
+    "over_ft": "activation of the best real phrase of n tokens / the FT vector's activation (undefined where "
+               "the FT activation <= 0)",
+    "over_token": "activation of the best real phrase of n tokens / the best single token's activation "
+                  "(special tokens excluded unless the sweep included them; undefined where it is <= 0)",
+}
+PHRASE_COLUMNS = ("layer", "site", "activation", "phrase_lengths", "phrase_activations", "phrase_token_activation")
+
+
+def phrase_png(stat: str) -> str:
+    return f"words_phrases_{stat}.png"
+
+
+def phrase_arm(directory, manifest: dict | None = None) -> dict | None:
+    """Q1, real text: per (layer, site) and phrase length, quartiles of phrase / FT and phrase / best token,
+    and the share of neurons whose phrase beats the best single token. None for a sweep without phrases."""
+    manifest = manifest or store.read_manifest(directory)
+    if "phrases" not in manifest:
+        return None
+    table = store.read_table(directory, columns=list(PHRASE_COLUMNS)).to_pylist()
+    by_group: dict[tuple[int, str], list[dict]] = {}
+    for row in table:
+        if row["phrase_lengths"]:
+            by_group.setdefault((row["layer"], row["site"]), []).append(row)
+    lengths = sorted({n for rows in by_group.values() for r in rows for n in r["phrase_lengths"]})
+
+    def ratio(a, b):
+        return a / b if b is not None and b > 0 else None
+
+    groups = []
+    for (layer, site), rows in sorted(by_group.items()):
+        vals = [dict(zip(r["phrase_lengths"], r["phrase_activations"])) for r in rows]
+        stats = {"over_ft": {}, "over_token": {}}
+        beats = {}
+        for n in lengths:
+            over_ft = [ratio(v[n], r["activation"]) for v, r in zip(vals, rows) if n in v]
+            over_tok = [ratio(v[n], r["phrase_token_activation"]) for v, r in zip(vals, rows) if n in v]
+            stats["over_ft"][str(n)] = quartiles(over_ft)
+            stats["over_token"][str(n)] = quartiles(over_tok)
+            beats[str(n)] = share(v[n] > r["phrase_token_activation"] for v, r in zip(vals, rows) if n in v)
+        groups.append({"layer": layer, "site": site, "n": len(rows), "stats": stats, "beats_token": beats})
+    return {"definitions": PHRASE_STATS, "settings": manifest["phrases"], "lengths": lengths, "groups": groups}
+
+
+def render_phrase_text(arm: dict) -> str:
+    """The real-text arm's table: per layer and site, median [q1, q3] of each ratio for each length."""
+    lines = [f"real text: the best real phrases of n tokens (lengths {', '.join(map(str, arm['lengths']))}; "
+             f"search {arm['settings'].get('iters')} iterations, {arm['settings'].get('starts')} starts)"]
+    for stat, text in PHRASE_STATS.items():
+        lines += ["", f"phrase {stat}: {text}", "  median [q1, q3]",
+                  f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{'n=' + str(n):<24}" for n in arm["lengths"])]
+        for g in arm["groups"]:
+            cells = "".join(_q(g["stats"][stat][str(n)]) + "  " for n in arm["lengths"])
+            lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}".rstrip())
+    lines += ["", "share of neurons whose best phrase of n tokens beats the best single token",
+              f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{'n=' + str(n):>8}" for n in arm["lengths"])]
+    for g in arm["groups"]:
+        cells = "".join(f"{'n/a' if g['beats_token'][str(n)] is None else format(g['beats_token'][str(n)], '.3f'):>8}"
+                        for n in arm["lengths"])
+        lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}")
+    return "\n".join(lines)
 
 
 def _position(token_id: int, best_ids) -> int | None:
@@ -362,6 +430,8 @@ def render_text(doc: dict) -> str:
                      f"{t['nearest_cosine']:>7.3f} {pos:>5}  {', '.join(t['nearest_tokens']):<40} "
                      f"{', '.join(t['best_tokens'])}")
     lines.append("  (rank: the nearest token's position among the unit's best real tokens; - = not among them)")
+    if doc.get("phrases"):
+        lines += ["", render_phrase_text(doc["phrases"])]
     return "\n".join(lines)
 
 
@@ -417,6 +487,12 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
             paths.append(stability_figure(result.stability, f"Q1 {result.model}: how reproducible is a "
                                           "textualization? restarts of one neuron vs optima of different "
                                           "neurons (chance)", out / STABILITY_PNG))
+        if doc.get("phrases"):
+            from .plots import phrase_figure
+
+            for stat, text in PHRASE_STATS.items():
+                paths.append(phrase_figure(doc["phrases"]["groups"], stat, f"Q1 {result.model}, real text: {text}",
+                                           f"phrase {stat.replace('_', ' ')}", out / phrase_png(stat)))
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths

@@ -164,7 +164,9 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<option value="both">consensus, nearest &amp; best tokens</option>'
              '<option value="consensus">consensus of restarts</option>'
              '<option value="nearest">FT nearest tokens (best restart)</option>'
-             '<option value="best">best real tokens</option></select>'
+             '<option value="best">best real tokens</option>'
+             + ('<option value="phrase">best real phrase</option>' if "phrases" in manifest else "")
+             + '</select>'
              '<label><input id="partial" type="checkbox"> partial match</label>'
              '<span id="count" class="muted" aria-live="polite">loading neurons&hellip;</span></div>'
              '<div class="tablewrap"><table id="table" class="neurons"><thead><tr></tr></thead><tbody></tbody>'
@@ -175,7 +177,7 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<option>500</option></select></div>'
              '<noscript><p>The neuron table needs JavaScript; every neuron also has a page at '
              'neurons/NAME.html.</p></noscript></section>')
-    meta = {"n": n_neurons, "model": name}
+    meta = {"n": n_neurons, "model": name, "phrases": "phrases" in manifest}
     q2_link = '<a href="#q2">Q2</a>' if q2 else ""
     body = (f'<header><div class="brand">neurotext atlas</div><h1>{esc(name)}</h1>'
             f'<p class="lead">Feature textualization of {n_neurons} neurons: for each, the vector in word-embedding '
@@ -271,6 +273,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
             f'<p class="note">Highlighted tokens are in both top-10 lists. A token links to the other neurons it '
             f'appears for.</p>'
             f'{restarts_html}'
+            f'{phrases_section(row, act, best_act)}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'
             f'<footer>{esc(row["steps"])} steps &times; {esc(row["restarts"])} restarts, seed {esc(row["seed"])}, '
             f'{fmt(row["seconds"], ".3g")} s</footer></main>')
@@ -321,3 +324,30 @@ def _stability_html(row: dict) -> tuple[str, str]:
     every = (f'<section><h2>Every restart</h2><p class="note">each restart\'s optimum, best first: its activation and '
              f'its nearest tokens by cosine</p><table class="toks restarts">{rows}</table></section>') if rows else ""
     return lead, every
+def phrases_section(row: dict, ft_act, best_act) -> str:
+    """The best real phrase of each length with its activation, beside the FT vector's and the best single
+    token's (empty when the sweep stored no phrases). Tokens are chips, escaped like every token."""
+    lengths = row.get("phrase_lengths") or []
+    if not lengths:
+        return ""
+    acts = row["phrase_activations"]
+    tok_act = row.get("phrase_token_activation")
+    scale = max([v for v in (ft_act, best_act, tok_act, *acts) if v is not None and math.isfinite(v)] + [1e-12])
+    out = [f'<tr class="ft"><td class="rank"></td><td><span class="tok ftvec">FT vector x</span></td>'
+           f'<td class="barcell">{_bar((ft_act or 0) / scale, "ftact")}</td><td class="num">{fmt(ft_act)}</td>'
+           f'<td></td></tr>',
+           f'<tr class="besttok"><td class="rank"></td><td><span class="muted">best single token</span></td>'
+           f'<td class="barcell">{_bar((tok_act or 0) / scale, "act")}</td><td class="num">{fmt(tok_act)}</td>'
+           f'<td></td></tr>']
+    for n, toks, a, pos in zip(lengths, row["phrase_tokens"], acts, row["phrase_positions"]):
+        chips = " ".join(token_html(t, search_href(t)) for t in toks)
+        out.append(f'<tr class="phrase"><td class="rank">{esc(n)}</td><td class="phrase">{chips}</td>'
+                   f'<td class="barcell">{_bar(a / scale, "act")}</td><td class="num">{fmt(a)}</td>'
+                   f'<td class="num" title="position of the best token in the input ([CLS] = 0)">@{esc(pos)}</td></tr>')
+    note = ("The best real token sequence of each length n (left column) in [CLS] t1 ... tn [SEP], by "
+            "gradient-guided coordinate search over the vocabulary (n = 1: the exhaustive scan); its activation is "
+            "the neuron's value at the best of the positions t1..tn (@: that position, [CLS] = 0)"
+            + (", after GELU" if row.get("site") == "ffn" else "") + ". Special tokens are excluded unless the "
+            "sweep included them.")
+    return (f'<section id="phrases"><h2>Best real phrases</h2><table class="toks phrases">{"".join(out)}</table>'
+            f'<p class="note">{esc(note)}</p></section>')

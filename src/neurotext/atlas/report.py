@@ -54,9 +54,13 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
 #: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
                 "overlap_at_10", "nearest_tokens", "best_tokens", "stability_jaccard", "stability_cosine",
-                "reproducible", "consensus_tokens"]
+                "reproducible", "consensus_tokens", "phrase_activation", "phrase_tokens"]
 #: Per-restart store columns (absent in stores written before they existed; the atlas then says so).
 RESTART_FIELDS = ("restart", "activation", "nearest_tokens", "nearest_ids", "nearest_cosines")
+#: Store columns of the best real phrases, read when the sweep stored them (``sweep --phrases``).
+PHRASE_COLUMNS = ["phrase_lengths", "phrase_texts", "phrase_tokens", "phrase_ids", "phrase_activations",
+                  "phrase_positions", "best_phrase", "best_phrase_activation", "best_phrase_length",
+                  "phrase_token_activation"]
 
 #: The Q1 word-like criterion, with the defaults of ``neurotext words`` (one definition, in words.py).
 _WORDS = WordsConfig()
@@ -75,7 +79,8 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     (a name becomes a filename in the site)."""
     manifest = store.read_manifest(store_dir)
     has_restarts = not store.missing_columns(store_dir)
-    table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else []))
+    table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else [])
+                             + (PHRASE_COLUMNS if "phrases" in manifest else []))
     if has_restarts:
         table = table.append_column("restarts_detail", _restarts_without_vectors(store_dir))
     rows = table.to_pylist()
@@ -199,6 +204,14 @@ def _num(v, digits: int = 5):
     return float(f"{v:.{digits}g}")
 
 
+def _best_phrase_tokens(row: dict) -> list[str]:
+    """Tokens of the row's best real phrase (empty without phrases)."""
+    acts = row.get("phrase_activations") or []
+    if not acts:
+        return []
+    return list(row["phrase_tokens"][max(range(len(acts)), key=acts.__getitem__)])
+
+
 def data_script(rows: list[dict]) -> str:
     """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
     def stab(r, key):
@@ -210,7 +223,8 @@ def data_script(rows: list[dict]) -> str:
          _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
          list(r["nearest_tokens"] or []), list(r["best_tokens"] or []),
          stab(r, "jaccard_at_10"), stab(r, "cosine"), r.get("reproducible"),
-         [c["token"] for c in (r.get("stability") or {}).get("consensus") or []]] for r in rows]}
+         [c["token"] for c in (r.get("stability") or {}).get("consensus") or []],
+         _num(r.get("best_phrase_activation")), _best_phrase_tokens(r)] for r in rows]}
     return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
 
 

@@ -229,11 +229,12 @@ class Model:
 
     # ----------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Put x (B, d_emb) into the template: (B, T, d_emb)."""
+        """Put x (B, d_emb), or a span of n vectors (B, n, d_emb), into the template: (B, T, d_emb)."""
         b = x.shape[0]
         pre = self.embeddings[self.prefix_ids].unsqueeze(0).expand(b, -1, -1)  # (B, P, d_emb)
         suf = self.embeddings[self.suffix_ids].unsqueeze(0).expand(b, -1, -1)  # (B, S, d_emb)
-        return torch.cat([pre, x.unsqueeze(1).to(pre.dtype), suf], dim=1)  # (B, T, d_emb)
+        span = x.unsqueeze(1) if x.dim() == 2 else x  # (B, n, d_emb)
+        return torch.cat([pre, span.to(pre.dtype), suf], dim=1)  # (B, T, d_emb)
 
     def embed_hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The model's own embedding output (position, token type, LayerNorm, any projection) for x in
@@ -254,8 +255,9 @@ class Model:
     def _attention(self, layer: int, h: torch.Tensor, query_pos: int | None) -> torch.Tensor:
         """Self-attention block with residual and LayerNorm: (B, T, d) -> (B, T', d).
 
-        With ``query_pos`` only that position is queried and returned (T' = 1): the target layer needs
-        nothing else, which saves the query, output projection and LayerNorm of the other positions.
+        With ``query_pos`` only that position is queried and returned (T' = 1), or with a slice only that
+        span (T' = its length): the target layer needs nothing else, which saves the query, output
+        projection and LayerNorm of the other positions.
         """
         p = self._params[layer]
         b, t, d = h.shape
@@ -264,7 +266,8 @@ class Model:
             q, k, v = F.linear(h, p["wqkv"], p["bqkv"]).split(d, dim=-1)  # 3 x (B, T, d)
             hq = h
         else:
-            hq = h[:, query_pos : query_pos + 1]  # (B, 1, d)
+            span = query_pos if isinstance(query_pos, slice) else slice(query_pos, query_pos + 1)
+            hq = h[:, span]  # (B, T', d): one position, or a span of them (phrase search)
             q = F.linear(hq, p["wqkv"][:d], p["bqkv"][:d])  # (B, 1, d)
             k, v = F.linear(h, p["wqkv"][d:], p["bqkv"][d:]).split(d, dim=-1)  # 2 x (B, T, d)
         q = q.view(b, -1, heads, dh).transpose(1, 2)  # (B, H, T', dh)
@@ -313,6 +316,28 @@ class Model:
             if (layer, "out") in points:
                 found[(layer, "out")] = SiteActs(h[:, at])
         return found
+
+    def capture_span(self, x: torch.Tensor, layer: int, site: str) -> SiteActs:
+        """Like :meth:`capture` for one point, with a span of n inputs in the template: ``[CLS] x1..xn [SEP]``.
+
+        Args:
+            x: the span's vectors in word-embedding space: (B, n, d_emb).
+            layer, site: the target point; the pass stops there as in :meth:`capture`.
+
+        Returns:
+            :class:`SiteActs` whose ``h`` is (B*n, d): row ``b*n + i`` is position ``x_pos + i`` of input b.
+        """
+        b, n, _ = x.shape
+        pos = slice(self.x_pos, self.x_pos + n)
+        h = self.embed_hidden(x)  # (B, T, d)
+        for lay in range(layer + 1):
+            last = lay == layer
+            a = self._attention(lay, h, query_pos=pos if last else None)  # (B, T or n, d)
+            if last and site == "ffn":
+                ffn_in = self._params[lay]["ffn_in"]
+                return SiteActs(a.reshape(b * n, -1), ffn_in.weight, ffn_in.bias)
+            h = self._ffn(lay, a)
+        return SiteActs(h.reshape(b * n, -1))  # the last layer kept only the span: (B, n, d)
 
     def post(self, layer: int, site: str, values: torch.Tensor) -> torch.Tensor:
         """The reported activation from the objective's quantity: GELU (etc.) for ffn, identity for out."""

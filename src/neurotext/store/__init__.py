@@ -14,6 +14,7 @@ from .layout import (  # noqa: F401
     read_manifest,
     read_table,
     results_to_table,
+    row_to_phrases,
     row_to_result,
     schema,
     shard_is_complete,

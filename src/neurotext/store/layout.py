@@ -47,6 +47,7 @@ def schema(d_emb: int) -> pa.Schema:
         ("restarts_detail", pa.list_(restart_type(d_emb))),
         ("stability", STABILITY_TYPE),
         ("centroid", CENTROID_TYPE),
+        *PHRASE_COLUMNS,
     ])
 
 
@@ -92,9 +93,57 @@ def old_store_hint(directory, what: str) -> str:
             f"columns), so {what} is not available; recompute with neurotext sweep ... --force")
 
 
-def results_to_table(results, d_emb: int) -> pa.Table:
-    """NeuronResults -> Arrow table with :func:`schema`."""
+#: Best real phrases (``sweep --phrases``); null when the sweep ran without them. Lists run over the
+#: lengths, shortest first; ``phrase_token_activation`` is the best allowed single token's activation.
+PHRASE_COLUMNS = [
+    ("phrase_lengths", pa.list_(pa.int32())), ("phrase_texts", pa.list_(pa.string())),
+    ("phrase_tokens", pa.list_(pa.list_(pa.string()))), ("phrase_ids", pa.list_(pa.list_(pa.int32()))),
+    ("phrase_activations", pa.list_(pa.float64())), ("phrase_positions", pa.list_(pa.int32())),
+    ("phrase_curves", pa.list_(pa.list_(pa.float32()))),
+    ("best_phrase", pa.string()), ("best_phrase_activation", pa.float64()), ("best_phrase_length", pa.int32()),
+    ("phrase_token_activation", pa.float64()),
+]
+
+
+def _phrase_fields(p) -> dict:
+    """A PhraseResult (or None) -> the values of :data:`PHRASE_COLUMNS`."""
+    if p is None:
+        return {name: None for name, _ in PHRASE_COLUMNS}
+    ph = p.phrases
+    return {
+        "phrase_lengths": [d["length"] for d in ph], "phrase_texts": [d["text"] for d in ph],
+        "phrase_tokens": [[t["token"] for t in d["tokens"]] for d in ph],
+        "phrase_ids": [[t["id"] for t in d["tokens"]] for d in ph],
+        "phrase_activations": [d["activation"] for d in ph], "phrase_positions": [d["position"] for d in ph],
+        "phrase_curves": [d["curve"] for d in ph],
+        "best_phrase": p.best_phrase["text"], "best_phrase_activation": p.best_phrase["activation"],
+        "best_phrase_length": p.best_phrase["length"], "phrase_token_activation": p.best_token_activation,
+    }
+
+
+def row_to_phrases(row: dict, model: str):
+    """A store row (dict) -> PhraseResult, or None when the sweep ran without phrases."""
+    if not row.get("phrase_lengths"):
+        return None
+    from ..phrases import PhraseResult
+
+    curves = row.get("phrase_curves") or [[]] * len(row["phrase_lengths"])
+    phrases = [{"length": n, "tokens": [{"token": t, "id": i} for t, i in zip(toks, ids)], "text": text,
+                "activation": a, "position": pos, "curve": list(curve or [])}
+               for n, text, toks, ids, a, pos, curve in zip(
+                   row["phrase_lengths"], row["phrase_texts"], row["phrase_tokens"], row["phrase_ids"],
+                   row["phrase_activations"], row["phrase_positions"], curves)]
+    best = max(phrases, key=lambda d: d["activation"])
+    return PhraseResult(neuron=row["neuron"], model=model, phrases=phrases,
+                        best_phrase={k: v for k, v in best.items() if k != "curve"},
+                        best_token_activation=row["phrase_token_activation"], ft_activation=row["activation"],
+                        seed=row["seed"])
+
+
+def results_to_table(results, d_emb: int, phrases: dict | None = None) -> pa.Table:
+    """NeuronResults (and optionally their PhraseResults, by neuron name) -> Arrow table with :func:`schema`."""
     rows = []
+    phrases = phrases or {}
     for r in results:
         layer, site, unit = r.neuron[1:].split(".")
         rows.append({
@@ -123,6 +172,7 @@ def results_to_table(results, d_emb: int) -> pa.Table:
                 "nearest_tokens": [t["token"] for t in r.centroid["nearest"]],
                 "nearest_cosines": [t["cosine"] for t in r.centroid["nearest"]],
                 "restarts": r.centroid["restarts"]},
+            **_phrase_fields(phrases.get(r.neuron)),
         })
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
 
@@ -220,7 +270,7 @@ def read_table(directory, columns=None) -> pa.Table:
             tables.append(pq.read_table(p, columns=columns))
         except Exception as e:  # noqa: BLE001
             raise NeurotextError(f"{p} is unreadable ({e}); rerun the sweep to recompute it") from e
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(tables, promote_options="default")  # shards written before a column was added
     if columns is None or {"layer", "site", "unit"} <= set(columns):
         table = table.sort_by([("layer", "ascending"), ("site", "ascending"), ("unit", "ascending")])
     return table

@@ -56,7 +56,7 @@ class _Worker:
     """Holds one Textualizer (model loaded once, on the actor's GPU if it has one) and turns shards into
     Arrow tables."""
 
-    def __init__(self, source, cfg, cache_dir, threads, device="cpu"):
+    def __init__(self, source, cfg, cache_dir, threads, device="cpu", phrases=None):
         import torch
 
         from ..model.adapters import load_model
@@ -64,11 +64,16 @@ class _Worker:
 
         torch.set_num_threads(threads)
         self.tx = Textualizer(load_model(source, device=device), cfg, cache_dir=cache_dir, progress=False)
+        self.phraser = None
+        if phrases is not None:
+            from ..phrases import Phraser
+
+            self.phraser = Phraser(self.tx.model, phrases, progress=False, scans=self.tx.scans)
 
     def run(self, neurons):
-        from .layout import results_to_table
+        from .sweep import compute_shard
 
-        return results_to_table(self.tx.run(neurons), int(self.tx.model.embeddings.shape[1]))
+        return compute_shard(self.tx, self.phraser, neurons, int(self.tx.model.embeddings.shape[1]))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -83,8 +88,10 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise NeurotextError(f"could not connect to Ray at {address}: {e}") from e
 
 
-def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0):
-    """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs)."""
+def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0,
+               phrases=None):
+    """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs; with
+    ``phrases``, a PhraseConfig, each shard also holds its neurons' best real phrases)."""
     import torch
 
     check_gpus_per_worker(gpus_per_worker)
@@ -110,7 +117,7 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpu
         threads = torch.get_num_threads()
         device = "cuda" if gpus_per_worker else "cpu"
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, device)
+        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, device, phrases)
                                    for _ in range(max(workers, 1))])
         by_index = dict(enumerate(shards))
         results = pool.map_unordered(lambda a, item: a.run.remote(item[1].neurons), list(by_index.items()))

@@ -48,18 +48,38 @@ def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
     return shards
 
 
-def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int) -> dict:
-    """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding."""
+def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int, phrases=None) -> dict:
+    """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding
+    (and the phrase settings, recorded only for a sweep with ``--phrases``)."""
     import hashlib
 
     digest = hashlib.blake2b("\n".join(n.name for n in neurons).encode(), digest_size=16).hexdigest()
-    return {
+    extra = {} if phrases is None else {"phrases": phrase_settings(phrases)}
+    return {**extra,
         "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
                   "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
                   "d_emb": int(model.embeddings.shape[1]), "vocab_size": int(model.embeddings.shape[0])},
         "config": asdict(cfg),
         "neurons": {"count": len(neurons), "digest": digest, "shard_size": shard_size},
     }
+
+
+def phrase_settings(cfg) -> dict:
+    """A PhraseConfig as recorded in the manifest: every field that changes results (not batch_size)."""
+    d = asdict(cfg)
+    d.pop("batch_size", None)
+    d["lengths"] = list(d["lengths"])
+    return d
+
+
+def compute_shard(tx, phraser, neurons: list[Neuron], d_emb: int):
+    """One shard's table: FT results, plus the phrases when ``phraser`` is set (FT activations beside them)."""
+    results = tx.run(neurons)
+    phrases = None
+    if phraser is not None:
+        ft = {r.neuron: r.activation for r in results}
+        phrases = {p.neuron: p for p in phraser.run(neurons, ft)}
+    return layout.results_to_table(results, d_emb, phrases)
 
 
 class Progress:
@@ -137,8 +157,9 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
         (out / layout.MANIFEST).unlink()
     if (out / layout.MANIFEST).exists():
         old = layout.read_manifest(out)
-        for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size")):
-            if old.get(key) != identity[key]:
+        for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size"),
+                          ("phrases", "phrase settings")):
+            if old.get(key) != identity.get(key):
                 raise NeurotextError(
                     f"{out} holds a sweep with another {what}; refusing to mix results "
                     f"(use another --out, or --force to discard the existing store)")
@@ -174,7 +195,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
 def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_size: int | None = None,
               executor: str = "local", ray_address: str | None = None, workers: int = 1, force: bool = False,
               cache_dir=None, log=print, device: str | None = "auto", wait: bool = False,
-              gpus_per_worker: float = 0.0) -> dict:
+              gpus_per_worker: float = 0.0, phrases=None) -> dict:
     """Textualize every neuron of ``neurons`` into the store ``out``; resumable.
 
     Args:
@@ -191,6 +212,8 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
             Ray the actors compute on ``cuda`` when ``gpus_per_worker`` > 0, else on the CPU.
         wait: if another sweep is writing ``out``, wait for it instead of refusing.
         gpus_per_worker: GPUs per Ray actor (fractions share a GPU); 0 = CPU actors.
+        phrases: a :class:`neurotext.engine.phrase.PhraseConfig`: also store each neuron's best real
+            phrases of its lengths (None: no phrases).
 
     Returns:
         {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
@@ -220,12 +243,14 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     out = Path(out)
     ensure_dir(out)
     with StoreLock(out, wait=wait, log=log):  # tmp files are removed and shards written only under the lock
-        pending = prepare_store(out, _identity(m, cfg, parsed, shard_size), shards, force, log, device=record)
+        pending = prepare_store(out, _identity(m, cfg, parsed, shard_size, phrases), shards, force, log,
+                                device=record)
         return _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log,
-                        gpus_per_worker)
+                        gpus_per_worker, phrases)
 
 
-def _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log, gpus_per_worker) -> dict:
+def _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log, gpus_per_worker,
+             phrases) -> dict:
     total = len(parsed)
     todo = sum(len(s.neurons) for s in pending)
     if not pending:
@@ -241,14 +266,19 @@ def _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache
             from ..textualize import Textualizer
 
             tx = Textualizer(m, cfg, cache_dir=cache_dir, progress=False)
+            phraser = None
+            if phrases is not None:
+                from ..phrases import Phraser
+
+                phraser = Phraser(m, phrases, progress=False, scans=tx.scans)
             for s in pending:
-                layout.write_shard(out, s.name, layout.results_to_table(tx.run(s.neurons), d_emb))
+                layout.write_shard(out, s.name, compute_shard(tx, phraser, s.neurons, d_emb))
                 progress.update(len(s.neurons))
         else:
             from .ray_executor import run_on_ray
 
             for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir,
-                                       gpus_per_worker=gpus_per_worker):
+                                       gpus_per_worker=gpus_per_worker, phrases=phrases):
                 layout.write_shard(out, s.name, table)
                 progress.update(len(s.neurons))
     finally:

@@ -29,6 +29,12 @@
       title: "tokens nearest to the best restart's FT vector (cosine): one optimum among several" },
     { key: "best_tokens", label: "best real tokens", title: "best tokens of the exhaustive vocabulary scan" }
   ];
+  // shown when the sweep stored real phrases (neurotext sweep --phrases; the index's atlas-meta says so)
+  var PHRASE_COLUMNS = [
+    { key: "phrase_activation", label: "phrase act.", num: true,
+      title: "activation of the best real phrase (the best over the phrase lengths searched)" },
+    { key: "phrase_tokens", label: "best real phrase", title: "tokens of the best real phrase, in order" }
+  ];
 
   function $(id) { return document.getElementById(id); }
 
@@ -73,7 +79,10 @@
         stability_cosine: c.stability_cosine === undefined ? null : r[c.stability_cosine],
         reproducible: c.reproducible === undefined ? null : r[c.reproducible],
         consensus_tokens: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []),
-        cnorm: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []).map(norm)
+        cnorm: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []).map(norm),
+        phrase_activation: c.phrase_activation === undefined ? null : r[c.phrase_activation],
+        phrase_tokens: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []),
+        pnorm: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []).map(norm)
       };
     });
     readHash();
@@ -97,14 +106,16 @@
     var near = w === "both" || w === "nearest" ? position(row.nnorm, q, state.partial) : -1;
     var best = w === "both" || w === "best" ? position(row.bnorm, q, state.partial) : -1;
     var cons = w === "both" || w === "consensus" ? position(row.cnorm, q, state.partial) : -1;
+    var phrase = w === "both" || w === "phrase" ? position(row.pnorm, q, state.partial) : -1;
     var named = null;
     if (qname) named = row.lname === qname ? -2 : (row.lname.indexOf(qname) === 0 ? -1 : null);
-    if (named === null && near < 0 && best < 0 && cons < 0) return null;
-    // rank: where the token stands; at equal positions consensus first, then FT nearest, then best tokens
+    if (named === null && near < 0 && best < 0 && cons < 0 && phrase < 0) return null;
+    // rank: where the token stands; at equal positions consensus first, then FT nearest, then best tokens;
+    // phrases last
     var ranks = [cons >= 0 ? 3 * cons : Infinity, near >= 0 ? 3 * near + 1 : Infinity,
-                 best >= 0 ? 3 * best + 2 : Infinity];
-    var rank = named !== null ? named : Math.min(ranks[0], ranks[1], ranks[2]);
-    return { rank: rank, near: near, best: best, cons: cons };
+                 best >= 0 ? 3 * best + 2 : Infinity, phrase >= 0 ? 1000 : Infinity];
+    var rank = named !== null ? named : Math.min(ranks[0], ranks[1], ranks[2], ranks[3]);
+    return { rank: rank, near: near, best: best, cons: cons, phrase: phrase };
   }
 
   function filter() {
@@ -171,12 +182,20 @@
     return td;
   }
 
+  function phraseCell(tokens, hitAt) {
+    // a phrase is read in order: every token is shown
+    var td = el("td", "toks phrase");
+    for (var i = 0; i < tokens.length; i++) td.appendChild(tokenChip(tokens[i], i === hitAt, i));
+    return td;
+  }
+
   function renderHead() {
     var tr = document.querySelector("#table thead tr");
     COLUMNS.forEach(function (col) {
       var th = el("th", col.num ? "num" : "");
       th.title = col.title;
-      if (col.key === "nearest_tokens" || col.key === "best_tokens" || col.key === "consensus_tokens") {
+      if (col.key === "nearest_tokens" || col.key === "best_tokens" || col.key === "consensus_tokens" ||
+          col.key === "phrase_tokens") {
         th.textContent = col.label;
       } else {
         var b = el("button", "sort", col.label);
@@ -207,19 +226,26 @@
       a.href = "neurons/" + encodeURIComponent(r.neuron) + ".html";
       td.appendChild(a);
       tr.appendChild(td);
-      COLUMNS.forEach(function (col) {
-        if (col.num) tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed)));
+      COLUMNS.forEach(function (col) { // cells in the header's order
+        if (col.num) { tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed))); return; }
+        if (col.key === "consensus_tokens") {
+          var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
+          if (r.reproducible === false) {
+            var mark = el("span", "chip-unstable", "restarts disagree");
+            mark.title = "the restarts' nearest tokens overlap no more than optima of unrelated neurons " +
+              "(or share no token)";
+            ctd.appendChild(mark);
+            tr.classList.add("unstable");
+          }
+          tr.appendChild(ctd);
+        } else if (col.key === "nearest_tokens") {
+          tr.appendChild(tokenCell(r.nearest_tokens, r.m ? r.m.near : -1));
+        } else if (col.key === "best_tokens") {
+          tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
+        } else if (col.key === "phrase_tokens") {
+          tr.appendChild(phraseCell(r.phrase_tokens, r.m ? r.m.phrase : -1));
+        }
       });
-      var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
-      if (r.reproducible === false) {
-        var mark = el("span", "chip-unstable", "restarts disagree");
-        mark.title = "the restarts' nearest tokens overlap no more than optima of unrelated neurons (or share no token)";
-        ctd.appendChild(mark);
-        tr.classList.add("unstable");
-      }
-      tr.appendChild(ctd);
-      tr.appendChild(tokenCell(r.nearest_tokens, r.m ? r.m.near : -1));
-      tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
       frag.appendChild(tr);
     });
     document.querySelector("#table tbody").replaceChildren(frag);
@@ -243,7 +269,7 @@
   function readHash() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
     state.q = p.get("q") || "";
-    state.where = ["both", "consensus", "nearest", "best"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
+    state.where = ["both", "consensus", "nearest", "best", "phrase"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
     state.partial = p.get("partial") === "1";
     $("q").value = state.q;
     $("where").value = state.where;
@@ -261,6 +287,9 @@
   }
 
   function init() {
+    var meta = $("atlas-meta") ? JSON.parse($("atlas-meta").textContent) : {};
+    state.phrases = !!meta.phrases;
+    if (state.phrases) COLUMNS = COLUMNS.concat(PHRASE_COLUMNS);
     renderHead();
     var timer = null;
     $("q").addEventListener("input", function () {
