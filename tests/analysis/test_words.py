@@ -87,7 +87,7 @@ def test_cli_json_text_and_plots(tiny_store, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert json.loads((out / "words.json").read_text()) == doc
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == sorted([f"words_{s}.png" for s in STATS] + ["words_word_like.png"])
+    assert pngs == sorted([f"words_{s}.png" for s in STATS] + ["words_word_like.png", "words_stability.png"])
     assert all((out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert main(["words", str(tiny_store), "--top", "5"]) == 0
     text = capsys.readouterr().out
