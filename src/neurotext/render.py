@@ -24,6 +24,11 @@ def render_result(r) -> str:
         left = f"{near[i]['token']:<{width}}  {near[i]['cosine']:>7.3f}" if i < len(near) else " " * (width + 9)
         right = f"{best[i]['token']:<{width}}  {best[i]['activation']:>10.4f}" if i < len(best) else ""
         lines.append(f"  {left}   {right}")
+    for label, side in (("promotes", getattr(r, "promotes", None)), ("suppresses", getattr(r, "suppresses", None))):
+        if side:
+            lines.append(f"  writes: {label:<10} " + ", ".join(f"{d['token']!r} {d['logit']:+.2f}" for d in side))
+    if getattr(r, "readout", ""):
+        lines.append(f"  (read out through the {r.readout})")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
     return "\n".join(line for line in lines if line)
 

@@ -44,6 +44,10 @@ def schema(d_emb: int) -> pa.Schema:
         ("overlap_at_10", pa.float64()),
         ("steps", i32), ("restarts", i32), ("seconds", pa.float64()), ("seed", pa.int64()),
         ("curve", pa.list_(f32)),
+        # what the neuron writes (the output side), best first; readout: how it was read out
+        ("promotes_ids", pa.list_(i32)), ("promotes_tokens", pa.list_(pa.string())), ("promotes_logits", pa.list_(f32)),
+        ("suppresses_ids", pa.list_(i32)), ("suppresses_tokens", pa.list_(pa.string())),
+        ("suppresses_logits", pa.list_(f32)), ("readout", pa.string()),
     ])
 
 
@@ -65,8 +69,23 @@ def results_to_table(results, d_emb: int) -> pa.Table:
             "best_activations": [d["activation"] for d in r.best_tokens],
             "overlap_at_10": r.overlap_at_10, "steps": r.steps, "restarts": r.restarts,
             "seconds": r.seconds, "seed": r.seed, "curve": r.curve,
+            **_side_columns("promotes", r.promotes), **_side_columns("suppresses", r.suppresses),
+            "readout": r.readout,
         })
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
+
+
+def _side_columns(name: str, side: list[dict]) -> dict:
+    """promotes / suppresses ({token, id, logit} dicts) -> the store's three list columns."""
+    return {f"{name}_ids": [d["id"] for d in side], f"{name}_tokens": [d["token"] for d in side],
+            f"{name}_logits": [d["logit"] for d in side]}
+
+
+def _side_of(row: dict, name: str) -> list[dict]:
+    """The inverse of :func:`_side_columns`; empty for stores written before these columns existed."""
+    return [{"token": t, "id": i, "logit": v}
+            for t, i, v in zip(row.get(f"{name}_tokens") or [], row.get(f"{name}_ids") or [],
+                               row.get(f"{name}_logits") or [])]
 
 
 def row_to_result(row: dict, model: str):
@@ -83,6 +102,7 @@ def row_to_result(row: dict, model: str):
                      for t, i, a in zip(row["best_tokens"], row["best_ids"], row["best_activations"])],
         overlap_at_10=row["overlap_at_10"], steps=row["steps"], seconds=row["seconds"], seed=row["seed"],
         restarts=row["restarts"], curve=list(row["curve"] or []),
+        promotes=_side_of(row, "promotes"), suppresses=_side_of(row, "suppresses"), readout=row.get("readout") or "",
     )
 
 
