@@ -27,7 +27,7 @@ def test_smollm2_activation_equals_plain_forward():
     m = load_model("smollm2")
     assert m.name == "SmolLM2-135M-Instruct" and m.decoder and m.n_layers == 30
     assert m.sizes == {"ffn": 1536, "out": 576} and m.embeddings.shape == (49152, 576)
-    results = textualize(["L2.ffn.7", "L14.ffn.100", "L28.out.5"], model=m, steps=30, restarts=2)
+    results = textualize(["L2.ffn.7", "L4.ffn.100", "L5.out.5"], model=m, steps=30, restarts=2)  # shallow: cheap scan
     hf = AutoModelForCausalLM.from_pretrained(m.source).eval()  # the cached safetensors copy, plain HF
     for r in results:
         layer, site, unit = r.neuron[1:].split(".")
@@ -35,10 +35,11 @@ def test_smollm2_activation_equals_plain_forward():
         got = {}
         block = hf.model.layers[layer]
         if site == "ffn":
-            handle = block.mlp.down_proj.register_forward_pre_hook(lambda mod, a: got.setdefault("v", a[0][0, -1]))
+            handle = block.mlp.down_proj.register_forward_pre_hook(
+                lambda mod, a, got=got: got.setdefault("v", a[0][0, -1]))
         else:
             handle = block.register_forward_hook(
-                lambda mod, a, out: got.setdefault("v", (out[0] if isinstance(out, tuple) else out)[0, -1]))
+                lambda mod, a, out, got=got: got.setdefault("v", (out[0] if isinstance(out, tuple) else out)[0, -1]))
         emb = hf.get_input_embeddings().weight
         seq = torch.stack([emb[m.prefix_ids[0]], torch.from_numpy(r.vector)]).unsqueeze(0)  # (1, 2, d): BOS x
         with torch.no_grad():

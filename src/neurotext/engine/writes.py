@@ -36,6 +36,9 @@ def top_writes(model, vectors: torch.Tensor, k: int = SCAN_TOP) -> Writes:
     """Read residual-stream vectors (N, d) out into the vocabulary; keep the k highest and lowest logits."""
     transform, w_u, what = model.readout()
     k = min(k, w_u.shape[0])
+    if transform is None:  # no readout for this model: empty lists
+        empty = torch.empty((len(vectors), 0))
+        return Writes(empty.long(), empty, empty.long(), empty, readout=what)
     parts = []
     for start in range(0, len(vectors), WRITE_CHUNK):
         logits = transform(vectors[start:start + WRITE_CHUNK].to(w_u.device)) @ w_u.T  # (n, V)

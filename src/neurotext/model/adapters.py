@@ -318,6 +318,8 @@ class Model:
         """
         n_vocab = self.embeddings.shape[0]
         if not self.decoder:
+            if self.embeddings.shape[1] != self.sizes["out"]:  # e.g. ELECTRA's projected embeddings: no readout
+                return None, self.embeddings.float(), "none (embedding size differs from the hidden size)"
             return (lambda v: v), self.embeddings.float(), "input embeddings"
         norm = _get(self.base, self.arch.final_norm)
         scale = norm.weight.detach().float()  # (d,)
