@@ -34,12 +34,12 @@ def test_smollm2_activation_equals_plain_forward():
         layer, unit = int(layer), int(unit)
         got = {}
         block = hf.model.layers[layer]
-        if site == "ffn":
+        if site == "ffn":  # the down projection's input; hooks return None so nothing is replaced
             handle = block.mlp.down_proj.register_forward_pre_hook(
-                lambda mod, a, got=got: got.setdefault("v", a[0][0, -1]))
+                lambda mod, a, got=got: got.update(v=a[0][0, -1]))
         else:
             handle = block.register_forward_hook(
-                lambda mod, a, out, got=got: got.setdefault("v", (out[0] if isinstance(out, tuple) else out)[0, -1]))
+                lambda mod, a, out, got=got: got.update(v=(out[0] if isinstance(out, tuple) else out)[0, -1]))
         emb = hf.get_input_embeddings().weight
         seq = torch.stack([emb[m.prefix_ids[0]], torch.from_numpy(r.vector)]).unsqueeze(0)  # (1, 2, d): BOS x
         with torch.no_grad():
