@@ -32,6 +32,69 @@ TINY = {
 }
 
 
+#: Decoder LMs: config class, kwargs, and the test's own knowledge of the module tree (base-model relative):
+#: the ffn's first projection, the gate (gated MLPs), the output projection and the final norm.
+_DEC = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=32)
+TINY_DECODERS = {
+    "gpt2": dict(cls="GPT2Config", ffn="h.{}.mlp.c_fc", gate=None, down="h.{}.mlp.c_proj", norm="ln_f",
+                 block="h.{}", kw=dict(n_embd=32, n_layer=3, n_head=4, n_inner=64, n_positions=32)),
+    "gpt_neox": dict(cls="GPTNeoXConfig", ffn="layers.{}.mlp.dense_h_to_4h", gate=None,
+                     down="layers.{}.mlp.dense_4h_to_h", norm="final_layer_norm", block="layers.{}",
+                     kw=dict(_DEC, rotary_pct=0.5, tie_word_embeddings=False)),
+    "llama": dict(cls="LlamaConfig", ffn="layers.{}.mlp.up_proj", gate="layers.{}.mlp.gate_proj",
+                  down="layers.{}.mlp.down_proj", norm="norm", block="layers.{}",
+                  kw=dict(_DEC, num_key_value_heads=2, tie_word_embeddings=False)),
+    "qwen2": dict(cls="Qwen2Config", ffn="layers.{}.mlp.up_proj", gate="layers.{}.mlp.gate_proj",
+                  down="layers.{}.mlp.down_proj", norm="norm", block="layers.{}",
+                  kw=dict(_DEC, num_key_value_heads=2, tie_word_embeddings=True)),
+    "mistral": dict(cls="MistralConfig", ffn="layers.{}.mlp.up_proj", gate="layers.{}.mlp.gate_proj",
+                    down="layers.{}.mlp.down_proj", norm="norm", block="layers.{}",
+                    kw=dict(_DEC, num_key_value_heads=2, tie_word_embeddings=False)),
+}
+
+
+def _word_level_tokenizer(words, bos: bool = True):
+    """A fast word-level tokenizer made locally: <s> (BOS, unless bos=False), </s>, <unk>, then the words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = (["<s>"] if bos else []) + ["</s>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials + list(words))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>", unk_token="<unk>",
+                                  **({"bos_token": "<s>"} if bos else {}))
+    return tok, len(vocab)
+
+
+def make_tiny_decoder(path, arch: str, words=WORDS, seed: int = 0, bos: bool = True):
+    """Save a random-initialized tiny decoder LM of ``arch`` (with its LM head) and a word-level tokenizer."""
+    import torch
+    import transformers
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok, n = _word_level_tokenizer(words, bos=bos)
+    spec = TINY_DECODERS[arch]
+    ids = dict(bos_token_id=0 if bos else None, eos_token_id=tok.eos_token_id, pad_token_id=None)
+    config = getattr(transformers, spec["cls"])(vocab_size=n, **ids, **spec["kw"])
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # larger than the 0.02 init, so activations are not all near zero
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-dec")
+    return {arch: make_tiny_decoder(root / arch, arch) for arch in TINY_DECODERS}
+
+
 def _wordpiece_tokenizer(path, words):
     from transformers import BertTokenizer
 

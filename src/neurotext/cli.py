@@ -47,8 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_model(p):
     p.add_argument("--model", default=None,
-                   help="hub name (local cache only), local model directory, or omitted for the bundled "
-                        "all-MiniLM-L6-v2 (no network needed)")
+                   help="hub name (local cache only), local model directory, smollm2 (the bundled decoder "
+                        "SmolLM2-135M-Instruct), or omitted for the bundled all-MiniLM-L6-v2 (no network needed)")
 
 
 def _add_device(p):
@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "textualize", help="textualize neurons and print their tokens and metrics",
-        description="Optimize an input vector x in the template [CLS] x [SEP] to maximize each neuron, then "
-                    "show the tokens nearest to x (cosine) beside the best real tokens from an exhaustive "
-                    "vocabulary scan, and how much activation survives when x becomes its nearest token.",
+        description="Optimize an input vector x in the template ([CLS] x [SEP] for encoders, BOS x for decoder "
+                    "LMs) to maximize each neuron, then show the tokens nearest to x (cosine) beside the best real "
+                    "tokens from an exhaustive vocabulary scan, how much activation survives when x becomes its "
+                    "nearest token, and the tokens the neuron's output weights promote and suppress.",
         epilog="Neurons are L{layer}.{site}.{unit}, counted from 0; sites: "
                + "; ".join(f"{k} = {v}" for k, v in SITES.items())
                + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9.",
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
     _add_device(p)
+    p.add_argument("--prefix", default=None, metavar="TEXT",
+                   help="decoder LMs: fixed text between BOS and x (template BOS TEXT x; default BOS x)")
+    g = p.add_argument_group("any direction (probe weights, SAE encoder rows)")
+    g.add_argument("--direction", default=None, metavar="FILE",
+                   help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of "
+                        "--at; each is textualized like a neuron and named SITE@FILE#row")
+    g.add_argument("--at", default=None, metavar="SITE", help="where the directions live: L{layer}.{site}, e.g. L3.out")
     _add_ft(p)
     _add_json(p, "print one JSON document (a list, one object per neuron)", vector=True)
     p.set_defaults(run=_cmd_textualize)
@@ -384,14 +392,21 @@ def _cmd_textualize(args) -> int:
     from .render import render_result
     from .textualize import Textualizer
 
-    if not args.neurons:
+    if args.direction is None and args.at is not None:
+        raise NeurotextError("--at needs --direction FILE")
+    if not args.neurons and args.direction is None:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext textualize L3.ffn.42")
     from .model.adapters import load_model
 
     cfg = _ft_config(args)
-    tx = Textualizer(load_model(args.model, device=args.device), cfg)
-    neurons = tx.model.parse(args.neurons)  # validated before any work starts
-    results = tx.run(neurons)
+    tx = Textualizer(load_model(args.model, device=args.device, prefix=args.prefix), cfg)
+    neurons = tx.model.parse(args.neurons) if args.neurons else []  # validated before any work starts
+    directions = _directions(args, tx.model) if args.direction is not None else None
+    results = tx.run(neurons) if neurons else []
+    if directions is not None:
+        (layer, site), rows = directions
+        names = [f"L{layer}.{site}@{args.direction}#{i}" for i in range(len(rows))]
+        results += tx.run_directions(layer, site, rows, names)
     if args.json:
         docs = [r.to_dict(vector=not args.no_vector) for r in results]
         for d in docs:
@@ -400,6 +415,22 @@ def _cmd_textualize(args) -> int:
     else:
         print("\n\n".join(render_result(r) for r in results))
     return 0
+
+
+def _directions(args, model):
+    """((layer, site), directions (N, units)) from --direction FILE --at L3.out, validated."""
+    import re
+
+    from .engine.directions import load_directions
+
+    if args.at is None:
+        raise NeurotextError("--direction needs --at L{layer}.{site}, e.g. --at L3.out")
+    m = re.fullmatch(r"L(\d+)\.(\w+)", args.at)
+    if not m or int(m.group(1)) >= model.n_layers or m.group(2) not in model.sizes:
+        raise NeurotextError(f"--at {args.at!r} is not a site of {model.name}: use L{{layer}}.{{site}} with layer "
+                             f"0-{model.n_layers - 1} and site one of {', '.join(model.sizes)}, e.g. L3.out")
+    layer, site = int(m.group(1)), m.group(2)
+    return (layer, site), load_directions(args.direction, model.sizes[site], f"L{layer}.{site}")
 
 
 def _dump_json(doc) -> None:

@@ -51,6 +51,11 @@ def render_result(r) -> str:
         for d in r.restarts_detail:
             tokens = ", ".join(t["token"] for t in d["nearest"])
             lines.append(f"    #{d['restart']:<3} {d['activation']:>9.4f}: {tokens}")
+    for label, side in (("promotes", getattr(r, "promotes", None)), ("suppresses", getattr(r, "suppresses", None))):
+        if side:
+            lines.append(f"  writes: {label:<10} " + ", ".join(f"{d['token']!r} {d['logit']:+.2f}" for d in side))
+    if getattr(r, "readout", ""):
+        lines.append(f"  (read out through the {r.readout})")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
     return "\n".join(line for line in lines if line)
 

@@ -17,8 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import memory, objectives, stability
+from .engine.directions import vocabulary_projection
 from .engine.optimize import FTConfig, best_of_restarts, initial_points
 from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
+from .engine.writes import WritesCache, direction_writes, top_writes
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
@@ -52,6 +54,9 @@ class NeuronResult:
     # the normalized mean of the counted restarts' optima (engine.stability.centroid): {"activation",
     # "pre_activation", "nearest", "restarts"}; None for results from older stores
     centroid: dict | None = None
+    promotes: list[dict] = field(default_factory=list)  # what it writes, best first: {"token", "id", "logit"}
+    suppresses: list[dict] = field(default_factory=list)  # most negative logits first
+    readout: str = ""  # how promotes/suppresses were read out (Model.readout)
 
     def to_dict(self, vector: bool = True) -> dict:
         d = asdict(self)
@@ -92,6 +97,7 @@ class Textualizer:
         self.progress = progress
         self._oom = memory.OOMSplitter(log=lambda m: print(m, file=sys.stderr))
         self.scans = ScanCache(self.model, cache_dir, progress)
+        self.writes = WritesCache(self.model)
         self.radius = self.model.radius(self.config.percentile)
         emb = self.model.embeddings.float()
         self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (V, d_emb)
@@ -179,7 +185,9 @@ class Textualizer:
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
         _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), units)
-        details, stab, cents = self._restarts(layer, site, units, trace)
+        details, stab, cents = self._restarts(
+            lambda xs, rep: self.activations_of(layer, site, xs, units.repeat_interleave(rep)), trace)
+        writes = self.writes.get(layer, site)
         out = []
         for i, n in enumerate(neurons):
             a = float(act[i])
@@ -208,12 +216,90 @@ class Textualizer:
                 restarts_detail=details[i],
                 stability=stab[i],
                 centroid=cents[i],
+                **self._writes_fields(writes, n.unit),
             ))
         return out
 
-    def _restarts(self, layer: int, site: str, units: torch.Tensor, trace):
-        """Every restart's optimum (best first), the neuron's stability record and the centroid of its
-        counted restarts, per neuron: three lists.
+    def _writes_fields(self, writes, row: int) -> dict:
+        """promotes, suppresses and readout of row ``row`` of :class:`Writes`, cut to ``top``."""
+        k, tokens = self.config.top, self.model.tokens
+
+        def side(ids, logits):
+            return [{"token": tokens[t], "id": t, "logit": float(v)}
+                    for t, v in zip(ids[row, :k].tolist(), logits[row, :k].tolist())]
+
+        return dict(promotes=side(writes.promote_ids, writes.promote_logits),
+                    suppresses=side(writes.suppress_ids, writes.suppress_logits), readout=writes.readout)
+
+    # ------------------------------------------------------------------ any direction
+    def run_directions(self, layer: int, site: str, directions, names: list[str]) -> list[NeuronResult]:
+        """Textualize directions over the units of (layer, site) like neurons (``objectives.direction``).
+
+        Args:
+            directions: (N, units) array or tensor, one direction per row (probe weights, SAE encoder rows).
+            names: one name per row, e.g. ``L3.out@probe.npy#0``; with the seed it fixes each row's starts.
+
+        Returns:
+            One :class:`NeuronResult` per row: ``activation`` is the projection of the reported activations
+            onto the direction (``pre_activation``: of the objective's quantity), ``best_tokens`` the
+            vocabulary tokens with the highest projection, ``promotes``/``suppresses`` what the direction
+            writes (at ``ffn``: through the FFN's output projection).
+        """
+        cfg, model = self.config, self.model
+        if not 0 <= layer < model.n_layers or site not in model.sizes:
+            raise NeurotextError(f"no site L{layer}.{site} in {model.name}: layers 0-{model.n_layers - 1}, "
+                                 f"sites {', '.join(model.sizes)}")
+        d = torch.as_tensor(np.asarray(directions), dtype=torch.float32, device=model.device)  # (N, U)
+        if d.ndim != 2 or d.shape[1] != model.sizes[site] or len(d) != len(names):
+            raise NeurotextError(f"directions at L{layer}.{site} must be (N, {model.sizes[site]}) with one name per "
+                                 f"row, got {tuple(d.shape)} and {len(names)} names")
+        t0 = time.perf_counter()
+        r = cfg.restarts
+        keys = [f"{name}|{j}" for name in names for j in range(r)]
+        x0 = initial_points(model.embeddings, keys, cfg.seed, "token" if cfg.init == "scan" else cfg.init)
+        trace = best_of_restarts(model, layer, site, lambda rep: objectives.direction(d.repeat_interleave(rep, 0)),
+                                 x0, len(d), self.radius, cfg)
+        x = trace.x
+        seconds = (time.perf_counter() - t0) / len(d)
+
+        @torch.no_grad()
+        def project(inputs, dirs=d):  # (pre-activation, activation) projections onto each row's direction
+            pre = model.capture(inputs, [(layer, site)])[(layer, site)].all().float()  # (N, U)
+            return (pre * dirs).sum(1), (model.post(layer, site, pre) * dirs).sum(1)
+
+        pre, act = project(x)
+        details, stab, cents = self._restarts(lambda xs, rep: project(xs, d.repeat_interleave(rep, 0)), trace)
+        cos, ids = self.nearest(x, cfg.top)
+        _, near_act = project(model.embeddings[ids[:, 0]].float())
+        best_vals, best_ids = vocabulary_projection(model, layer, site, d, max(cfg.top, OVERLAP_K))
+        writes = top_writes(model, direction_writes(model, site, layer, d), cfg.top)
+        out = []
+        for i, name in enumerate(names):
+            a, na = float(act[i]), float(near_act[i])
+            near_ids = ids[i].tolist()
+            overlap = len(set(near_ids[:OVERLAP_K]) & set(best_ids[i, :OVERLAP_K].tolist()))
+            out.append(NeuronResult(
+                neuron=name, model=model.name, activation=a, pre_activation=float(pre[i]),
+                vector=x[i].detach().cpu().numpy().astype(np.float32),
+                nearest=[{"token": model.tokens[t], "id": t, "cosine": float(c)}
+                         for t, c in zip(near_ids, cos[i].tolist())],
+                nearest_activation=na, retention=retention_of(na, a),
+                best_tokens=[{"token": model.tokens[t], "id": t, "activation": float(v)}
+                             for t, v in zip(best_ids[i, :cfg.top].tolist(), best_vals[i, :cfg.top].tolist())],
+                overlap_at_10=overlap / min(OVERLAP_K, len(near_ids)), steps=cfg.steps, seconds=seconds,
+                seed=cfg.seed, restarts=r, curve=trace.curve[:, i].tolist(), **self._writes_fields(writes, i),
+                restarts_detail=details[i], stability=stab[i], centroid=cents[i],
+            ))
+        return out
+
+    def _restarts(self, evaluate, trace):
+        """Every restart's optimum (best first), the stability record and the centroid of the counted
+        restarts, per neuron (or direction): three lists.
+
+        Args:
+            evaluate: ``(x (N*rep, d_emb), rep) -> (pre_activation, activation)``, each (N*rep,), for inputs
+                whose rows are the N neurons repeated ``rep`` times (adjacent).
+            trace: the :class:`Trace` of :func:`best_of_restarts` (every restart's best x).
 
         The restarts' values are recomputed in float32 in one forward pass (whatever ``dtype`` the steps
         used), ordered by the optimized quantity (pre-activation for ffn), so the first restart is the
@@ -222,7 +308,7 @@ class Textualizer:
         cfg, model = self.config, self.model
         n, r, d = trace.restarts_x.shape
         flat = trace.restarts_x.reshape(n * r, d)  # (N*r, d_emb), restarts adjacent
-        pre, act = self.activations_of(layer, site, flat, units.repeat_interleave(r))
+        pre, act = evaluate(flat, r)
         pre, act = pre.view(n, r).cpu(), act.view(n, r).cpu()
         k = max(cfg.top, stability.JACCARD_K)
         cos, ids = self.nearest(flat, k)  # (N*r, k)
@@ -244,7 +330,7 @@ class Textualizer:
             keep = stability.counted([float(act[i, j]) for j in order], cfg.stability_tol)
             cents.append(stability.centroid(vecs[i, [order[j] for j in keep]]))
         c = torch.stack(cents).to(model.device)  # (N, d_emb)
-        c_pre, c_act = self.activations_of(layer, site, c, units)
+        c_pre, c_act = evaluate(c, 1)
         c_cos, c_ids = self.nearest(c, cfg.top)
         centroids = [{
             "activation": float(c_act[i]), "pre_activation": float(c_pre[i]),

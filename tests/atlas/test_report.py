@@ -428,8 +428,8 @@ def synth_store(path: Path, n_layers: int = 6, units: int = 1536, d: int = 384, 
                                               pa.array(curve.ravel())),
         }
         arrays = [c if isinstance(c, pa.Array) else pa.array(c, type=schema.field(k).type) for k, c in cols.items()]
-        store.write_shard(path, store.shard_name(layer, "ffn", 0, n - 1),
-                          pa.Table.from_arrays(arrays, schema=pa.schema([schema.field(k) for k in cols])))
+        part = pa.schema([schema.field(k) for k in cols])  # the store's columns this synthetic store fills
+        store.write_shard(path, store.shard_name(layer, "ffn", 0, n - 1), pa.Table.from_arrays(arrays, schema=part))
     return path
 
 

@@ -79,8 +79,8 @@ def test_path_that_is_not_a_model(tmp_path):
 
 
 def test_unsupported_architecture(tmp_path):
-    from transformers import GPT2Config
+    from transformers import GPTJConfig
 
-    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
-    with pytest.raises(NeurotextError, match="unsupported architecture 'gpt2'"):
+    GPTJConfig(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(NeurotextError, match="unsupported architecture 'gptj'.*supported are bert, camembert"):
         load_model(str(tmp_path))

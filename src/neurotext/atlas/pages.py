@@ -196,6 +196,27 @@ def _bar(fraction: float, cls: str) -> str:
     return f'<span class="bar {cls}"><span style="width:{w:.1f}%"></span></span>'
 
 
+def _writes_section(row: dict) -> str:
+    """The output side: tokens the neuron's output vector promotes and suppresses (empty for older stores)."""
+    sides = []
+    for key, title in (("promotes", "Promotes"), ("suppresses", "Suppresses")):
+        toks = list(zip(row.get(f"{key}_tokens") or [], row.get(f"{key}_logits") or []))
+        if not toks:
+            continue
+        scale = max(abs(v) for _, v in toks) or 1e-12
+        body = "".join(f'<tr><td class="rank">{rank}</td><td>{token_html(t, search_href(t))}</td>'
+                       f'<td class="barcell">{_bar(abs(v) / scale, "cos")}</td>'
+                       f'<td class="num">{fmt(v, "+.3f")}</td></tr>'
+                       for rank, (t, v) in enumerate(toks, 1))
+        sides.append(f'<div><h2>{title}</h2><p class="note">what it writes: logit of each token when its output '
+                     f'vector is read out</p><table class="toks">{body}</table></div>')
+    if not sides:
+        return ""
+    how = f" through the {esc(row['readout'])}" if row.get("readout") else ""
+    return (f'<section class="cols writes">{"".join(sides)}</section><p class="note">Output side: the neuron\'s '
+            f'output weight vector read out into the vocabulary{how}; the input side (above) is what it reads.</p>')
+
+
 def _neighbour(name: str | None, arrow: str, before: bool) -> str:
     if name is None:
         return '<span class="muted">&mdash;</span>'
@@ -271,7 +292,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
             f'<div><h2>Best real tokens</h2><p class="note">exhaustive vocabulary scan: activation of each token '
             f'in the template, beside the FT vector</p><table class="toks best">{rows_best()}</table></div></section>'
             f'<p class="note">Highlighted tokens are in both top-10 lists. A token links to the other neurons it '
-            f'appears for.</p>'
+            f'appears for.</p>{_writes_section(row)}'
             f'{restarts_html}'
             f'{phrases_section(row, act, best_act)}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'

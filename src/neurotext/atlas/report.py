@@ -51,6 +51,9 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
            "nearest_ids", "nearest_tokens", "nearest_cosines", "nearest_activation", "retention", "best_token",
            "best_activation", "best_ids", "best_tokens", "best_activations", "overlap_at_10", "steps", "restarts",
            "seconds", "seed", "curve"]
+#: The output side (what a neuron writes), read when the store has it (stores before it lack these columns).
+WRITE_COLUMNS = ["promotes_tokens", "promotes_ids", "promotes_logits", "suppresses_tokens", "suppresses_ids",
+                 "suppresses_logits", "readout"]
 #: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
                 "overlap_at_10", "nearest_tokens", "best_tokens", "stability_jaccard", "stability_cosine",
@@ -78,9 +81,14 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     """The store's manifest and its rows (without vectors), every neuron name checked to be canonical
     (a name becomes a filename in the site)."""
     manifest = store.read_manifest(store_dir)
+    import pyarrow.parquet as pq
+
+    shards = store.shard_paths(store_dir)
+    have = set(pq.read_schema(shards[0]).names) if shards else set()
     has_restarts = not store.missing_columns(store_dir)
     table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else [])
-                             + (PHRASE_COLUMNS if "phrases" in manifest else []))
+                             + (PHRASE_COLUMNS if "phrases" in manifest else [])
+                             + [c for c in WRITE_COLUMNS if c in have])
     if has_restarts:
         table = table.append_column("restarts_detail", _restarts_without_vectors(store_dir))
     rows = table.to_pylist()

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..model.bundled import default_cache_dir
 from ..model.names import SITES
 
 SCAN_TOP = 64  # best tokens kept per unit in the cache (the CLI's --top can be at most this)
@@ -38,13 +39,6 @@ class Scan:
 def tqdm_disable(progress: bool | None) -> bool | None:
     """tqdm's ``disable`` for a progress flag: None = only on a terminal (tqdm auto-disables otherwise)."""
     return None if progress is None else not progress
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("NEUROTEXT_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neurotext"
 
 
 class ScanCache:

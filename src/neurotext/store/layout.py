@@ -48,6 +48,10 @@ def schema(d_emb: int) -> pa.Schema:
         ("stability", STABILITY_TYPE),
         ("centroid", CENTROID_TYPE),
         *PHRASE_COLUMNS,
+        # what the neuron writes (the output side), best first; readout: how it was read out
+        ("promotes_ids", pa.list_(i32)), ("promotes_tokens", pa.list_(pa.string())), ("promotes_logits", pa.list_(f32)),
+        ("suppresses_ids", pa.list_(i32)), ("suppresses_tokens", pa.list_(pa.string())),
+        ("suppresses_logits", pa.list_(f32)), ("readout", pa.string()),
     ])
 
 
@@ -173,8 +177,23 @@ def results_to_table(results, d_emb: int, phrases: dict | None = None) -> pa.Tab
                 "nearest_cosines": [t["cosine"] for t in r.centroid["nearest"]],
                 "restarts": r.centroid["restarts"]},
             **_phrase_fields(phrases.get(r.neuron)),
+            **_side_columns("promotes", r.promotes), **_side_columns("suppresses", r.suppresses),
+            "readout": r.readout,
         })
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
+
+
+def _side_columns(name: str, side: list[dict]) -> dict:
+    """promotes / suppresses ({token, id, logit} dicts) -> the store's three list columns."""
+    return {f"{name}_ids": [d["id"] for d in side], f"{name}_tokens": [d["token"] for d in side],
+            f"{name}_logits": [d["logit"] for d in side]}
+
+
+def _side_of(row: dict, name: str) -> list[dict]:
+    """The inverse of :func:`_side_columns`; empty for stores written before these columns existed."""
+    return [{"token": t, "id": i, "logit": v}
+            for t, i, v in zip(row.get(f"{name}_tokens") or [], row.get(f"{name}_ids") or [],
+                               row.get(f"{name}_logits") or [])]
 
 
 def row_to_result(row: dict, model: str):
@@ -199,6 +218,7 @@ def row_to_result(row: dict, model: str):
         } for d in (row.get("restarts_detail") or [])],
         stability=row.get("stability"),
         centroid=_centroid_of(row.get("centroid")),
+        promotes=_side_of(row, "promotes"), suppresses=_side_of(row, "suppresses"), readout=row.get("readout") or "",
     )
 
 
