@@ -21,6 +21,16 @@ def stability_line(st, restarts: int) -> str:
             f"jaccard@10 {_fmt(st['jaccard_at_10'])}, activation spread {_fmt(st['activation_spread'])}; {verdict}")
 
 
+def centroid_line(c, activation: float) -> str:
+    """The headline read-out: the nearest tokens of the normalized mean of the counted restarts' optima
+    (measured more reproducible across seeds than any single optimum's, see the README)."""
+    if c is None or c.get("restarts", 0) < 2:
+        return ""
+    share = f" = {c['activation'] / activation:.2f} of the best restart's" if activation > 0 else ""
+    return (f"  centroid of the {c['restarts']} counted restarts (the reproducible read-out; activation "
+            f"{c['activation']:.4f}{share}):\n    " + ", ".join(t["token"] for t in c["nearest"]))
+
+
 def render_result(r) -> str:
     """One neuron: the consensus of its restarts, the best restart's nearest tokens and the best real
     tokens side by side, then the metrics and how reproducible the textualization is."""
@@ -34,6 +44,7 @@ def render_result(r) -> str:
         f"  nearest-token activation {r.nearest_activation:.4f}   retention {_fmt(r.retention)}   "
         f"overlap@10 {r.overlap_at_10:.2f}",
         stability_line(r.stability, r.restarts),
+        centroid_line(r.centroid, r.activation),
         f"  {'consensus of restarts':<{width + 9}}   {'FT nearest tokens, best restart':<{width + 9}}   "
         f"{'best real tokens (vocabulary scan)'}",
         f"  {'token':<{width}}  {'support':>7}   {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  "

@@ -330,7 +330,7 @@ def stability_figure(groups: list[dict], title: str, path: Path) -> Path:
                 ax.plot([], [], color=color, linewidth=6, alpha=0.6, label=labels[src])
             ticks = []
             for g in row:
-                rep = [f for f, v in zip(g["reproducible"], g["ft"]["jaccard_at_10"]) if v is not None]
+                rep = g["reproducible"]  # share over all neurons, as in the words table
                 frac = f"{100 * sum(rep) / len(rep):.0f}%" if rep else "n/a"
                 ticks.append(f"L{g['layer']}\nrepr. {frac}")
             ax.set_xticks(range(len(row)), ticks, fontsize=8)

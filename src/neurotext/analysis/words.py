@@ -450,7 +450,7 @@ def _render_stability(doc: dict) -> list[str]:
                 continue
             lines.append(f"    {g['layer']:<5} {g['site']:<4} {s['n_with_two_restarts']:>6}   "
                          f"{_q(s['stats'][stat]['ft'])}  {_q(s['stats'][stat]['baseline'])}".rstrip())
-    lines += ["  share reproducible (of the neurons with at least two counted restarts)",
+    lines += ["  share reproducible (of all neurons; n: those with at least two counted restarts)",
               f"    {'layer':<5} {'site':<4} {'n':>6} {'share':>7} {'threshold':>10}"]
     for g in doc["groups"]:
         s = g["stability"]

@@ -333,11 +333,25 @@ def _stability_html(row: dict) -> tuple[str, str]:
     ]
     cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
                     f'<div class="hint">{esc(h)}</div></div>' for k, v, h in figures)
+    cent = row.get("centroid")
+    cent_html = ""
+    if cent and cent.get("restarts", 0) >= 2:
+        act = row.get("activation")
+        share = f" ({fmt(cent['activation'] / act, '.0%')} of the best restart's)" if act and act > 0 else ""
+        pairs = list(zip(cent["nearest_tokens"] or [], cent["nearest_cosines"] or []))
+        cent_rows = "".join(
+            f'<tr><td class="rank">{i}</td><td>{token_html(t, search_href(t))}</td><td class="num">{fmt(c, ".3f")}'
+            f'</td></tr>' for i, (t, c) in enumerate(pairs, 1))
+        cent_html = (f'<div><h3>Centroid of the {esc(cent["restarts"])} counted restarts</h3><p class="note">nearest '
+                     f'tokens of the normalized mean of their optima: the read-out measured to be most reproducible '
+                     f'across seeds; its activation is {fmt(cent["activation"])}{esc(share)}</p>'
+                     f'<table class="toks centroid">{cent_rows}</table></div>')
     lead = (f'<section class="stability"><h2>Consensus of restarts</h2>{verdict}'
             f'<div class="cols"><div><p class="note">tokens in the top-10 of at least half of the counted restarts, '
             f'with the share that holds them</p>'
             + (f'<table class="toks consensus">{chips}</table>' if chips else '<p class="muted">no consensus token</p>')
-            + f'</div><div class="stabcards">{cards}</div></div></section>')
+            + f'</div><div class="stabcards">{cards}</div></div>'
+            + (f'<div class="cols">{cent_html}</div>' if cent_html else "") + '</section>')
     rows = "".join(
         f'<tr><td class="rank">#{esc(d["restart"])}</td><td class="num">{fmt(d["activation"])}</td><td>'
         + " ".join(token_html(t, search_href(t)) for t in d["nearest_tokens"] or []) + "</td></tr>"

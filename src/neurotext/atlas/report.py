@@ -87,6 +87,7 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     have = set(pq.read_schema(shards[0]).names) if shards else set()
     has_restarts = not store.missing_columns(store_dir)
     table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else [])
+                             + (["centroid"] if "centroid" in have else [])
                              + (PHRASE_COLUMNS if "phrases" in manifest else [])
                              + [c for c in WRITE_COLUMNS if c in have])
     if has_restarts:
