@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,17 +23,8 @@ import torch  # noqa: E402
 
 from neurotext import load_model  # noqa: E402
 from neurotext.engine.phrase import PhraseConfig  # noqa: E402
+from neurotext.model.devices import cpu_name  # noqa: E402
 from neurotext.phrases import Phraser  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main(argv=None) -> dict:

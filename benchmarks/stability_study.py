@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -32,18 +31,9 @@ import torch  # noqa: E402
 
 from neurotext import FTConfig, Textualizer, load_model  # noqa: E402
 from neurotext.engine import stability  # noqa: E402
+from neurotext.model.devices import cpu_name  # noqa: E402
 
 K = stability.JACCARD_K
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def readouts(tx: Textualizer, layer: int, site: str, unit: int, detail: list[dict], r: int, tol: float) -> dict:

@@ -21,6 +21,7 @@ from .engine.scan import ScanCache, tqdm_disable
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
+from .textualize import resolve_neurons
 
 NEURONS_PER_BATCH = 64  # neurons whose searches share one batch (rows = neurons x starts)
 START_TOKENS = 16  # best allowed scan tokens kept per neuron for the starts
@@ -75,16 +76,7 @@ class Phraser:
         Args:
             ft: optional FT activations by canonical neuron name, reported as ``ft_activation``.
         """
-        if isinstance(neurons, (str, Neuron)):
-            neurons = [neurons]
-        neurons = list(neurons)
-        if not neurons:
-            raise NeurotextError("no neurons given")
-        parsed = [n for n in neurons if isinstance(n, Neuron)]
-        specs = [n for n in neurons if not isinstance(n, Neuron)]
-        if specs:
-            parsed += self.model.parse(specs)
-        parsed = sorted(set(parsed))
+        parsed = resolve_neurons(self.model, neurons)
         groups: dict[tuple[int, str], list[Neuron]] = {}
         for n in parsed:
             groups.setdefault((n.layer, n.site), []).append(n)

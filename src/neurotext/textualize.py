@@ -76,6 +76,21 @@ def retention_of(nearest_activation: float, activation: float) -> float | None:
     return nearest_activation / activation
 
 
+def resolve_neurons(model: Model, neurons) -> list[Neuron]:
+    """Specs (``"L3.ffn.0-9"``) and :class:`Neuron` objects -> the sorted, de-duplicated neurons, validated
+    against ``model``; no neurons at all is an error."""
+    if isinstance(neurons, (str, Neuron)):
+        neurons = [neurons]
+    neurons = list(neurons)
+    if not neurons:
+        raise NeurotextError("no neurons given")
+    parsed = [n for n in neurons if isinstance(n, Neuron)]
+    specs = [n for n in neurons if not isinstance(n, Neuron)]
+    if specs:
+        parsed += model.parse(specs)
+    return sorted(set(parsed))
+
+
 class Textualizer:
     """Feature textualization of one model; holds the model, the settings and the scan cache.
 
@@ -105,16 +120,7 @@ class Textualizer:
     # ------------------------------------------------------------------ public
     def run(self, neurons) -> list[NeuronResult]:
         """Textualize neurons (specs or :class:`Neuron`); results in (layer, site, unit) order."""
-        if isinstance(neurons, (str, Neuron)):
-            neurons = [neurons]
-        neurons = list(neurons)
-        if not neurons:
-            raise NeurotextError("no neurons given")
-        parsed = [n for n in neurons if isinstance(n, Neuron)]
-        specs = [n for n in neurons if not isinstance(n, Neuron)]
-        if specs:
-            parsed += self.model.parse(specs)
-        parsed = sorted(set(parsed))
+        parsed = resolve_neurons(self.model, neurons)
         results = []
         groups: dict[tuple[int, str], list[Neuron]] = {}
         for n in parsed:
