@@ -76,6 +76,7 @@ NO_CUDA = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="th
     ["sweep", "L0.ffn.1", "--out", "{tmp}/s"],
     ["encode", "--words", "rain", "--layers", "0"],
     ["words", "{tmp}"],
+    ["phrase", "L0.ffn.1", "--lengths", "1,2"],
 ])
 def test_cuda_on_a_cpu_only_machine_is_one_line_exit_2(capsys, tmp_path, command):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + ["--device", "cuda"]

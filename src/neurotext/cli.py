@@ -274,6 +274,7 @@ def _add_phrase(sub):
     p.add_argument("--with-ft", action="store_true",
                    help="also run feature textualization (default settings, same seed) and show its activation")
     _add_json(p, "print one JSON document (a list, one object per neuron)")
+    _add_device(p)
     p.set_defaults(run=_cmd_phrase)
 
 
@@ -283,8 +284,10 @@ def _cmd_phrase(args) -> int:
 
     if not args.neurons:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext phrase L3.ffn.42")
+    from .model.adapters import load_model
+
     cfg = _phrase_config(args, args.lengths)
-    ph = Phraser(args.model, cfg)
+    ph = Phraser(load_model(args.model, device=args.device), cfg)
     neurons = ph.model.parse(args.neurons)  # validated before any work starts
     ft = None
     if args.with_ft:
