@@ -7,6 +7,7 @@ The oracle is the full causal-LM forward on input ids ``BOS t`` with hooks on th
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neurotext import NeurotextError, load_model
 from neurotext.engine.scan import ScanCache
@@ -57,6 +58,8 @@ def test_decoder_capture_matches_plain_forward(tiny_decoders, arch):
     ref, hidden, _ = hf_reference(path, arch, ids)
     x = m.embeddings[toks]
     gated = TINY_DECODERS[arch]["gate"] is not None
+    m.capture(x[:1], [(0, "out")])
+    assert m._prefix_kv, "the BOS keys and values are cached (x runs alone after them)"
     for layer in range(3):
         found = m.capture(x, [(layer, "ffn"), (layer, "out")])
         ffn = found[(layer, "ffn")].all()
@@ -98,6 +101,37 @@ def test_decoder_scan_matches_plain_forward(tiny_decoders, arch):
         torch.testing.assert_close(scan.mean, obj.mean(dim=0), rtol=1e-4, atol=1e-5)
         out = scans.get(layer, "out")
         torch.testing.assert_close(out.top_vals[:, 0], ref[("out", layer)].max(dim=0).values, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama"])
+def test_decoder_span_matches_plain_forward(tiny_decoders, arch):
+    """Phrase search's span pass ``BOS x1 x2 x3``: every position against a plain forward of ``BOS t1..ti``
+    (causal, so position i sees only what that shorter input holds)."""
+    path = tiny_decoders[arch]
+    m = load_model(str(path))
+    phrases = torch.tensor([[3, 4, 5], [9, 2, 7], [6, 6, 11]])  # (3, 3) token ids
+    span_ffn = m.capture_span(m.embeddings[phrases], 2, "ffn").all().view(3, 3, -1)  # (B, n, U)
+    span_out = m.capture_span(m.embeddings[phrases], 1, "out").all().view(3, 3, -1)
+    ids = torch.cat([torch.zeros(3, 1, dtype=torch.long), phrases], dim=1)  # BOS t1 t2 t3
+    gated = TINY_DECODERS[arch]["gate"] is not None
+    for i in range(3):
+        ref, _, _ = hf_reference(path, arch, ids[:, : i + 2])
+        torch.testing.assert_close(span_ffn[:, i], ref[("act", 2)] if gated else ref[("up", 2)], rtol=1e-4,
+                                   atol=1e-5)
+        torch.testing.assert_close(span_out[:, i], ref[("out", 1)], rtol=1e-4, atol=1e-5)
+
+
+def test_prefix_cache_under_autocast(tiny_decoders):
+    """bfloat16 steps run the cached prefix in bfloat16 too: close to the float32 values, gradient to x."""
+    m = load_model(str(tiny_decoders["llama"]))
+    x = m.embeddings[3:9].clone().requires_grad_(True)
+    full = m.capture(x, [(2, "ffn")])[(2, "ffn")].all().detach()
+    with torch.autocast("cpu", torch.bfloat16):
+        low = m.capture(x, [(2, "ffn")])[(2, "ffn")].all()
+    low.float().sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert low.dtype == torch.bfloat16
+    assert F.cosine_similarity(low.float().flatten(), full.flatten(), dim=0) > 0.999  # bfloat16 rounding only
 
 
 def test_gradient_flows_to_x_through_the_decoder(tiny_decoders):

@@ -1,7 +1,8 @@
 """Phrase search: the real token sequences of length n that maximize a neuron, by batched coordinate search.
 
-The input is ``[CLS] t1 ... tn [SEP]`` with real vocabulary tokens t1..tn, and a row's score is the
-neuron's reported activation (post-activation for ffn) at the best of the positions t1..tn. Each
+The input is ``[CLS] t1 ... tn [SEP]`` (decoders: ``BOS t1 ... tn``) with real vocabulary tokens t1..tn,
+and a row's score is the neuron's reported activation (post-activation for ffn) at the best of the
+positions t1..tn. Each
 iteration follows greedy coordinate gradient (GCG, Zou et al. 2023, "Universal and Transferable
 Adversarial Attacks on Aligned Language Models"), turned to maximization:
 

@@ -172,6 +172,13 @@ class GatedSiteActs(SiteActs):
         return self.act(F.linear(self.h, self.gate_w, self.gate_b)) * super().all()  # (B, U)
 
 
+def _cache_keyword(module) -> str:
+    """The keyword a decoder's forward takes its key/value cache by (``cache`` in newer transformers)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def _weights(module, conv1d: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight (out, in), bias) of a Linear, or of a GPT-2 Conv1D (stored (in, out): transposed once here)."""
     w = module.weight.detach()
@@ -242,6 +249,7 @@ class Model:
         self.tokens = tokenizer.convert_ids_to_tokens(list(range(n_vocab)))
         self.prefix_ids, self.suffix_ids = self._template(prefix, n_vocab)
         self._fingerprint = None
+        self._prefix_kv = None  # decoders: the template prefix's keys and values (see _prefix_cache)
         self.n_heads = int(hf_model.config.num_attention_heads)
         self._params = [self._layer_params(layer) for layer in range(self.n_layers)]
         w_in = self._params[0]["w_in"]
@@ -456,7 +464,8 @@ class Model:
         return found
 
     def capture_span(self, x: torch.Tensor, layer: int, site: str) -> SiteActs:
-        """Like :meth:`capture` for one point, with a span of n inputs in the template: ``[CLS] x1..xn [SEP]``.
+        """Like :meth:`capture` for one point, with a span of n inputs in the template: ``[CLS] x1..xn [SEP]``
+        (decoders: ``BOS x1..xn``).
 
         Args:
             x: the span's vectors in word-embedding space: (B, n, d_emb).
@@ -465,6 +474,8 @@ class Model:
         Returns:
             :class:`SiteActs` whose ``h`` is (B*n, d): row ``b*n + i`` is position ``x_pos + i`` of input b.
         """
+        if self.decoder:
+            return self._capture_decoder(x, {(layer, site)})[(layer, site)]
         b, n, _ = x.shape
         pos = slice(self.x_pos, self.x_pos + n)
         h = self.embed_hidden(x)  # (B, T, d)
@@ -476,6 +487,7 @@ class Model:
                 return SiteActs(a.reshape(b * n, -1), ffn_in.weight, ffn_in.bias)
             h = self._ffn(lay, a)
         return SiteActs(h.reshape(b * n, -1))  # the last layer kept only the span: (B, n, d)
+
     def _ffn_acts(self, layer: int, h: torch.Tensor) -> SiteActs:
         """The ffn site's lazy units for FFN inputs h (B, d)."""
         p = self._params[layer]
@@ -483,19 +495,66 @@ class Model:
             return GatedSiteActs(h, p["w_in"], p["b_in"], p["w_gate"], p["b_gate"], p["act"])
         return SiteActs(h, p["w_in"], p["b_in"])
 
+    def _prefix_cache(self, b: int):
+        """A key/value cache holding the template's fixed prefix (BOS [prefix]) at every layer, for b rows.
+
+        The prefix precedes x and a decoder is causal, so its keys and values are the same for every input:
+        they are computed once per model (no gradient) and each forward pass then runs x alone, which halves
+        the work of the ``BOS x`` template (checked against full plain forward passes in the tests). Under
+        autocast the cached values are cast to the autocast type, as the full pass would compute them.
+        Returns None where the installed transformers keeps its cache in another form (full passes then).
+        """
+        if self._prefix_kv is None:
+            try:
+                from transformers.cache_utils import DynamicCache
+
+                with torch.no_grad():
+                    out = self.base(inputs_embeds=self.embeddings[self.prefix_ids].unsqueeze(0).float(),
+                                    use_cache=True)
+                cache = out.get("cache", None) if hasattr(out, "get") else None
+                cache = cache if cache is not None else getattr(out, "past_key_values", None)
+                kv = [(lay.keys.detach(), lay.values.detach()) for lay in cache.layers]
+                if len(kv) != self.n_layers:
+                    raise ValueError("cache does not cover every layer")
+                self._prefix_kv = (DynamicCache, kv, _cache_keyword(self.base))
+            except Exception:  # noqa: BLE001 - an unfamiliar cache layout falls back to full passes
+                self._prefix_kv = False
+        if self._prefix_kv is False:
+            return None
+        cls, kv, keyword = self._prefix_kv
+        dev = self.device.type
+        low = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        data = [(k.to(low or k.dtype).expand(b, -1, -1, -1), v.to(low or v.dtype).expand(b, -1, -1, -1))
+                for k, v in kv]
+        return keyword, cls(ddp_cache_data=data)
+
     def _capture_decoder(self, x: torch.Tensor, points: set) -> dict[tuple[int, str], SiteActs]:
         """Decoder forward through the Hugging Face model (``inputs_embeds``: its own positions, rotary
         embedding, causal mask and norms), stopped by a scoped hook at the deepest requested point: the
-        MLP's input for ``ffn`` (its units then computed lazily), the block's output for ``out``."""
+        MLP's input for ``ffn`` (its units then computed lazily), the block's output for ``out``.
+
+        x is (B, d_emb), or a span (B, n, d_emb) whose n positions are all returned (row ``b*n + i`` is
+        span position i of input b). The fixed prefix comes from :meth:`_prefix_cache` when it can.
+        """
         depth = max(layer for layer, _ in points)
         stop_at_out = (depth, "out") in points
-        pos = self.x_pos
+        span = x.unsqueeze(1) if x.dim() == 2 else x  # (B, n, d_emb)
+        b, n = span.shape[:2]
+        cached = self._prefix_cache(b)
+        if cached is None:
+            inputs, extra, first = self.embed(span), {}, self.x_pos
+        else:
+            keyword, cache = cached
+            inputs, extra, first = span.to(self.embeddings.dtype), {keyword: cache}, 0
         found: dict[tuple[int, str], SiteActs] = {}
+
+        def at_x(h):  # (B, T, d) -> (B*n, d): the span's positions
+            return h[:, first:first + n].reshape(b * n, -1)
 
         def grab_ffn(layer):
             def hook(module, args, kwargs):
                 h = args[0] if args else next(v for v in kwargs.values() if torch.is_tensor(v))  # (B, T, d)
-                found[(layer, "ffn")] = self._ffn_acts(layer, h[:, pos])
+                found[(layer, "ffn")] = self._ffn_acts(layer, at_x(h))
                 if layer == depth and not stop_at_out:
                     raise _Stop
             return hook
@@ -503,7 +562,7 @@ class Model:
         def grab_out(layer):
             def hook(module, args, output):
                 h = output[0] if isinstance(output, (tuple, list)) else output  # (B, T, d)
-                found[(layer, "out")] = SiteActs(h[:, pos])
+                found[(layer, "out")] = SiteActs(at_x(h))
                 if layer == depth:
                     raise _Stop
             return hook
@@ -520,7 +579,7 @@ class Model:
 
         with _hooks(install):
             try:
-                self.base(inputs_embeds=self.embed(x), use_cache=False)
+                self.base(inputs_embeds=inputs, use_cache=cached is not None, **extra)
             except _Stop:
                 pass
         return found
