@@ -2,6 +2,7 @@
 
     python scripts/findings_tables.py --words artifacts/findings/q1/words.json \
         --encode artifacts/findings/store/encode/encode.json
+    python scripts/findings_tables.py --restarts artifacts/findings/smollm2   # restarts' activations (a store)
 
 Every number in the README's findings tables comes from here, so the README's commands regenerate them
 exactly.
@@ -74,10 +75,44 @@ def q2_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def restarts_table(store: str, site: str = "ffn") -> str:
+    """Per layer, how high each neuron's restarts climb relative to its best one (medians [quartiles]):
+    the second best, the worst, and the centroid read-out's activation, all over the best restart's."""
+    import statistics
+
+    from neurotext.store import read_table
+
+    table = read_table(store)  # a store written before the centroid existed has no such column
+    rows = table.select([c for c in ("layer", "site", "restarts_detail", "centroid") if c in table.column_names])
+    rows = rows.to_pylist()
+    by: dict[int, list[tuple[float, float, float]]] = {}
+    for r in rows:
+        acts = sorted((d["activation"] for d in r["restarts_detail"]), reverse=True)
+        if r["site"] != site or len(acts) < 2 or acts[0] <= 0:
+            continue
+        cent = (r.get("centroid") or {}).get("activation")
+        by.setdefault(r["layer"], []).append((acts[1] / acts[0], acts[-1] / acts[0],
+                                              float("nan") if cent is None else cent / acts[0]))
+
+    def q(values):
+        v = sorted(x for x in values if x == x)
+        if not v:
+            return "n/a"
+        qs = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
+        return f"{qs[1]:.3f} [{qs[0]:.3f}, {qs[2]:.3f}]"
+
+    lines = ["| layer | neurons | second-best restart / best | worst restart / best | centroid / best |",
+             "|---|---|---|---|---|"]
+    for layer, v in sorted(by.items()):
+        lines.append(f"| {layer} | {len(v)} | {q(x[0] for x in v)} | {q(x[1] for x in v)} | {q(x[2] for x in v)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", help="words.json of neurotext words --out")
     ap.add_argument("--encode", help="encode.json of neurotext encode --out")
+    ap.add_argument("--restarts", metavar="STORE", help="a sweep store: the restarts' activations per layer")
     ap.add_argument("--site", default="ffn")
     args = ap.parse_args(argv)
     if args.words:
@@ -85,6 +120,8 @@ def main(argv=None) -> None:
         print("Q1\n\n" + q1_table(doc, args.site) + "\n\nStability\n\n" + stability_table(doc, args.site) + "\n")
     if args.encode:
         print("Q2\n\n" + q2_table(json.load(open(args.encode))) + "\n")
+    if args.restarts:
+        print("Restarts\n\n" + restarts_table(args.restarts, args.site) + "\n")
 
 
 if __name__ == "__main__":
