@@ -3,6 +3,7 @@
     python scripts/findings_tables.py --words artifacts/findings/q1/words.json \
         --encode artifacts/findings/store/encode/encode.json
     python scripts/findings_tables.py --restarts artifacts/findings/smollm2   # restarts' activations (a store)
+    python scripts/findings_tables.py --seeds artifacts/findings/smollm2 artifacts/findings/smollm2-seed1
 
 Every number in the README's findings tables comes from here, so the README's commands regenerate them
 exactly.
@@ -75,11 +76,54 @@ def q2_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _quartiles(values) -> str:
+    import statistics
+
+    v = sorted(x for x in values if x == x)
+    if not v:
+        return "n/a"
+    qs = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
+    return f"{qs[1]:.3f} [{qs[0]:.3f}, {qs[2]:.3f}]"
+
+
+def seeds_table(store_a: str, store_b: str, site: str = "ffn") -> str:
+    """The same neurons swept with two seeds: per layer, how far the second seed's read-outs agree with the
+    first's (Jaccard of the ten nearest tokens of the best optimum and of the centroid), the activation
+    ratio of the two best optima, and each seed's median FT / best real token (medians [quartiles])."""
+    import statistics
+
+    from neurotext.store import read_table
+
+    cols = ("neuron", "layer", "site", "activation", "best_activation", "nearest_ids", "centroid")
+    a, b = ({r["neuron"]: r for r in read_table(s).select(list(cols)).to_pylist() if r["site"] == site}
+            for s in (store_a, store_b))
+
+    def jac(x, y):
+        x, y = set(x), set(y)
+        return len(x & y) / len(x | y) if x | y else float("nan")
+
+    by: dict[int, list[tuple]] = {}
+    for name in sorted(a.keys() & b.keys()):
+        ra, rb = a[name], b[name]
+        by.setdefault(ra["layer"], []).append((
+            jac(ra["nearest_ids"], rb["nearest_ids"]),
+            jac(ra["centroid"]["nearest_ids"], rb["centroid"]["nearest_ids"]),
+            rb["activation"] / ra["activation"] if ra["activation"] > 0 else float("nan"),
+            ra["activation"] / ra["best_activation"] if ra["best_activation"] > 0 else float("nan"),
+            rb["activation"] / rb["best_activation"] if rb["best_activation"] > 0 else float("nan"),
+        ))
+    lines = ["| layer | neurons | Jaccard@10 across seeds, best optimum | same, centroid | activation, seed B / seed A "
+             "| FT / best token, seed A | FT / best token, seed B |", "|---|---|---|---|---|---|---|"]
+    for layer, v in sorted(by.items()):
+        med = [statistics.median(x[i] for x in v if x[i] == x[i]) for i in (3, 4)]
+        lines.append(f"| {layer} | {len(v)} | {_quartiles(x[0] for x in v)} | {_quartiles(x[1] for x in v)} "
+                     f"| {_quartiles(x[2] for x in v)} | {med[0]:.1f} | {med[1]:.1f} |")
+    return "\n".join(lines)
+
+
 def restarts_table(store: str, site: str = "ffn") -> str:
     """Per layer, how high each neuron's restarts climb relative to its best one (medians [quartiles]):
     the second best, the worst, and the centroid read-out's activation, all over the best restart's."""
-    import statistics
-
     from neurotext.store import read_table
 
     table = read_table(store)  # a store written before the centroid existed has no such column
@@ -94,12 +138,7 @@ def restarts_table(store: str, site: str = "ffn") -> str:
         by.setdefault(r["layer"], []).append((acts[1] / acts[0], acts[-1] / acts[0],
                                               float("nan") if cent is None else cent / acts[0]))
 
-    def q(values):
-        v = sorted(x for x in values if x == x)
-        if not v:
-            return "n/a"
-        qs = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
-        return f"{qs[1]:.3f} [{qs[0]:.3f}, {qs[2]:.3f}]"
+    q = _quartiles
 
     lines = ["| layer | neurons | second-best restart / best | worst restart / best | centroid / best |",
              "|---|---|---|---|---|"]
@@ -113,6 +152,8 @@ def main(argv=None) -> None:
     ap.add_argument("--words", help="words.json of neurotext words --out")
     ap.add_argument("--encode", help="encode.json of neurotext encode --out")
     ap.add_argument("--restarts", metavar="STORE", help="a sweep store: the restarts' activations per layer")
+    ap.add_argument("--seeds", nargs=2, metavar=("STORE_A", "STORE_B"),
+                    help="two stores of the same neurons swept with different seeds: cross-seed agreement")
     ap.add_argument("--site", default="ffn")
     args = ap.parse_args(argv)
     if args.words:
@@ -122,6 +163,8 @@ def main(argv=None) -> None:
         print("Q2\n\n" + q2_table(json.load(open(args.encode))) + "\n")
     if args.restarts:
         print("Restarts\n\n" + restarts_table(args.restarts, args.site) + "\n")
+    if args.seeds:
+        print("Seeds\n\n" + seeds_table(*args.seeds, site=args.site) + "\n")
 
 
 if __name__ == "__main__":
