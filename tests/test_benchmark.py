@@ -106,3 +106,18 @@ def test_phrase_benchmark_fields_are_consistent(capsys):
     assert r["same_phrase_share"] == 1.0  # per-neuron generators: the batch does not change a phrase
     assert r["neurons"] == 3 and r["length"] == 2 and r["cpu"]
     assert capsys.readouterr().out.lstrip().startswith("{")
+
+
+def test_decoder_prefix_benchmark_on_a_tiny_decoder(tmp_path, capsys):
+    """The cached-prefix benchmark runs on a tiny Llama and both modes give the same gradient."""
+    from conftest import make_tiny_decoder
+
+    spec = importlib.util.spec_from_file_location("bench_decoder_prefix", BENCH.with_name("bench_decoder_prefix.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = make_tiny_decoder(tmp_path / "llama", "llama")
+    r = mod.main(["--model", str(model), "--layer", "2", "--rows", "16", "--steps", "1", "--rounds", "1",
+                  "--device", "cpu", "--json"])
+    assert r["gradient_relative_difference"] < 1e-4 and r["prefix_tokens"] == 1
+    assert r["speedup"] == pytest.approx(r["seconds_per_step"]["full"] / r["seconds_per_step"]["cached"])
+    assert r["machine"]["cpu"] == cpu_name()
