@@ -121,6 +121,22 @@ def test_decoder_span_matches_plain_forward(tiny_decoders, arch):
         torch.testing.assert_close(span_out[:, i], ref[("out", 1)], rtol=1e-4, atol=1e-5)
 
 
+def test_prefix_cache_fallback_warns_and_agrees(tiny_decoders, monkeypatch):
+    """Where the prefix cannot be cached (another transformers cache layout), a warning says so and the
+    full-template passes give the same values."""
+    import transformers.cache_utils
+
+    m = load_model(str(tiny_decoders["llama"]))
+    x = m.embeddings[3:9]
+    cached = m.capture(x, [(2, "ffn")])[(2, "ffn")].all()
+    other = load_model(str(tiny_decoders["llama"]))
+    monkeypatch.delattr(transformers.cache_utils, "DynamicCache")
+    with pytest.warns(UserWarning, match="cannot be cached"):
+        full = other.capture(x, [(2, "ffn")])[(2, "ffn")].all()
+    assert other._prefix_kv is False
+    torch.testing.assert_close(full, cached, rtol=1e-4, atol=1e-5)
+
+
 def test_prefix_cache_under_autocast(tiny_decoders):
     """bfloat16 steps run the cached prefix in bfloat16 too: close to the float32 values, gradient to x."""
     m = load_model(str(tiny_decoders["llama"]))

@@ -2,9 +2,8 @@
 
 The input is ``[CLS] t1 ... tn [SEP]`` (decoders: ``BOS t1 ... tn``) with real vocabulary tokens t1..tn,
 and a row's score is the neuron's reported activation (post-activation for ffn) at the best of the
-positions t1..tn. Each
-iteration follows greedy coordinate gradient (GCG, Zou et al. 2023, "Universal and Transferable
-Adversarial Attacks on Aligned Language Models"), turned to maximization:
+positions t1..tn. Each iteration follows greedy coordinate gradient (GCG, Zou et al. 2023, "Universal and
+Transferable Adversarial Attacks on Aligned Language Models"), turned to maximization:
 
 1. the gradient of the score with respect to the one-hot input at every position, taken through the
    embedding matrix (``d score / d onehot[i, v] = E[v] . d score / d x_i``), gives for every position

@@ -517,7 +517,12 @@ class Model:
                 if len(kv) != self.n_layers:
                     raise ValueError("cache does not cover every layer")
                 self._prefix_kv = (DynamicCache, kv, _cache_keyword(self.base))
-            except Exception:  # noqa: BLE001 - an unfamiliar cache layout falls back to full passes
+            except Exception as e:  # noqa: BLE001 - an unfamiliar cache layout falls back to full passes
+                import warnings
+
+                warnings.warn(f"{self.name}: the template prefix cannot be cached with this transformers "
+                              f"version ({type(e).__name__}: {e}); every pass runs the whole template (about "
+                              "twice the work)", stacklevel=2)
                 self._prefix_kv = False
         if self._prefix_kv is False:
             return None
