@@ -261,11 +261,12 @@ def _add_phrase(sub):
     p = sub.add_parser(
         "phrase", help="the best real token sequences for neurons",
         description="For each neuron and length n, find the n real vocabulary tokens that maximize the neuron's "
-                    "activation in [CLS] t1 ... tn [SEP] at the best of the positions t1..tn: n = 1 exactly (the "
+                    "activation in [CLS] t1 ... tn [SEP] (decoder LMs: BOS t1 ... tn) at the best of the positions "
+                    "t1..tn: n = 1 exactly (the "
                     "vocabulary scan), n > 1 by a batched gradient-guided coordinate search (GCG, Zou et al. "
                     "2023). Shown beside the best single token and, with --with-ft, the FT activation.",
         epilog="Activation: post-activation for ffn, the hidden value for out. Position: 0-based index in the "
-               "whole input ([CLS] = 0). Special tokens are never used unless --include-special.",
+               "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special.",
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
@@ -351,7 +352,7 @@ def _add_encode(sub):
     p = sub.add_parser(
         "encode", help="Q2: how many neurons are needed to encode a word?",
         description="Q2 (Baeumel et al. 2023): for each word (one vocabulary token) and layer, take the word's "
-                    "activation pattern over the site's units (the word alone in [CLS] w [SEP]; ffn: "
+                    "activation pattern over the site's units (the word alone in [CLS] w [SEP], or BOS w for a decoder; ffn: "
                     "pre-activations), select k units, run feature textualization with the objective on those "
                     "k units jointly, and record the word's rank among the FT vector's nearest tokens over the "
                     "whole vocabulary. Reports per layer the recovery curves versus k, each word's smallest "

@@ -2,8 +2,8 @@
 
 Feature textualization finds vectors that reach far higher activations than any real word; one token
 in ``[CLS] t [SEP]`` is the least real text can do. For each neuron and length n this finds the n real
-vocabulary tokens that maximize the neuron's activation in ``[CLS] t1 ... tn [SEP]`` at the best of the
-positions t1..tn: n = 1 exactly (the vocabulary scan), n > 1 by the batched coordinate search of
+vocabulary tokens that maximize the neuron's activation in ``[CLS] t1 ... tn [SEP]`` (decoder LMs:
+``BOS t1 ... tn``) at the best of the positions t1..tn: n = 1 exactly (the vocabulary scan), n > 1 by the batched coordinate search of
 :mod:`neurotext.engine.phrase` (GCG, Zou et al. 2023).
 """
 
@@ -32,7 +32,7 @@ class PhraseResult:
     """The best real phrases of one neuron.
 
     ``phrases`` holds one object per length: ``{"length", "tokens": [{"token", "id"}], "text" (decoded),
-    "activation" (post-activation for ffn), "position" (0-based in the whole input, [CLS] = 0),
+    "activation" (post-activation for ffn), "position" (0-based in the whole input, [CLS] or BOS = 0),
     "curve" (the winning start's score at every iteration; empty for length 1, which is exact)}``.
     """
 
