@@ -38,6 +38,9 @@ def test_decoder_end_to_end(tmp_path, capsys, arch):
     assert main(["report", str(store), "--out", str(site)]) == 0
     page = (site / "neurons" / "L2.ffn.5.html").read_text()
     assert "Promotes" in page and "Suppresses" in page and shown["promotes"][0]["token"] in page
+    # the page words the unit for the architecture: a gated MLP's unit is act(gate) x up, no GELU anywhere
+    assert ("act(gate) x up" in page) == (arch == "llama") and "GELU" not in page
+    assert "BOS t1 ... tn" in page and "[CLS]" not in page
 
 
 def _plain_activation(model_dir, arch, ids, position, layer, unit):

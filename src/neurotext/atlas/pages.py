@@ -224,14 +224,37 @@ def _neighbour(name: str | None, arrow: str, before: bool) -> str:
     return f'<a href="{esc(name)}.html">{label}</a>'
 
 
-def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: str | None) -> str:
+def unit_words(model_type: str | None) -> dict:
+    """How a page words an ffn unit's values for the store's architecture (``manifest["model"]["model_type"]``):
+    what "activation" is, what is optimized, and the template."""
+    from ..model.adapters import ARCHITECTURES
+
+    arch = ARCHITECTURES.get(model_type or "")
+    gated = arch is not None and getattr(arch, "gate", None) is not None
+    decoder = arch is not None and arch.decoder
+    return {
+        "activation": " (act(gate) x up: the value the down projection reads)" if gated
+        else " (after the activation function)",
+        "pre_activation": "equal to the activation: for a gated MLP act(gate) x up itself is optimized" if gated
+        else "before the activation function (the optimized quantity)",
+        "objective": "activation" if gated else "pre-activation",
+        "after": "" if gated else " (after the activation function)",
+        "template": "BOS t1 ... tn" if decoder else "[CLS] t1 ... tn [SEP]",
+        "first": "BOS" if decoder else "[CLS]",
+    }
+
+
+def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: str | None,
+                model_type: str | None = None) -> str:
     """One neuron: tokens with bars, metrics, the optimization curve, links to neighbouring units.
 
     Args:
         row: the store row (see :func:`neurotext.store.schema`); ``vector`` is not needed.
         model_name: shown under the title.
         prev_name, next_name: canonical names of unit-1 and unit+1 when they are in the store.
+        model_type: the store's ``config.model_type``: words the ffn values for its architecture.
     """
+    words = unit_words(model_type)
     name, site = row["neuron"], row["site"]
     near = list(zip(row["nearest_tokens"] or [], row["nearest_ids"] or [], row["nearest_cosines"] or []))
     best = list(zip(row["best_tokens"] or [], row["best_ids"] or [], row["best_activations"] or []))
@@ -259,8 +282,8 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
         return "".join(out)
 
     metrics = [
-        ("activation", fmt(act), "the neuron's value at x's position" + (" (after GELU)" if site == "ffn" else "")),
-        ("pre-activation", fmt(row["pre_activation"]), "before the activation function (the optimized quantity)"
+        ("activation", fmt(act), "the neuron's value at x's position" + (words["activation"] if site == "ffn" else "")),
+        ("pre-activation", fmt(row["pre_activation"]), words["pre_activation"]
          if site == "ffn" else "equal to the activation for an output dimension"),
         ("best real token", fmt(best_act), "highest activation of any single vocabulary token"),
         ("FT / best token", fmt(ratio, ".3g"), "how far the FT vector exceeds every real token"),
@@ -272,12 +295,12 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
     cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
                     f'<div class="hint">{esc(h)}</div></div>' for k, v, h in metrics)
     reproducible_html, restarts_html = _stability_html(row)
-    curve_label = "pre-activation" if site == "ffn" else "activation"
+    curve_label = words["objective"] if site == "ffn" else "activation"
     svg = curve_svg(row.get("curve") or [], reference=best_act if site == "out" else None, label=curve_label,
                     width=720, height=200, max_points=120)
     curve_note = (f"Objective of the best restart at every Adam step: the {curve_label} at x's position"
                   + (". The dashed line is the best real token's activation." if site == "out" else
-                     f"; the best real token reaches an activation (after GELU) of {fmt(best_act)}."))
+                     f"; the best real token reaches an activation{words['after']} of {fmt(best_act)}."))
     nav = (f'<nav class="crumbs"><a href="../index.html">&larr; atlas index</a><span class="sep"></span>'
            f'{_neighbour(prev_name, "&lsaquo;", True)}<span class="sep"></span>'
            f'{_neighbour(next_name, "&rsaquo;", False)}</nav>')
@@ -294,7 +317,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
             f'<p class="note">Highlighted tokens are in both top-10 lists. A token links to the other neurons it '
             f'appears for.</p>{_writes_section(row)}'
             f'{restarts_html}'
-            f'{phrases_section(row, act, best_act)}'
+            f'{phrases_section(row, act, best_act, words)}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'
             f'<footer>{esc(row["steps"])} steps &times; {esc(row["restarts"])} restarts, seed {esc(row["seed"])}, '
             f'{fmt(row["seconds"], ".3g")} s</footer></main>')
@@ -359,9 +382,12 @@ def _stability_html(row: dict) -> tuple[str, str]:
     every = (f'<section><h2>Every restart</h2><p class="note">each restart\'s optimum, best first: its activation and '
              f'its nearest tokens by cosine</p><table class="toks restarts">{rows}</table></section>') if rows else ""
     return lead, every
-def phrases_section(row: dict, ft_act, best_act) -> str:
+def phrases_section(row: dict, ft_act, best_act, words: dict | None = None) -> str:
     """The best real phrase of each length with its activation, beside the FT vector's and the best single
-    token's (empty when the sweep stored no phrases). Tokens are chips, escaped like every token."""
+    token's (empty when the sweep stored no phrases). Tokens are chips, escaped like every token.
+    ``words``: :func:`unit_words` of the store's architecture."""
+    words = words or unit_words(None)
+    first = esc(words["first"])
     lengths = row.get("phrase_lengths") or []
     if not lengths:
         return ""
@@ -378,11 +404,11 @@ def phrases_section(row: dict, ft_act, best_act) -> str:
         chips = " ".join(token_html(t, search_href(t)) for t in toks)
         out.append(f'<tr class="phrase"><td class="rank">{esc(n)}</td><td class="phrase">{chips}</td>'
                    f'<td class="barcell">{_bar(a / scale, "act")}</td><td class="num">{fmt(a)}</td>'
-                   f'<td class="num" title="position of the best token in the input ([CLS] = 0)">@{esc(pos)}</td></tr>')
-    note = ("The best real token sequence of each length n (left column) in [CLS] t1 ... tn [SEP], by "
+                   f'<td class="num" title="position of the best token in the input ({first} = 0)">@{esc(pos)}</td></tr>')
+    note = (f"The best real token sequence of each length n (left column) in {words['template']}, by "
             "gradient-guided coordinate search over the vocabulary (n = 1: the exhaustive scan); its activation is "
-            "the neuron's value at the best of the positions t1..tn (@: that position, [CLS] = 0)"
-            + (", after GELU" if row.get("site") == "ffn" else "") + ". Special tokens are excluded unless the "
+            f"the neuron's value at the best of the positions t1..tn (@: that position, {words['first']} = 0)"
+            + (words["after"] if row.get("site") == "ffn" else "") + ". Special tokens are excluded unless the "
             "sweep included them.")
     return (f'<section id="phrases"><h2>Best real phrases</h2><table class="toks phrases">{"".join(out)}</table>'
             f'<p class="note">{esc(note)}</p></section>')

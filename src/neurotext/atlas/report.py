@@ -329,7 +329,8 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
             prefix = f"L{r['layer']}.{r['site']}."
             prev_name, next_name = f"{prefix}{r['unit'] - 1}", f"{prefix}{r['unit'] + 1}"
             html = pages.neuron_page(r, model_name, prev_name if prev_name in names else None,
-                                     next_name if next_name in names else None)
+                                     next_name if next_name in names else None,
+                                     model_type=manifest.get("model", {}).get("model_type"))
             _write(tmp / NEURONS / f"{r['neuron']}.html", html)
         marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(Path(store_dir).resolve()),
                   "encode": str(encode_path) if encode_path else None, "neurons": len(rows),
