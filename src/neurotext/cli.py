@@ -352,11 +352,11 @@ def _add_encode(sub):
     p = sub.add_parser(
         "encode", help="Q2: how many neurons are needed to encode a word?",
         description="Q2 (Baeumel et al. 2023): for each word (one vocabulary token) and layer, take the word's "
-                    "activation pattern over the site's units (the word alone in [CLS] w [SEP], or BOS w for a decoder; ffn: "
-                    "pre-activations), select k units, run feature textualization with the objective on those "
-                    "k units jointly, and record the word's rank among the FT vector's nearest tokens over the "
-                    "whole vocabulary. Reports per layer the recovery curves versus k, each word's smallest "
-                    "recovering k, and the random-selection control.",
+                    "activation pattern over the site's units (the word alone in [CLS] w [SEP], or BOS w for a "
+                    "decoder; ffn: pre-activations), select k units, run feature textualization with the "
+                    "objective on those k units jointly, and record the word's rank among the FT vector's "
+                    "nearest tokens over the whole vocabulary. Reports per layer the recovery curves versus k, "
+                    "each word's smallest recovering k, and the random-selection control.",
         epilog=f"Recovered: top1 = rank 1 (the word is the FT vector's nearest token); top10 = rank <= "
                f"{RECOVERED_TOP}; smallest k = the smallest k run with rank 1 (null if none). "
                f"Rank: {DEFINITIONS['rank']}. Z-score: {DEFINITIONS['z']}. Selections: "

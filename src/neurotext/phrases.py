@@ -3,8 +3,8 @@
 Feature textualization finds vectors that reach far higher activations than any real word; one token
 in ``[CLS] t [SEP]`` is the least real text can do. For each neuron and length n this finds the n real
 vocabulary tokens that maximize the neuron's activation in ``[CLS] t1 ... tn [SEP]`` (decoder LMs:
-``BOS t1 ... tn``) at the best of the positions t1..tn: n = 1 exactly (the vocabulary scan), n > 1 by the batched coordinate search of
-:mod:`neurotext.engine.phrase` (GCG, Zou et al. 2023).
+``BOS t1 ... tn``) at the best of the positions t1..tn: n = 1 exactly (the vocabulary scan), n > 1 by the
+batched coordinate search of :mod:`neurotext.engine.phrase` (GCG, Zou et al. 2023).
 """
 
 from __future__ import annotations

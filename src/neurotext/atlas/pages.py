@@ -404,7 +404,8 @@ def phrases_section(row: dict, ft_act, best_act, words: dict | None = None) -> s
         chips = " ".join(token_html(t, search_href(t)) for t in toks)
         out.append(f'<tr class="phrase"><td class="rank">{esc(n)}</td><td class="phrase">{chips}</td>'
                    f'<td class="barcell">{_bar(a / scale, "act")}</td><td class="num">{fmt(a)}</td>'
-                   f'<td class="num" title="position of the best token in the input ({first} = 0)">@{esc(pos)}</td></tr>')
+                   f'<td class="num" title="position of the best token in the input ({first} = 0)">'
+                   f'@{esc(pos)}</td></tr>')
     note = (f"The best real token sequence of each length n (left column) in {words['template']}, by "
             "gradient-guided coordinate search over the vocabulary (n = 1: the exhaustive scan); its activation is "
             f"the neuron's value at the best of the positions t1..tn (@: that position, {words['first']} = 0)"
