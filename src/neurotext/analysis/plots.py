@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -210,8 +211,6 @@ def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
     Returns:
         ``path``.
     """
-    import textwrap
-
     from .stats import finite
 
     plt = _pyplot()
@@ -247,6 +246,14 @@ def words_stat_figure(groups, stat: str, title: str, path: Path) -> Path:
     return _save(plt, fig, path, (0, 0.02, 1, 1))
 
 
+def _site_panels(groups: list[dict]):
+    """One panel per site, stacked: (pyplot, figure, [(axis, site, the site's groups)])."""
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    return plt, fig, [(ax, site, [g for g in groups if g["site"] == site]) for ax, site in zip(axes[:, 0], sites)]
+
+
 def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
     """Q1: share of word-like neurons per layer (one panel per site), FT beside both controls.
 
@@ -258,14 +265,9 @@ def word_like_figure(groups: list[dict], title: str, path: Path) -> Path:
     Returns:
         ``path``.
     """
-    import textwrap
-
-    plt = _pyplot()
-    sites = sorted({g["site"] for g in groups})
-    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    plt, fig, panels = _site_panels(groups)
     width = 0.8 / len(SOURCE_COLORS)
-    for ax, site in zip(axes[:, 0], sites):
-        row = [g for g in groups if g["site"] == site]
+    for ax, site, row in panels:
         for j, (src, color) in enumerate(SOURCE_COLORS.items()):
             xs = [i + (j - (len(SOURCE_COLORS) - 1) / 2) * width for i in range(len(row))]
             ax.bar(xs, [g["word_like"][src] or 0.0 for g in row], width=width * 0.9, color=color,
@@ -298,8 +300,6 @@ def stability_figure(groups: list[dict], title: str, path: Path) -> Path:
     Returns:
         ``path``.
     """
-    import textwrap
-
     from .stats import finite
 
     plt = _pyplot()
@@ -361,15 +361,10 @@ def phrase_figure(groups: list[dict], stat: str, title: str, ylabel: str, path: 
     Returns:
         ``path``.
     """
-    import textwrap
-
-    plt = _pyplot()
-    sites = sorted({g["site"] for g in groups})
-    fig, axes = plt.subplots(len(sites), 1, figsize=(7, 3.4 * len(sites)), dpi=100, squeeze=False)
+    plt, fig, panels = _site_panels(groups)
     lengths = sorted({int(n) for g in groups for n in g["stats"][stat]})
     cmap = plt.get_cmap("viridis")
-    for ax, site in zip(axes[:, 0], sites):
-        row = [g for g in groups if g["site"] == site]
+    for ax, site, row in panels:
         for j, n in enumerate(lengths):
             color = cmap(j / max(1, len(lengths) - 1) * 0.85)
             pts = [(g["layer"], g["stats"][stat].get(str(n))) for g in row]
