@@ -123,27 +123,31 @@ def seeds_table(store_a: str, store_b: str, site: str = "ffn") -> str:
 
 def restarts_table(store: str, site: str = "ffn") -> str:
     """Per layer, how high each neuron's restarts climb relative to its best one (medians [quartiles]):
-    the second best, the worst, and the centroid read-out's activation, all over the best restart's."""
+    the second best, the worst, and the centroid read-out's activation, all over the best restart's; and
+    the medians of the best restart's activation and of the best real token's."""
+    import statistics
+
     from neurotext.store import read_table
 
     table = read_table(store)  # a store written before the centroid existed has no such column
-    rows = table.select([c for c in ("layer", "site", "restarts_detail", "centroid") if c in table.column_names])
-    rows = rows.to_pylist()
-    by: dict[int, list[tuple[float, float, float]]] = {}
+    cols = ("layer", "site", "restarts_detail", "centroid", "best_activation")
+    rows = table.select([c for c in cols if c in table.column_names]).to_pylist()
+    by: dict[int, list[tuple[float, ...]]] = {}
     for r in rows:
         acts = sorted((d["activation"] for d in r["restarts_detail"]), reverse=True)
         if r["site"] != site or len(acts) < 2 or acts[0] <= 0:
             continue
         cent = (r.get("centroid") or {}).get("activation")
         by.setdefault(r["layer"], []).append((acts[1] / acts[0], acts[-1] / acts[0],
-                                              float("nan") if cent is None else cent / acts[0]))
-
+                                              float("nan") if cent is None else cent / acts[0],
+                                              acts[0], r["best_activation"]))
     q = _quartiles
-
-    lines = ["| layer | neurons | second-best restart / best | worst restart / best | centroid / best |",
-             "|---|---|---|---|---|"]
+    lines = ["| layer | neurons | second-best restart / best | worst restart / best | centroid / best "
+             "| best restart's activation | best real token's activation |", "|---|---|---|---|---|---|---|"]
     for layer, v in sorted(by.items()):
-        lines.append(f"| {layer} | {len(v)} | {q(x[0] for x in v)} | {q(x[1] for x in v)} | {q(x[2] for x in v)} |")
+        med = [statistics.median(x[i] for x in v) for i in (3, 4)]
+        lines.append(f"| {layer} | {len(v)} | {q(x[0] for x in v)} | {q(x[1] for x in v)} | {q(x[2] for x in v)} "
+                     f"| {med[0]:.1f} | {med[1]:.2f} |")
     return "\n".join(lines)
 
 
