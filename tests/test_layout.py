@@ -13,6 +13,7 @@ ROOT = Path(neurotext.__file__).parent
 TIERS = {
     "errors": 0,
     "model": 1,
+    "corpus": 1,
     "engine": 2,
     "textualize": 3,
     "render": 3,
