@@ -107,3 +107,47 @@ def render_table(columns: list[str], rows: list[tuple]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(lines)
+
+
+def marked_text(e: dict, width: int = 70) -> str:
+    """An example's text on one line with its max token in ⟦ ⟧, cut to about ``width`` characters each side."""
+    pos, spans, text = e["position"], e.get("spans") or [], e["text"]
+    span = spans[pos] if pos < len(spans) else None
+    if span is None:
+        left = text
+        mid, right = e["tokens"][pos], ""
+    else:
+        left, mid, right = text[:span[0]], text[span[0]:span[1]], text[span[1]:]
+    left = left[-width:] if len(left) > width else left
+    right = right[:width] if len(right) > width else right
+
+    def flat(s):
+        return " ".join(s.split("\n")).replace("\t", " ")
+
+    return f"{flat(left)}⟦{flat(mid)}⟧{flat(right)}"
+
+
+def render_examples(r) -> str:
+    """One neuron's corpus examples: statistics, the top contexts with the max token marked, range samples and
+    random contexts."""
+    st = r.stats
+    share = st.get("share_positive")
+    lines = [f"{r.neuron}  ({r.model}; corpus {r.corpus['name']}: {r.contexts} contexts, {r.tokens} text tokens)",
+             f"  max {_fmt(st['max'], '.4f')}   mean {_fmt(st['mean'], '.4f')}   std {_fmt(st['std'], '.4f')}   "
+             f"above 0 at {_fmt(None if share is None else 100 * share, '.1f')}% of positions",
+             "  top contexts (activation, position, text with the max token in ⟦ ⟧):"]
+    for i, e in enumerate(r.top, 1):
+        lines.append(f"  {i:>3}  {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+    if r.ranges:
+        lines.append("  samples from ranges below the top (uniform within each range):")
+        for g in r.ranges:
+            lines.append(f"    ({g['lo']:.4g}, {g['hi']:.4g}]: {g['contexts']} contexts")
+            for e in g["examples"]:
+                lines.append(f"       {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+    if r.random:
+        lines.append("  random contexts:")
+        for e in r.random[:5]:
+            lines.append(f"       {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+        if len(r.random) > 5:
+            lines.append(f"       ... {len(r.random) - 5} more (--json shows all)")
+    return "\n".join(lines)

@@ -39,6 +39,7 @@ class Context:
     key: int  # sampling key in [0, 2**62)
     ids: np.ndarray  # (n,) int32 text token ids, no template
     text: str  # the document's text that these tokens cover
+    spans: np.ndarray | None = None  # (n, 2) int32 each token's characters in ``text``; None for slow tokenizers
 
 
 @dataclass(frozen=True)
@@ -89,19 +90,20 @@ class Tokenize:
         self.vocab_size = vocab_size
         self.fast = bool(getattr(tokenizer, "is_fast", False))
 
-    def pieces(self, text: str) -> list[tuple[np.ndarray, str]]:
-        """(ids, text) of each piece of one document, in order (empty when it has no token)."""
+    def pieces(self, text: str) -> list[tuple[np.ndarray, str, np.ndarray | None]]:
+        """(ids, text, spans) of each piece of one document, in order (empty when it has no token)."""
         n = self.max_length
         if self.fast:
             enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-            ids, offsets = enc["input_ids"], enc["offset_mapping"]
+            ids, offsets = enc["input_ids"], np.asarray(enc["offset_mapping"], dtype=np.int32).reshape(-1, 2)
             out = []
             for i in range(0, len(ids), n):
-                lo, hi = offsets[i][0], offsets[min(i + n, len(ids)) - 1][1]
-                out.append((np.asarray(ids[i:i + n], dtype=np.int32), text[lo:hi]))
+                span = offsets[i:i + n]
+                lo, hi = int(span[:, 0].min()), int(span[:, 1].max())
+                out.append((np.asarray(ids[i:i + n], dtype=np.int32), text[lo:hi], span - lo))
             return out
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        return [(np.asarray(ids[i:i + n], dtype=np.int32), self.tokenizer.decode(ids[i:i + n]))
+        return [(np.asarray(ids[i:i + n], dtype=np.int32), self.tokenizer.decode(ids[i:i + n]), None)
                 for i in range(0, len(ids), n)]
 
     def contexts(self, documents: Iterable[str], start: tuple[int, int, int] = (0, 0, 0)) -> Iterator[Context]:
@@ -116,13 +118,13 @@ class Tokenize:
                 continue
             digest = text_digest(text)
             part = doc_part(digest, self.split)
-            for p, (ids, span) in enumerate(self.pieces(text)):
+            for p, (ids, span, spans) in enumerate(self.pieces(text)):
                 if d == first_doc and p < first_piece:
                     continue
                 if self.vocab_size is not None and len(ids) and int(ids.max()) >= self.vocab_size:
                     raise NeurotextError(f"document {d}: token id {int(ids.max())} is outside the model's "
                                          f"vocabulary ({self.vocab_size}): tokenizer and model do not match")
-                yield Context(index, d, p, part, context_key(digest, p, self.seed), ids, span)
+                yield Context(index, d, p, part, context_key(digest, p, self.seed), ids, span, spans)
                 index += 1
 
 

@@ -165,7 +165,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
                     f"(use another --out, or --force to discard the existing store)")
         check_device(out, old, device)
     else:
-        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "examples"]
         if foreign:
             raise NeurotextError(f"{out} is not empty and not a neurotext store ({', '.join(sorted(foreign)[:3])}"
                                  f"{'...' if len(foreign) > 3 else ''}); choose an empty or new --out")

@@ -1,0 +1,392 @@
+"""Corpus examples on disk: ``DIR/examples/`` beside (or without) a sweep store, resumable, local or on Ray.
+
+Layout::
+
+    DIR/examples/manifest.json        model, corpus (source, content fingerprint, counts), settings, neurons
+    DIR/examples/checkpoint.pt        the running pass (state, kept contexts, position); removed when complete
+    DIR/examples/L3.ffn.parquet       one row per neuron of a (layer, site), written when the pass is complete
+
+The checkpoint is written atomically every ``checkpoint_seconds`` and after the last chunk, so a pass killed
+at any point (SIGKILL included) resumes from its last checkpoint with the same batches, and ends identical
+to an uninterrupted pass. A directory that also holds a sweep (``neurotext sweep --out DIR``) must have been
+swept with the same model weights; ``show``, ``query``, ``report`` and ``words`` then join both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .. import __version__
+from ..errors import NeurotextError
+from ..model.devices import describe
+from . import layout
+from .lock import StoreLock
+
+# Filenames and schema live here and nowhere else.
+EXAMPLES = "examples"
+MANIFEST = "manifest.json"
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "neurotext-examples/1"
+SHARD_RE = re.compile(r"^L(\d+)\.(\w+)\.parquet$")
+PART_LISTS = ("top_train", "top_test", "random_train", "random_test")
+
+
+def examples_dir(directory) -> Path:
+    return Path(directory) / EXAMPLES
+
+
+def has_examples(directory) -> bool:
+    return (examples_dir(directory) / MANIFEST).is_file()
+
+
+# --------------------------------------------------------------------------- schema
+EXAMPLE = pa.struct([
+    ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("ids", pa.list_(pa.int32())),
+    ("activations", pa.list_(pa.float32())), ("position", pa.int32()), ("activation", pa.float64()),
+    ("doc", pa.int64()), ("context", pa.int64()), ("part", pa.string()), ("spans", pa.list_(pa.list_(pa.int32()))),
+])
+RANGE = pa.struct([("range", pa.int32()), ("lo", pa.float64()), ("hi", pa.float64()),
+                   ("nominal", pa.list_(pa.float64())), ("contexts", pa.int64()), ("examples", pa.list_(EXAMPLE))])
+HIST = pa.struct([("lo", pa.list_(pa.float64())), ("hi", pa.list_(pa.float64())), ("count", pa.list_(pa.int64()))])
+LOOKUP = pa.struct([("token", pa.string()), ("id", pa.int32()), ("mean", pa.float64()), ("count", pa.int64())])
+
+
+def schema() -> pa.Schema:
+    """One row per neuron (or direction); example lists best first (random: by sampling key)."""
+    f64, i64 = pa.float64(), pa.int64()
+    return pa.schema([
+        ("neuron", pa.string()), ("layer", pa.int32()), ("site", pa.string()), ("unit", pa.int32()),
+        ("contexts", i64), ("tokens", i64), ("mean", f64), ("std", f64), ("max", f64), ("share_positive", f64),
+        ("histogram", HIST), ("histogram_positions", i64), ("histogram_contexts", i64), ("context_histogram", HIST),
+        ("top", pa.list_(EXAMPLE)), ("ranges", pa.list_(RANGE)), ("random", pa.list_(EXAMPLE)),
+        *[(name, pa.list_(EXAMPLE)) for name in PART_LISTS],
+        ("train_contexts", i64), ("train_tokens", i64), ("train_max", f64),
+        ("test_contexts", i64), ("test_tokens", i64), ("test_max", f64),
+        ("omega_squared", f64), ("omega_squared_permuted", f64), ("distinct_tokens", i64), ("lookup", pa.list_(LOOKUP)),
+    ])
+
+
+def results_to_table(results, points: dict) -> pa.Table:
+    """NeuronExamples -> an Arrow table with :func:`schema`; ``points`` maps each name to (layer, site, unit)."""
+    rows = []
+    for r in results:
+        layer, site, unit = points[r.neuron]
+        st, sp, ts = r.stats, r.split, r.token_stats or {}
+        rows.append({
+            "neuron": r.neuron, "layer": layer, "site": site, "unit": unit, "contexts": r.contexts, "tokens": r.tokens,
+            "mean": st["mean"], "std": st["std"], "max": st["max"], "share_positive": st["share_positive"],
+            "histogram": {k: st["histogram"][k] for k in ("lo", "hi", "count")},
+            "histogram_positions": st["histogram"]["positions"], "histogram_contexts": st["histogram"]["contexts"],
+            "context_histogram": {k: st["context_histogram"][k] for k in ("lo", "hi", "count")},
+            "top": r.top, "ranges": r.ranges, "random": r.random,
+            "top_train": sp["train"]["top"], "top_test": sp["test"]["top"],
+            "random_train": sp["train"]["random"], "random_test": sp["test"]["random"],
+            "train_contexts": sp["train"]["contexts"], "train_tokens": sp["train"]["tokens"],
+            "train_max": sp["train"]["max"], "test_contexts": sp["test"]["contexts"],
+            "test_tokens": sp["test"]["tokens"], "test_max": sp["test"]["max"],
+            "omega_squared": ts.get("omega_squared"), "omega_squared_permuted": ts.get("omega_squared_permuted"),
+            "distinct_tokens": ts.get("distinct"), "lookup": ts.get("lookup"),
+        })
+    return pa.Table.from_pylist(rows, schema=schema())
+
+
+def row_to_examples(row: dict, manifest: dict):
+    """A stored row -> :class:`neurotext.examples.NeuronExamples` (``split`` with the parts' lists)."""
+    from ..examples import NeuronExamples
+
+    corpus = manifest.get("corpus", {})
+    cfg = manifest.get("settings", {})
+    hist = dict(row["histogram"] or {}, positions=row["histogram_positions"], contexts=row["histogram_contexts"],
+                sample=f"every text position of the contexts whose sampling key is in the lowest "
+                       f"1/{cfg.get('hist_every', '?')} (a uniform sample of contexts)")
+    stats = {"count": row["tokens"], "mean": row["mean"], "std": row["std"], "max": row["max"],
+             "share_positive": row["share_positive"], "histogram": hist,
+             "context_histogram": dict(row["context_histogram"] or {}, contexts=row["contexts"]),
+             "parts": {p: {"count": row[f"{p}_tokens"], "max": row[f"{p}_max"]} for p in ("train", "test")}}
+    split = {"test_share": cfg.get("test_share"), "seed": cfg.get("split_seed")}
+    for p in ("train", "test"):
+        split[p] = {"contexts": row[f"{p}_contexts"], "tokens": row[f"{p}_tokens"], "max": row[f"{p}_max"],
+                    "top": row[f"top_{p}"], "random": row[f"random_{p}"]}
+    ts = None
+    if row.get("omega_squared") is not None or row.get("lookup"):
+        ts = {"omega_squared": row["omega_squared"], "omega_squared_permuted": row["omega_squared_permuted"],
+              "distinct": row["distinct_tokens"], "positions": row["tokens"], "lookup": row["lookup"] or []}
+    return NeuronExamples(neuron=row["neuron"], model=manifest.get("model", {}).get("name", "?"),
+                          corpus={k: corpus.get(k) for k in ("name", "source", "fingerprint")},
+                          contexts=row["contexts"], tokens=row["tokens"], stats=stats, top=row["top"],
+                          ranges=row["ranges"], random=row["random"], split=split, token_stats=ts, settings=cfg)
+
+
+# --------------------------------------------------------------------------- reading
+def read_manifest(directory) -> dict:
+    path = examples_dir(directory) / MANIFEST
+    if not path.is_file():
+        raise NeurotextError(f"{directory} holds no corpus examples (run neurotext examples NEURONS --out "
+                             f"{directory})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise NeurotextError(f"{path} is corrupt: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise NeurotextError(f"{path} is not a {FORMAT} manifest: the examples were written by another version "
+                             "of neurotext; recompute them with neurotext examples ... --force")
+    return manifest
+
+
+def shard_paths(directory) -> list[Path]:
+    d = examples_dir(directory)
+    return sorted(p for p in d.glob("*.parquet") if SHARD_RE.match(p.name)) if d.is_dir() else []
+
+
+def read_rows(directory, columns=None) -> tuple[dict, list[dict]]:
+    """(manifest, rows) of a complete examples store; an incomplete one is an error that says how to finish."""
+    manifest = read_manifest(directory)
+    if manifest.get("status") != "complete":
+        raise NeurotextError(f"{directory}: the corpus pass has not finished; rerun the same neurotext examples "
+                             "command to resume it")
+    tables = []
+    for p in shard_paths(directory):
+        try:
+            tables.append(pq.read_table(p, columns=columns))
+        except Exception as e:  # noqa: BLE001
+            raise NeurotextError(f"{p} is unreadable ({e}); recompute with neurotext examples ... --force") from e
+    rows = pa.concat_tables(tables).to_pylist() if tables else []
+    return manifest, rows
+
+
+def find_examples(directory, name: str):
+    """The stored examples of one neuron (canonical name) as NeuronExamples, or None when it has none."""
+    import pyarrow.compute as pc
+
+    manifest = read_manifest(directory)
+    if manifest.get("status") != "complete":
+        return None
+    m = re.match(r"^L(\d+)\.(\w+)\.", name)
+    for p in shard_paths(directory):
+        layer, site = SHARD_RE.match(p.name).groups()
+        if m and (int(layer), site) != (int(m.group(1)), m.group(2)):
+            continue
+        table = pq.read_table(p)
+        rows = table.filter(pc.equal(table["neuron"], name)).to_pylist()
+        if rows:
+            return row_to_examples(rows[0], manifest)
+    return None
+
+
+# --------------------------------------------------------------------------- identity and files
+def identity(model, corpus, config, names: list[str], directions: dict | None) -> dict:
+    """What must match for a rerun to continue a pass: model weights, corpus content, settings, neurons."""
+    digest = hashlib.blake2b("\n".join(names).encode(), digest_size=16).hexdigest()
+    c = corpus.describe()
+    return {
+        "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
+                  "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
+                  "vocab_size": int(model.embeddings.shape[0])},
+        "corpus": {k: c.get(k) for k in ("name", "source", "kind", "fingerprint", "text_column", "max_docs",
+                                         "categories", "revision")},
+        "settings": config.identity(),
+        "neurons": {"count": len(names), "digest": digest, **({"directions": directions} if directions else {})},
+    }
+
+
+def _save_checkpoint(out: Path, run, state) -> None:
+    path = out / CHECKPOINT
+    tmp = path.with_name(f".{CHECKPOINT}.tmp{os.getpid()}")
+    fields = {f: getattr(state, f) for f in state.__dataclass_fields__ if f != "points"}
+    points = {k: {f: getattr(ps, f) for f in ps.__dataclass_fields__} for k, ps in state.points.items()}
+    torch.save({"state": {**fields, "points": points}, "position": run.position,
+                "registry": [{f: getattr(c, f) for f in c.__dataclass_fields__} for c in run.registry.values()]}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(out: Path, run) -> object | None:
+    from ..engine.contexts import Context
+    from ..engine.corpus_pass import PassState, PointState
+
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        doc = torch.load(path, weights_only=False)
+        st = doc["state"]
+        points = {tuple(k): PointState(**v) for k, v in st.pop("points").items()}  # keys: (layer, site)
+        state = PassState(points=points, **st)
+        run.position = doc["position"]
+        run.registry = {c["index"]: Context(**c) for c in doc["registry"]}
+        return state
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint costs the work since the start, never a wrong result
+        raise NeurotextError(f"{path} is unreadable ({type(e).__name__}); rerun with --force to start over") from e
+
+
+def _write_table(out: Path, name: str, table: pa.Table) -> Path:
+    final = out / name
+    tmp = final.with_name(f".{name}.tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    path = out / MANIFEST
+    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _check_sweep(directory: Path, model) -> None:
+    """A sweep in the same directory must be of the same model weights."""
+    if (directory / layout.MANIFEST).is_file():
+        sweep = layout.read_manifest(directory)
+        fp = sweep.get("model", {}).get("fingerprint")
+        if fp != model.fingerprint():
+            raise NeurotextError(f"{directory} holds a sweep of another model ({sweep.get('model', {}).get('name')}, "
+                                 f"weights {fp}); corpus examples of {model.name} go in another --out")
+
+
+# --------------------------------------------------------------------------- running
+def run_examples(neurons, out, corpus=None, model=None, config=None, directions=None, executor: str = "local",
+                 workers: int = 1, ray_address: str | None = None, force: bool = False, device: str | None = "auto",
+                 text_column: str | None = None, checkpoint_seconds: float = 60.0, log=print,
+                 progress: bool | None = None) -> dict:
+    """A resumable corpus pass into ``out``/examples.
+
+    Args:
+        neurons: neuron specs (None or empty with ``directions``).
+        out: the store directory (new, or a sweep's).
+        corpus: a corpus source (None: the default corpus).
+        model: name, path or loaded Model (None: bundled).
+        config: :class:`neurotext.examples.ExamplesConfig`.
+        directions: ``((layer, site), rows (N, U), names, description)`` or None.
+        executor: ``local`` or ``ray`` (chunks computed by Ray actors, merged here in order).
+        workers: Ray actors.
+        force: discard examples made with another model, corpus or settings.
+        checkpoint_seconds: the pass's state is saved at least this often (and after the last chunk).
+
+    Returns:
+        {"computed": whether a pass ran, "neurons": count, "contexts", "tokens", "seconds", "resumed": bool}.
+    """
+    from ..corpus import open_corpus
+    from ..examples import CorpusRun, Examiner, ExamplesConfig
+    from ..model.adapters import Model, load_model
+    from .sweep import EXECUTORS, ensure_dir
+
+    if executor not in EXECUTORS:
+        raise NeurotextError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    cfg = config or ExamplesConfig()
+    m = model if isinstance(model, Model) else load_model(model, device="cpu" if executor == "ray" else device)
+    ex = Examiner(m, cfg, progress=progress)
+    probes, names = ex.probes(neurons, None if directions is None else directions[:3])
+    all_names = [n for point in names for n in names[point]]
+    corp = open_corpus(corpus, text_column=text_column, max_docs=cfg.max_docs)
+    run = CorpusRun(ex, probes, names, corp)
+    run.check_nonempty()
+    out = Path(out)
+    ensure_dir(out)
+    _check_sweep(out, m)
+    ident = identity(m, corp, cfg, all_names, None if directions is None else directions[3])
+    exdir = examples_dir(out)
+    exdir.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    with StoreLock(exdir, log=log):
+        if force and (exdir / MANIFEST).exists():
+            for p in exdir.iterdir():
+                if p.name != ".sweep.lock":
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+        for p in exdir.glob(".*.tmp*"):
+            p.unlink()  # what a killed run was still writing
+        state, resumed = None, False
+        if (exdir / MANIFEST).exists():
+            old = read_manifest(out)
+            for key, what in (("model", "model"), ("corpus", "corpus"), ("settings", "settings"),
+                              ("neurons", "neuron set")):
+                if old.get(key) != ident[key]:
+                    raise NeurotextError(f"{exdir} holds corpus examples with another {what}; refusing to mix "
+                                         "results (use another --out, or --force to discard them)")
+            if old.get("status") == "complete":
+                log(f"neurotext: corpus examples already complete: {len(all_names)} neurons in {exdir}; "
+                    "nothing to do")
+                return {"computed": False, "neurons": len(all_names), "contexts": old.get("contexts"),
+                        "tokens": old.get("tokens"), "seconds": 0.0, "resumed": False}
+            state = _load_checkpoint(exdir, run)
+            resumed = state is not None
+            if resumed:
+                log(f"neurotext: resuming the corpus pass at context {run.position['index']} "
+                    f"({run.position['tokens']} tokens done)")
+        else:
+            foreign = [p.name for p in exdir.iterdir() if not p.name.startswith(".")]
+            if foreign:
+                raise NeurotextError(f"{exdir} is not empty and holds no examples manifest ({', '.join(foreign[:3])}); "
+                                     "choose another --out")
+            _write_manifest(exdir, {"format": FORMAT, "status": "running", "neurotext_version": __version__,
+                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                    "device": describe(m.device if executor == "local" else "cpu", cfg.dtype),
+                                    "names": all_names, **ident})
+        state = state if state is not None else run.new_state()
+        last = time.monotonic()
+
+        def checkpoint(force_now=False):
+            nonlocal last
+            if force_now or time.monotonic() - last >= checkpoint_seconds:
+                _save_checkpoint(exdir, run, state)
+                last = time.monotonic()
+
+        if executor == "local":
+            for _, contexts in run.chunks():
+                run.process(state, contexts)
+                checkpoint()
+        else:
+            from .ray_executor import run_examples_on_ray
+
+            for contexts, chunk_state in run_examples_on_ray(run, m.source, probes, cfg, workers, ray_address):
+                run.engine.merge(state, chunk_state)
+                run.keep(state, contexts)
+                run._progress(contexts)
+                checkpoint()
+        run.close()
+        checkpoint(force_now=True)
+        results = run.finalize(state)
+        points = {}
+        for (layer, site), ns in names.items():
+            for i, n in enumerate(ns):
+                unit = probes_unit(probes, layer, site, i)
+                points[n] = (layer, site, None if unit < 0 else unit)
+        by_point: dict = {}
+        for r in results:
+            layer, site, _ = points[r.neuron]
+            by_point.setdefault((layer, site), []).append(r)
+        for (layer, site), rs in by_point.items():
+            _write_table(exdir, f"L{layer}.{site}.parquet", results_to_table(rs, points))
+        manifest = read_manifest(out)
+        manifest.update(status="complete", contexts=int(state.contexts.sum()), tokens=int(state.tokens.sum()),
+                        parts={"train": {"contexts": int(state.contexts[0]), "tokens": int(state.tokens[0])},
+                               "test": {"contexts": int(state.contexts[1]), "tokens": int(state.tokens[1])}},
+                        documents=run.position["doc"] + 1, problems=dict(corp.problems),
+                        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        token_stats=run.settings.token_stats)
+        _write_manifest(exdir, manifest)
+        (exdir / CHECKPOINT).unlink(missing_ok=True)
+    return {"computed": True, "neurons": len(all_names), "contexts": int(state.contexts.sum()),
+            "tokens": int(state.tokens.sum()), "seconds": time.perf_counter() - t0, "resumed": resumed,
+            "results": results, "problems": dict(corp.problems)}
+
+
+def probes_unit(probes, layer: int, site: str, i: int):
+    """The unit index of column i of the probe at (layer, site); -1 for a direction."""
+    for p in probes:
+        if (p.layer, p.site) == (layer, site):
+            return int(p.units[i]) if p.units is not None else -1
+    raise KeyError((layer, site))
