@@ -337,6 +337,10 @@ def _add_examples(sub):
                    help="local (default) or ray: chunks of the corpus on Ray actors, merged in order (with --out)")
     g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors")
     g.add_argument("--ray-address", default=None, help="existing Ray cluster; default a local one on 127.0.0.1")
+    g.add_argument("--chunk-size", type=_positive_int, default=d.chunk_size,
+                   help=f"contexts per chunk, the unit of resumption and of Ray work (default {d.chunk_size})")
+    g.add_argument("--checkpoint-every", type=_nonnegative_float, default=60.0, metavar="SECONDS",
+                   help="with --out, save the pass's state at least this often (default 60; 0: after every chunk)")
     g.add_argument("--force", action="store_true", help="discard examples in --out made with other settings")
     g = p.add_argument_group("any direction")
     g.add_argument("--direction", default=None, metavar="FILE",
@@ -362,7 +366,7 @@ def _cmd_examples(args) -> int:
                          max_length=args.max_length, seed=args.seed, split_seed=args.split_seed,
                          test_share=args.test_share, max_docs=args.max_docs, max_tokens=args.max_tokens,
                          token_stats={"auto": None, "on": True, "off": False}[args.token_stats], dtype=args.dtype,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, chunk_size=args.chunk_size)
     from .model.adapters import load_model
 
     model = load_model(args.model, device="cpu" if args.executor == "ray" else args.device)
@@ -379,6 +383,7 @@ def _cmd_examples(args) -> int:
         summary = run_examples(neurons, args.out, corpus=args.corpus, model=model, config=cfg,
                                directions=directions, executor=args.executor, workers=args.workers,
                                ray_address=args.ray_address, force=args.force, text_column=args.text_column,
+                               checkpoint_seconds=args.checkpoint_every,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
         results = summary.get("results")
         if summary["computed"]:
@@ -593,26 +598,54 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_show(args) -> int:
+    from pathlib import Path
+
     from . import store
     from .render import render_result
+    from .store import examples as ex_store
 
-    row = store.find_neuron(args.store, args.neuron)
-    name = store.read_manifest(args.store)["model"]["name"]
-    result = store.row_to_result(row, name)
-    phrases = store.row_to_phrases(row, name)
-    if args.json:
-        d = result.to_dict(vector=not args.no_vector)
-        d.pop("curve", None)
-        if phrases is not None:
-            ph = phrases.to_dict(curve=False)
-            d.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
-        _dump_json(d)
-    else:
-        print(render_result(result))
+    sweep = (Path(args.store) / store.MANIFEST).is_file()
+    examples = ex_store.has_examples(args.store)
+    if not sweep and not examples:
+        store.read_manifest(args.store)  # says what is missing
+    doc, text = {}, []
+    if sweep:
+        row = store.find_neuron(args.store, args.neuron)
+        name = store.read_manifest(args.store)["model"]["name"]
+        result = store.row_to_result(row, name)
+        phrases = store.row_to_phrases(row, name)
+        neuron = row["neuron"]
+        doc = result.to_dict(vector=not args.no_vector)
+        doc.pop("curve", None)
+        text.append(render_result(result))
         if phrases is not None:
             from .render import render_phrases
 
-            print("\n" + render_phrases(phrases, header=False))
+            ph = phrases.to_dict(curve=False)
+            doc.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
+            text.append(render_phrases(phrases, header=False))
+    else:
+        from .model.names import parse_neurons
+
+        model = ex_store.read_manifest(args.store)["model"]
+        found = parse_neurons(args.neuron, model["n_layers"], model["sizes"], model["name"])
+        if len(found) != 1:
+            raise NeurotextError(f"{args.neuron!r} names {len(found)} neurons; show takes exactly one")
+        neuron = found[0].name
+    if examples:
+        from .render import render_examples
+
+        ex = ex_store.find_examples(args.store, neuron)
+        if ex is None and not sweep:
+            raise NeurotextError(f"{neuron} has no corpus examples in {args.store}")
+        if ex is not None:
+            doc["examples"] = ex.to_dict(parts=True)
+            doc.setdefault("neuron", neuron)
+            text.append(render_examples(ex))
+    if args.json:
+        _dump_json(doc)
+    else:
+        print("\n\n".join(text))
     return 0
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,21 @@ def reduce(vals: torch.Tensor, text: torch.Tensor):
                       "set NEUROTEXT_COMPILE=0 to skip the attempt", stacklevel=2)
         _compiled["reduce"] = False
         return _reduce(vals, text)
+
+
+@contextmanager
+def one_thread():
+    """Run a block on one CPU thread (torch's small operations, index_add_, topk and searchsorted among them, are
+    measured up to a hundred times slower on two threads than on one when the cores are busy)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- state
@@ -338,6 +353,11 @@ class CorpusPass:
     # ------------------------------------------------------------------ folding
     def fold(self, state: PassState, batch: Batch, found: dict) -> None:
         """Fold one batch's values (from :meth:`forward`) into ``state``."""
+        reduced = {point: reduce(vals, batch.text) for point, vals in found.items()}  # the one pass over the values
+        with one_thread():  # the rest is many small operations, which threads only slow down
+            self._fold(state, batch, found, reduced)
+
+    def _fold(self, state: PassState, batch: Batch, found: dict, reduced: dict) -> None:
         s, p, text = self.settings, batch.part, batch.text
         ntext = text.sum(1)  # (B,)
         state.contexts[p] += len(batch.ctx)
@@ -356,7 +376,7 @@ class CorpusPass:
         for point, vals in found.items():
             ps = state.points[point]
             u = vals.shape[-1]
-            cmax, cpos, rs, rss, rpos = reduce(vals, text)  # (B, u) each
+            cmax, cpos, rs, rss, rpos = reduced[point]  # (B, u) each
             ps.s[p] += rs.double().sum(0)
             ps.ss[p] += rss.double().sum(0)
             ps.npos[p] += rpos.sum(0)
@@ -443,6 +463,10 @@ class CorpusPass:
     # ------------------------------------------------------------------ merging states
     def merge(self, state: PassState, other: PassState) -> None:
         """Fold ``other`` (the state of other contexts, e.g. one chunk's from a Ray actor) into ``state``."""
+        with one_thread():
+            self._merge(state, other)
+
+    def _merge(self, state: PassState, other: PassState) -> None:
         s = self.settings
         for name in ("contexts", "tokens", "hist_contexts", "hist_tokens"):
             getattr(state, name).add_(getattr(other, name))
