@@ -248,9 +248,10 @@ class CorpusRun:
 
         for number, contexts in chunks(bounded(), self.config.chunk_size, pos["chunk"]):
             last = contexts[-1]
-            yield number, contexts
+            # where the pass continues after this chunk: recorded with the state that holds the chunk
             self.position = pos = {"chunk": number + 1, "doc": last.doc, "piece": last.piece + 1,
                                    "index": last.index + 1, "tokens": pos["tokens"] + sum(len(c.ids) for c in contexts)}
+            yield number, contexts
 
     def process(self, state: PassState, contexts: list[Context], keep: bool = True,
                 progress: bool = True) -> PassState:
@@ -301,7 +302,7 @@ class CorpusRun:
             total = None
             if self.config.max_tokens is not None:
                 total = self.config.max_tokens
-            self._bar = tqdm(total=total, initial=self.position["tokens"], desc="examples", unit="tok",
+            self._bar = tqdm(total=total, initial=self._tokens_at_start, desc="examples", unit="tok",
                              unit_scale=True, file=sys.stderr, disable=tqdm_disable(self.examiner.progress))
             self._t0 = time.perf_counter()
         n = sum(len(c.ids) for c in contexts)

@@ -351,8 +351,10 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         else:
             from .ray_executor import run_examples_on_ray
 
-            for contexts, chunk_state in run_examples_on_ray(run, m.source, probes, cfg, workers, ray_address):
+            for contexts, chunk_state, position in run_examples_on_ray(run, m.source, probes, cfg, workers,
+                                                                       ray_address):
                 run.engine.merge(state, chunk_state)
+                run.position = position
                 run.keep(state, contexts)
                 run._progress(contexts)
                 checkpoint()

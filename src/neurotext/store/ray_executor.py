@@ -156,8 +156,8 @@ class _ExamplesWorker:
 
 
 def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=None, gpus_per_worker: float = 0.0):
-    """Yield (contexts, chunk state) for every chunk of ``run`` in chunk order, computed by Ray actors (at most
-    two chunks in flight per actor, so memory does not grow with the corpus)."""
+    """Yield (contexts, chunk state, position after the chunk) for every chunk of ``run`` in chunk order, computed by
+    Ray actors (at most two chunks in flight per actor, so memory does not grow with the corpus)."""
     import collections
 
     import torch
@@ -169,10 +169,10 @@ def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=N
                   for _ in range(max(workers, 1))]
         pending = collections.deque()
         for i, (_, contexts) in enumerate(run.chunks()):
-            pending.append((contexts, actors[i % len(actors)].compute.remote(contexts)))
+            pending.append((contexts, actors[i % len(actors)].compute.remote(contexts), dict(run.position)))
             if len(pending) >= 2 * len(actors):
-                contexts, ref = pending.popleft()
-                yield contexts, ray.get(ref)
+                contexts, ref, position = pending.popleft()
+                yield contexts, ray.get(ref), position
         while pending:
-            contexts, ref = pending.popleft()
-            yield contexts, ray.get(ref)
+            contexts, ref, position = pending.popleft()
+            yield contexts, ray.get(ref), position
