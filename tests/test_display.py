@@ -23,7 +23,7 @@ from neurotext.card import Chips, neuron_card, neuron_header
 from neurotext.cli import main
 from neurotext.engine.phrase import PhraseConfig
 from neurotext.model.tokens import display_token
-from neurotext.notebook import Results
+from neurotext.notebook import SHOWN_TOKENS, Results
 from neurotext.phrases import Phraser
 from neurotext.render import render_result
 from neurotext.store.sweep import run_sweep
@@ -270,9 +270,10 @@ def test_notebook_html_in_a_browser(browser, bl_results):
         assert page.evaluate("document.querySelectorAll('img, b, [onerror]').length") == 0
         assert "\u0120furniture" not in page.locator(".nt").first.inner_text()
         if 'class="list neurons"' in html:  # the table: each list's first tokens
+            k = SHOWN_TOKENS
             want = [display_token(t, "byte-level") for x in bl_results for t in
-                    [c["token"] for c in (x.stability or {}).get("consensus") or []][:5]
-                    + [d["token"] for d in x.nearest[:5]] + [d["token"] for d in x.best_tokens[:5]]]
+                    [c["token"] for c in (x.stability or {}).get("consensus") or []][:k]
+                    + [d["token"] for d in x.nearest[:k]] + [d["token"] for d in x.best_tokens[:k]]]
             assert page.locator(".nt .tok").all_inner_texts() == want
             continue
         shown = page.locator(".nt .tok").all_inner_texts()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from .card import Chips, card_css, esc, fmt, neuron_card, neuron_header, phrases_section, unit_words
 from .model.tokens import CONVENTION, DECODED, detect_kind
 
-SHOWN_TOKENS = 5  # tokens per list in a row of a results table
+SHOWN_TOKENS = 3  # tokens per list in a row of a results table (as in the atlas index)
 
 
 class Results(list):
@@ -76,7 +76,7 @@ def _head(names: list[str], num: set[str]) -> str:
 
 def _token_cell(chips: Chips, tokens: list[str]) -> str:
     more = f' <span class="muted">+{len(tokens) - SHOWN_TOKENS}</span>' if len(tokens) > SHOWN_TOKENS else ""
-    return "<td>" + "".join(chips(t) for t in tokens[:SHOWN_TOKENS]) + more + "</td>"
+    return '<td class="toks">' + "".join(chips(t) for t in tokens[:SHOWN_TOKENS]) + more + "</td>"
 
 
 def _neuron_table(results) -> tuple[str, set[str]]:
@@ -100,7 +100,8 @@ def _neuron_table(results) -> tuple[str, set[str]]:
                     + _token_cell(chips, cons) + _token_cell(chips, row["nearest_tokens"])
                     + _token_cell(chips, row["best_tokens"]) + "</tr>")
     th = _head(head, num)
-    return f'<table class="list neurons"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>', kinds
+    return (f'<div class="listwrap"><table class="list neurons"><thead><tr>{th}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>', kinds)
 
 
 def _phrase_table(results) -> tuple[str, set[str]]:
@@ -116,10 +117,11 @@ def _phrase_table(results) -> tuple[str, set[str]]:
         ratio = b["activation"] / r.best_token_activation if r.best_token_activation > 0 else None
         rows.append(f'<tr><td class="name">{esc(r.neuron)}</td>'
                     + _cells([fmt(r.ft_activation), fmt(r.best_token_activation)])
-                    + "<td>" + "".join(chips(t["token"]) for t in best["tokens"]) + "</td>"
+                    + '<td class="toks">' + "".join(chips(t["token"]) for t in best["tokens"]) + "</td>"
                     + _cells([fmt(b["activation"]), fmt(ratio, ".2f"), b["length"]]) + "</tr>")
     th = _head(head, num)
-    return f'<table class="list phrases"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>', kinds
+    return (f'<div class="listwrap"><table class="list phrases"><thead><tr>{th}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>', kinds)
 
 
 def results_html(items) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from .model.tokens import CONVENTION, DECODED, detect_kind, display_token
 
 
-def shower(r, tokens):
+def _shower(r, tokens):
     """The function that shows a result's tokens: by its ``token_kind``, else by the kind ``tokens`` show."""
     kind = getattr(r, "token_kind", "") or detect_kind(tokens)
     return kind, (lambda t: display_token(t, kind))
@@ -51,7 +51,7 @@ def render_result(r) -> str:
     """One neuron: the consensus of its restarts, the best restart's nearest tokens and the best real
     tokens side by side, then the metrics and how reproducible the textualization is. Tokens are shown
     decoded (:mod:`neurotext.model.tokens`)."""
-    kind, show = shower(r, _all_tokens(r))
+    kind, show = _shower(r, _all_tokens(r))
     near = [{**d, "token": show(d["token"])} for d in r.nearest]
     best = [{**d, "token": show(d["token"])} for d in r.best_tokens]
     cons = [{**d, "token": show(d["token"])} for d in (r.stability or {}).get("consensus") or []]
@@ -98,7 +98,7 @@ def render_result(r) -> str:
 def render_phrases(r, header: bool = True) -> str:
     """One neuron's best real phrases, one line per length, beside FT and the best single token; the tokens
     of a phrase are shown decoded (:mod:`neurotext.model.tokens`), its text as the tokenizer decodes it."""
-    kind, show = shower(r, [t["token"] for p in r.phrases for t in p["tokens"]])
+    kind, show = _shower(r, [t["token"] for p in r.phrases for t in p["tokens"]])
     ft = "n/a (run with --with-ft)" if r.ft_activation is None else f"{r.ft_activation:.4f}"
     lines = [f"{r.neuron}  ({r.model})" if header else "  best real phrases",
              f"  FT activation {ft}   best single token {r.best_token_activation:.4f}",

@@ -125,12 +125,6 @@ def display_tokens(tokens: Iterable[str], kind: str) -> list[str]:
     return [display_token(t, kind) for t in tokens]
 
 
-def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"unknown vocabulary kind {kind!r}: one of {', '.join(KINDS)}")
-    return kind
-
-
 # --------------------------------------------------------------------------- detection
 def _decoder_kind(decoder_state: dict | None) -> str | None:
     """The kind named by a ``tokenizers`` decoder's JSON state (None when it names none)."""
