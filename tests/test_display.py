@@ -141,6 +141,7 @@ def test_atlas_neuron_page_and_table_show_decoded_tokens(bl_site):
     assert "script" not in found.tags
     assert "vocabulary string &#x27;\u0120furniture&#x27;" in page  # the raw string is the chip's title
     assert "#q=%E2%90%A3furniture" in page  # a chip links to the index's search for what it shows
+    assert "\u2423 a space, \u21b5 a newline" in (bl_site / "index.html").read_text()  # the convention, named
     data = (bl_site / "data" / "neurons.js").read_text()
     doc = json.loads(data[data.index("{"):data.rindex("}") + 1])
     cols = doc["columns"]

@@ -13,7 +13,7 @@ import json
 from urllib.parse import quote
 
 from ..card import Chips, esc, fmt, neuron_card, neuron_header
-from ..model.tokens import PLAIN
+from ..model.tokens import CONVENTION, DECODED, PLAIN
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
 CSP_INDEX = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -88,7 +88,7 @@ def stability_section(stab: dict | None) -> str:
 
 
 def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
-               word_like_rule: str, stability: dict | None = None) -> str:
+               word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
@@ -100,6 +100,8 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
             "skipped", "source"}`` for Q2, or None when absent.
         word_like_rule: how a word-like neuron is defined (shown under the table).
         stability: ``{"plot", "rule", "groups"}`` of the stability arm, None for a store without it.
+        token_kind: the store's vocabulary kind; for one whose tokens are shown decoded, the convention is
+            named under the table.
     """
     model, cfg = manifest.get("model", {}), manifest.get("config", {})
     name = model.get("name", "?")
@@ -159,7 +161,8 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<span id="page" class="muted"></span><button id="next" type="button">next &rarr;</button>'
              '<select id="per" aria-label="rows per page"><option>50</option><option selected>100</option>'
              '<option>500</option></select></div>'
-             '<noscript><p>The neuron table needs JavaScript; every neuron also has a page at '
+             + (f'<p class="note">The {esc(CONVENTION)}.</p>' if token_kind in DECODED else "")
+             + '<noscript><p>The neuron table needs JavaScript; every neuron also has a page at '
              'neurons/NAME.html.</p></noscript></section>')
     meta = {"n": n_neurons, "model": name, "phrases": "phrases" in manifest}
     q2_link = '<a href="#q2">Q2</a>' if q2 else ""

@@ -335,7 +335,7 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                   **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
         _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(rows),
                                                     Q1_PLOT if rows else None, q2, WORD_LIKE_RULE,
-                                                    stab_summary))
+                                                    stab_summary, token_kind=kind))
         names = {r["neuron"] for r in rows}
         (tmp / NEURONS).mkdir()
         for r in rows:
