@@ -142,7 +142,8 @@ def results_html(items) -> str | None:
         kinds |= k
     models = ", ".join(sorted({r.model for r in items}))
     what = " and ".join(w for w, n in (("textualization", len(neurons)), ("phrase", len(phrases))) if n)
-    note = ("Each result shows its card: display results[i]. Rows in red: the restarts share no consensus token."
+    note = ("Each result shows its card: display results[i]."
+            + (" Neurons in red: the restarts share no consensus token." if neurons else "")
             + (f" The {CONVENTION}." if kinds & set(DECODED) else ""))
     return panel(f'<header><div class="brand">neurotext \u00b7 {esc(models)}</div>'
                  f'<p class="lead">{len(items)} {what} result{"s" if len(items) != 1 else ""}</p></header>'
