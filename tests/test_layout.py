@@ -17,6 +17,8 @@ TIERS = {
     "engine": 2,
     "textualize": 3,
     "render": 3,
+    "card": 3,
+    "notebook": 3,
     "phrases": 3,
     "store": 4,
     "analysis": 5,

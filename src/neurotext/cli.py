@@ -611,9 +611,10 @@ def _cmd_show(args) -> int:
     doc, text = {}, []
     if sweep:
         row = store.find_neuron(args.store, args.neuron)
-        name = store.read_manifest(args.store)["model"]["name"]
-        result = store.row_to_result(row, name)
-        phrases = store.row_to_phrases(row, name)
+        model = store.read_manifest(args.store)["model"]
+        shown = (store.token_kind(args.store), model.get("model_type", ""))  # how its tokens are displayed
+        result = store.row_to_result(row, model["name"], *shown)
+        phrases = store.row_to_phrases(row, model["name"], *shown)
         neuron = row["neuron"]
         doc = result.to_dict(vector=not args.no_vector)
         doc.pop("curve", None)

@@ -1,14 +1,12 @@
 """Figures of the atlas and the analyses: Q1 distributions per layer (with the controls of ``neurotext
-words``), the Q2 recovery curve (matplotlib, Agg, PNG), and the optimization curve of one neuron as a small
-inline SVG.
+words``) and the Q2 recovery curve (matplotlib, Agg, PNG). The optimization curve of one neuron, a small
+inline SVG, is drawn by :func:`neurotext.card.curve_svg` with the rest of a neuron's card.
 
 Every function takes plain numbers and writes or returns one figure; nothing here reads a store.
 """
 
 from __future__ import annotations
 
-import html
-import math
 import textwrap
 from pathlib import Path
 
@@ -136,58 +134,6 @@ def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
     handles += [plt.Line2D([], [], color="#444444", linestyle=s, label=f"{sel} selection") for sel, s in styles.items()]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     return _save(plt, fig, path, (0, 0, 0.88, 1))
-
-
-def curve_svg(curve, reference: float | None = None, label: str = "objective", width: int = 560,
-              height: int = 180, max_points: int = 200) -> str:
-    """The optimization curve (objective per step) as a self-contained inline SVG string.
-
-    Args:
-        curve: objective value at every step (step 0 = the start).
-        reference: a horizontal dashed line, e.g. the best real token's activation.
-        label: y-axis caption.
-        max_points: the curve is subsampled to at most this many points (the last one always kept).
-
-    Returns:
-        ``<svg>...</svg>``; only numbers and fixed labels appear in it.
-    """
-    ys = [float(v) for v in curve if v is not None and math.isfinite(float(v))]
-    if len(ys) < 2:
-        return '<p class="muted">no optimization curve recorded</p>'
-    n = len(ys)
-    idx = sorted(set(np.linspace(0, n - 1, min(n, max_points)).round().astype(int).tolist()))
-    lo = min(ys + ([reference] if reference is not None else []))
-    hi = max(ys + ([reference] if reference is not None else []))
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
-    pad_l, pad_r, pad_t, pad_b = 52, 12, 10, 28
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-
-    def sx(i):
-        return pad_l + w * i / max(n - 1, 1)
-
-    def sy(v):
-        return pad_t + h * (1 - (v - lo) / (hi - lo))
-
-    pts = " ".join(f"{sx(i):.1f},{sy(ys[i]):.1f}" for i in idx)
-    parts = [f'<svg class="curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(label)} versus optimization step">',
-             f'<line class="axis" x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}"/>',
-             f'<line class="axis" x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}"/>']
-    for v in (lo, (lo + hi) / 2, hi):
-        parts.append(f'<text class="tick" x="{pad_l - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    for i in (0, n - 1):
-        parts.append(f'<text class="tick" x="{sx(i):.1f}" y="{pad_t + h + 16}" text-anchor="middle">{i}</text>')
-    parts.append(f'<text class="tick" x="{pad_l + w / 2:.1f}" y="{height - 2}" text-anchor="middle">step</text>')
-    if reference is not None:
-        y = sy(reference)
-        parts.append(f'<line class="ref" x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="reflabel" x="{pad_l + w - 4}" y="{y - 5:.1f}" text-anchor="end">'
-                     f'best real token {reference:.3g}</text>')
-    parts.append(f'<polyline class="line" points="{pts}"/>')
-    parts.append(f'<circle class="end" cx="{sx(n - 1):.1f}" cy="{sy(ys[-1]):.1f}" r="3"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- neurotext words (Q1 with controls)

@@ -28,6 +28,7 @@ from .. import store
 from ..engine.optimize import FTConfig, row_generator
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
+from ..model.tokens import CONVENTION, DECODED, display_tokens
 from ..textualize import OVERLAP_K, Textualizer, retention_of
 from . import reproducible
 from .stats import quartiles, share
@@ -118,6 +119,7 @@ class WordsResult:
     stability: list[dict] | None = None  # reproducible.analyze per (layer, site); None for an old store
     stability_note: str | None = None  # why stability is missing
     phrases: dict | None = None  # the real-text arm (:func:`phrase_arm`), where the sweep stored phrases
+    token_kind: str = "plain"  # how the tables show tokens (neurotext.model.tokens); the JSON keeps them raw
 
     def stability_rule(self) -> str:
         return (f"reproducible: at least two restarts counted, a consensus token, and a mean pairwise "
@@ -145,6 +147,7 @@ class WordsResult:
             "stability": {"rule": self.stability_rule(), "quantile": self.config.repro_quantile,
                           "definitions": reproducible.REPRO_STATS, "note": self.stability_note},
             "phrases": self.phrases,
+            "token_kind": self.token_kind,
         }
         return doc
 
@@ -308,7 +311,7 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
     name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
     result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top],
-                         phrases=phrase_arm(directory, manifest))
+                         phrases=phrase_arm(directory, manifest), token_kind=m.token_kind)
     missing = store.missing_columns(directory)
     if missing:
         result.stability_note = store.old_store_hint(directory, "the stability arm")
@@ -423,13 +426,16 @@ def render_text(doc: dict) -> str:
     lines += ["", f"{len(doc['top'])} most word-like FT neurons (word-like first, then by retention)",
               f"  {'neuron':<13} {'word-like':<9} {'retention':>9} {'cosine':>7} {'rank':>5}  "
               f"{'FT nearest tokens':<40} best real tokens"]
+    kind = doc.get("token_kind") or "plain"
     for t in doc["top"]:
+        near, best = (", ".join(display_tokens(t[key], kind)) for key in ("nearest_tokens", "best_tokens"))
         ret = "n/a" if t["retention"] is None else f"{t['retention']:.3f}"
         pos = "-" if t["nearest_in_best"] is None else str(t["nearest_in_best"])
         lines.append(f"  {t['neuron']:<13} {'yes' if t['word_like'] else 'no':<9} {ret:>9} "
-                     f"{t['nearest_cosine']:>7.3f} {pos:>5}  {', '.join(t['nearest_tokens']):<40} "
-                     f"{', '.join(t['best_tokens'])}")
+                     f"{t['nearest_cosine']:>7.3f} {pos:>5}  {near:<40} {best}")
     lines.append("  (rank: the nearest token's position among the unit's best real tokens; - = not among them)")
+    if doc.get("token_kind") in DECODED:
+        lines.append(f"  ({CONVENTION})")
     if doc.get("phrases"):
         lines += ["", render_phrase_text(doc["phrases"])]
     return "\n".join(lines)

@@ -32,13 +32,14 @@ from ..analysis.encode import SELECTIONS
 from ..analysis.words import WordsConfig, word_like
 from ..errors import NeurotextError
 from ..model.names import SITES
+from ..model.tokens import display_tokens, manifest_kind
 from . import pages
 
 # Filenames of a site live here and nowhere else.
 MARKER = "atlas.json"
 FORMAT = "neurotext-atlas/1"
 ASSETS = "assets"
-ASSET_FILES = ("atlas.css", "atlas.js")
+ASSET_FILES = ("card.css", "atlas.css", "atlas.js")
 DATA = "data/neurons.js"
 NEURONS = "neurons"
 Q1_PLOT = "plots/q1.png"
@@ -213,6 +214,13 @@ def _num(v, digits: int = 5):
     return float(f"{v:.{digits}g}")
 
 
+def store_token_kind(manifest: dict, rows: list[dict]) -> str:
+    """How the store's tokens are shown: its manifest's vocabulary kind, or for a store written before the
+    kind was recorded, the kind its token strings show (:func:`neurotext.model.tokens.detect_kind`)."""
+    return manifest_kind(manifest, (t for r in rows for key in ("nearest_tokens", "best_tokens", "promotes_tokens",
+                                                                 "suppresses_tokens") for t in r.get(key) or []))
+
+
 def _best_phrase_tokens(row: dict) -> list[str]:
     """Tokens of the row's best real phrase (empty without phrases)."""
     acts = row.get("phrase_activations") or []
@@ -221,19 +229,23 @@ def _best_phrase_tokens(row: dict) -> list[str]:
     return list(row["phrase_tokens"][max(range(len(acts)), key=acts.__getitem__)])
 
 
-def data_script(rows: list[dict]) -> str:
-    """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
+def data_script(rows: list[dict], token_kind: str = "plain") -> str:
+    """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays).
+    Tokens are their shown text (:func:`neurotext.model.tokens.display_token` for ``token_kind``)."""
     def stab(r, key):
         st = r.get("stability")
         return _num(st[key], 3) if st and st.get(key) is not None else None
 
+    def shown(tokens):
+        return display_tokens(tokens or [], token_kind)
+
     data = {"columns": DATA_COLUMNS, "rows": [
         [r["neuron"], r["layer"], r["site"], r["unit"], _num(r["activation"]), _num(r["best_activation"]),
          _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
-         list(r["nearest_tokens"] or []), list(r["best_tokens"] or []),
+         shown(r["nearest_tokens"]), shown(r["best_tokens"]),
          stab(r, "jaccard_at_10"), stab(r, "cosine"), r.get("reproducible"),
-         [c["token"] for c in (r.get("stability") or {}).get("consensus") or []],
-         _num(r.get("best_phrase_activation")), _best_phrase_tokens(r)] for r in rows]}
+         shown(c["token"] for c in (r.get("stability") or {}).get("consensus") or []),
+         _num(r.get("best_phrase_activation")), shown(_best_phrase_tokens(r))] for r in rows]}
     return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
 
 
@@ -305,7 +317,8 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     try:
         for name in ASSET_FILES:
             _write(tmp / ASSETS / name, resources.files("neurotext.atlas").joinpath(ASSETS, name).read_text("utf-8"))
-        _write(tmp / DATA, data_script(rows))
+        kind = store_token_kind(manifest, rows)
+        _write(tmp / DATA, data_script(rows, kind))
         (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
         plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)
         stab_summary = None
@@ -322,7 +335,7 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                   **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
         _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(rows),
                                                     Q1_PLOT if rows else None, q2, WORD_LIKE_RULE,
-                                                    stab_summary))
+                                                    stab_summary, token_kind=kind))
         names = {r["neuron"] for r in rows}
         (tmp / NEURONS).mkdir()
         for r in rows:
@@ -330,7 +343,7 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
             prev_name, next_name = f"{prefix}{r['unit'] - 1}", f"{prefix}{r['unit'] + 1}"
             html = pages.neuron_page(r, model_name, prev_name if prev_name in names else None,
                                      next_name if next_name in names else None,
-                                     model_type=manifest.get("model", {}).get("model_type"))
+                                     model_type=manifest.get("model", {}).get("model_type"), token_kind=kind)
             _write(tmp / NEURONS / f"{r['neuron']}.html", html)
         marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(Path(store_dir).resolve()),
                   "encode": str(encode_path) if encode_path else None, "neurons": len(rows),

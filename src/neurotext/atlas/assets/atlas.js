@@ -2,7 +2,8 @@
  *
  * The rows come from data/neurons.js (window.NEUROTEXT_ATLAS = {columns, rows}), loaded asynchronously
  * after the page has rendered, and the table shows one page of rows at a time, so the index stays fast
- * for whole-model sweeps. Token strings are untrusted: they are only ever set with textContent.
+ * for whole-model sweeps. Tokens arrive as they are shown (decoded, whitespace visible: see
+ * neurotext.model.tokens). Token strings are untrusted: they are only ever set with textContent.
  */
 (function () {
   "use strict";
@@ -38,8 +39,9 @@
 
   function $(id) { return document.getElementById(id); }
 
-  // search key of a token or query: case, surrounding whitespace and a word-piece marker do not matter
-  function norm(t) { return String(t).trim().toLowerCase().replace(/^(##|\u0120|\u2581)/, ""); }
+  // search key of a token or query: case, surrounding whitespace and a word-start or word-piece marker do not
+  // matter (tokens arrive as shown, a leading space as \u2423; raw markers in a query are dropped too)
+  function norm(t) { return String(t).trim().toLowerCase().replace(/^(##|\u0120|\u2581|\u2423)/, ""); }
 
   function fmt(v, fixed) {
     // fixed: decimals for bounded statistics (cosine, retention, overlap); else 4 significant digits
