@@ -481,6 +481,10 @@ def _add_words(sub):
                         f"(default {d.repro_quantile:g})")
     p.add_argument("--model", default=None,
                    help="the sweep's model, if the path recorded in the store is gone (weights must match)")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="corpus examples (neurotext examples --out DIR) of the same model: adds the real-text arm, "
+                        "every read-out scored on held-out text against chance (default: the store's own examples, "
+                        "when it holds them)")
     _add_device(p)
     p.set_defaults(run=_cmd_words)
 
@@ -683,7 +687,7 @@ def _cmd_words(args) -> int:
     resolve_device(args.device)  # a bad --device fails before the store is read
     cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed,
                       repro_quantile=args.repro_quantile)
-    result = analyze_store(args.store, cfg, model=args.model, device=args.device)
+    result = analyze_store(args.store, cfg, model=args.model, device=args.device, examples=args.examples)
     doc = result.to_dict()
     if args.out:
         for path in write_outputs(result, args.out, doc):

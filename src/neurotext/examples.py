@@ -487,16 +487,10 @@ class Finalizer:
         if ps.tok_sum is None:
             return None
         counts = (st.tok_count[0] + st.tok_count[1]).double()  # (V,)
-        n = float(counts.sum())
-        s_all = float(ps.s[:, j].sum())
-        ss_t = float(ps.ss[:, j].sum()) - s_all * s_all / n
-        seen = counts > 0
-        k = int(seen.sum())
+        s_all, ss_all = float(ps.s[:, j].sum()), float(ps.ss[:, j].sum())
 
         def omega(sums):
-            ss_b = float((sums[seen] ** 2 / counts[seen]).sum()) - s_all * s_all / n
-            ms_w = (ss_t - ss_b) / max(n - k, 1.0)
-            return (ss_b - (k - 1) * ms_w) / (ss_t + ms_w) if ss_t > 0 else None
+            return omega_squared(counts, sums, s_all, ss_all)
 
         sums = (ps.tok_sum[0][:, j] + ps.tok_sum[1][:, j]).double()
         train_n = st.tok_count[0].double()
@@ -506,9 +500,36 @@ class Finalizer:
         kk = min(LOOKUP_K, int(ok.sum()))
         best = torch.topk(means, kk).indices.tolist() if kk else []
         return {"omega_squared": omega(sums), "omega_squared_permuted": omega(ps.perm_sum[:, j].double()),
-                "distinct": k, "positions": int(n),
+                "distinct": int((counts > 0).sum()), "positions": int(counts.sum()),
                 "lookup": [{"token": self.model.tokens[t], "id": t, "mean": float(means[t]), "count": int(train_n[t])}
                            for t in best]}
+
+
+def omega_squared(counts, sums, total: float, total_sq: float) -> float | None:
+    """Omega squared of a one-way analysis of variance of values by group (here: by token id).
+
+    The share of the values' variance the group explains, corrected for the number of groups k (Hays):
+    ``(SS_between - (k - 1) MS_within) / (SS_total + MS_within)``. 1 for values that are a function of the
+    group, about 0 for values unrelated to it (it can dip below 0).
+
+    Args:
+        counts: (G,) values per group (groups with 0 are ignored).
+        sums: (G,) sum of the values of each group.
+        total, total_sq: sum and sum of squares of all values.
+
+    Returns:
+        Omega squared, None where the values do not vary.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    sums = torch.as_tensor(sums, dtype=torch.float64)
+    seen = counts > 0
+    n, k = float(counts.sum()), int(seen.sum())
+    ss_t = total_sq - total * total / n
+    if not ss_t > 0:
+        return None
+    ss_b = float((sums[seen] ** 2 / counts[seen]).sum()) - total * total / n
+    ms_w = (ss_t - ss_b) / max(n - k, 1.0)
+    return (ss_b - (k - 1) * ms_w) / (ss_t + ms_w)
 
 
 def _finite(v) -> float | None:

@@ -329,3 +329,114 @@ def phrase_figure(groups: list[dict], stat: str, title: str, ylabel: str, path: 
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.text(0.5, 0.005, "line: median; band: quartiles", ha="center", fontsize=7, color="#666666")
     return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+#: Colours of the read-outs scored on real text (the corpus lookup table, the reference, in black).
+READOUT_COLORS = {"ft_nearest": "#3b6fd4", "ft_consensus": "#7a4fc9", "ft_centroid": "#2f9fa8",
+                  "ft_vector": "#8fb3f0", "centroid_vector": "#9fd3d8", "scan_best": "#d9822b", "phrase": "#c94f7c",
+                  "corpus_lookup": "#222222"}
+
+
+def corpus_scores_figure(scores: list[dict], stat: str, title: str, path: Path) -> Path:
+    """Real text: per layer (one panel per site) the median and quartiles of one score for every read-out
+    (filled markers), beside its chance level (the same read-out of another neuron: hollow markers, dotted).
+
+    Args:
+        scores: ``corpus.corpus_scores`` of the ``neurotext words`` document.
+        stat: ``correlation`` or ``detection_auroc``.
+        title: figure title.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    groups = [{"layer": layer, "site": site} for layer, site in sorted({(r["layer"], r["site"]) for r in scores})]
+    plt, fig, panels = _site_panels(groups)
+    names = [n for n in READOUT_COLORS if any(r["readout"] == n for r in scores)]
+    width = 0.8 / max(1, len(names))
+    for ax, site, row in panels:
+        layers = [g["layer"] for g in row]
+        for j, name in enumerate(names):
+            color = READOUT_COLORS[name]
+            for chance in (False, True):
+                label = name + ("_chance" if chance else "")
+                by_layer = {r["layer"]: r[stat] for r in scores if r["site"] == site and r["readout"] == label}
+                pts = [(i, by_layer.get(layer)) for i, layer in enumerate(layers)]
+                pts = [(i, q) for i, q in pts if q and q["n"]]
+                if not pts:
+                    continue
+                xs = [i + (j - (len(names) - 1) / 2) * width + (0.25 * width if chance else 0) for i, _ in pts]
+                med = [q["median"] for _, q in pts]
+                err = [[m - q["q1"] for m, (_, q) in zip(med, pts)], [q["q3"] - m for m, (_, q) in zip(med, pts)]]
+                ax.errorbar(xs, med, yerr=err, fmt="o", markersize=4, color=color, elinewidth=0.8,
+                            mfc="white" if chance else color, linestyle="none", alpha=0.7 if chance else 1.0,
+                            label=None if chance else name)
+        ax.axhline(0.5 if stat == "detection_auroc" else 0.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_xticks(range(len(layers)), [f"L{x}" for x in layers])
+        ax.set_ylabel(f"{site}: {stat.replace('_', ' ')}")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=6, frameon=False, ncol=4)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "marker: median; bar: quartiles; hollow: chance (the same read-out of another neuron)",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+def token_identity_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Real text: per layer the omega squared of the activation by token id (median, quartiles) beside the same
+    with the token labels permuted. ``groups``: ``corpus.token_identity`` of the words document."""
+    plt, fig, panels = _site_panels(groups)
+    for ax, site, row in panels:
+        xs = [g["layer"] for g in row]
+        for key, color, label in (("omega_squared", SITE_COLORS.get(site, "#3b6fd4"), "token identity"),
+                                  ("omega_squared_permuted", "#999999", "token labels permuted (chance)")):
+            pts = [(x, g[key]) for x, g in zip(xs, row) if g[key]["n"]]
+            if not pts:
+                continue
+            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
+                            alpha=0.15)
+            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
+        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
+        ax.set_xticks(xs, [f"L{x}" for x in xs])
+        ax.set_ylabel(f"{site}: omega squared")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the token alone determines the activation",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+def optimization_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Real text: per layer, FT activation, the best real token and the best real phrases over the corpus
+    maximum (median, quartiles; log scale). ``groups``: ``corpus.optimization`` of the words document."""
+    plt, fig, panels = _site_panels(groups)
+    lengths = sorted({n for g in groups for n in g["phrase_over_corpus_max"]}, key=int)
+    cmap = plt.get_cmap("viridis")
+    for ax, site, row in panels:
+        xs = [g["layer"] for g in row]
+        series = [("FT vector", "#3b6fd4", [g["ft_over_corpus_max"] for g in row]),
+                  ("best real token", "#d9822b", [g["scan_best_over_corpus_max"] for g in row])]
+        series += [(f"best phrase, {n} tokens", cmap(0.3 + 0.6 * j / max(1, len(lengths) - 1)),
+                    [g["phrase_over_corpus_max"].get(n) for g in row]) for j, n in enumerate(lengths)]
+        for label, color, qs in series:
+            pts = [(x, q) for x, q in zip(xs, qs) if q and q["n"] and q["q1"] > 0]
+            if not pts:
+                continue
+            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
+                            alpha=0.12)
+            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
+        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [f"L{x}" for x in xs])
+        ax.set_ylabel(f"{site}: activation / corpus max")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the highest activation found in the corpus",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))

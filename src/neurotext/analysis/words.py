@@ -59,6 +59,9 @@ MANIFEST_FIELDS = {"model": ("name", "source", "n_layers", "sizes"), "config": (
 
 # Output filenames, here and nowhere else.
 WORDS_JSON = "words.json"
+CORPUS_PNG = "words_corpus_{}.png"  # one per score (analysis.scores.SCORES)
+TOKEN_IDENTITY_PNG = "words_token_identity.png"
+OPTIMIZATION_PNG = "words_over_corpus_max.png"
 WORD_LIKE_PNG = "words_word_like.png"
 STABILITY_PNG = "words_stability.png"
 
@@ -120,6 +123,7 @@ class WordsResult:
     stability_note: str | None = None  # why stability is missing
     phrases: dict | None = None  # the real-text arm (:func:`phrase_arm`), where the sweep stored phrases
     token_kind: str = "plain"  # how the tables show tokens (neurotext.model.tokens); the JSON keeps them raw
+    corpus: dict | None = None  # read-outs scored on held-out corpus text (analysis.scores), with examples
 
     def stability_rule(self) -> str:
         return (f"reproducible: at least two restarts counted, a consensus token, and a mean pairwise "
@@ -148,6 +152,7 @@ class WordsResult:
                           "definitions": reproducible.REPRO_STATS, "note": self.stability_note},
             "phrases": self.phrases,
             "token_kind": self.token_kind,
+            "corpus": self.corpus,
         }
         return doc
 
@@ -244,7 +249,7 @@ def random_directions(neurons: list[str], norms: np.ndarray, d: int, seed: int) 
 
 
 def analyze_store(directory, config: WordsConfig | None = None, model=None, cache_dir=None,
-                  progress: bool | None = None, device: str | None = "auto") -> WordsResult:
+                  progress: bool | None = None, device: str | None = "auto", examples=None) -> WordsResult:
     """Q1 on a sweep store: per (layer, site) the FT statistics beside the token and random controls.
 
     Args:
@@ -253,6 +258,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         model: the sweep's model (Model, name or path); None = the one recorded in the store.
         cache_dir, progress: as for :class:`Textualizer` (the controls need no vocabulary scan).
         device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is).
+        examples: corpus examples (``neurotext examples --out``) for the real-text scores; default the
+            store's own when it holds them (``DIR/examples``), else none.
 
     Returns:
         :class:`WordsResult`.
@@ -312,6 +319,14 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
     result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top],
                          phrases=phrase_arm(directory, manifest), token_kind=m.token_kind)
+    from ..store import examples as ex_store
+
+    ex_dir = examples if examples is not None else (directory if ex_store.has_examples(directory) else None)
+    if ex_dir is not None:
+        from . import scores
+
+        verdicts = {n: v for g in groups for n, v in zip(g.neurons, g.word_like["ft"])}
+        result.corpus = scores.corpus_arm(directory, ex_dir, scores.unit_embeddings(m), seed, verdicts).to_dict()
     missing = store.missing_columns(directory)
     if missing:
         result.stability_note = store.old_store_hint(directory, "the stability arm")
@@ -438,6 +453,10 @@ def render_text(doc: dict) -> str:
         lines.append(f"  ({CONVENTION})")
     if doc.get("phrases"):
         lines += ["", render_phrase_text(doc["phrases"])]
+    if doc.get("corpus"):
+        from .scores import render_text as render_corpus
+
+        lines += ["", render_corpus(doc["corpus"])]
     return "\n".join(lines)
 
 
@@ -499,6 +518,21 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
             for stat, text in PHRASE_STATS.items():
                 paths.append(phrase_figure(doc["phrases"]["groups"], stat, f"Q1 {result.model}, real text: {text}",
                                            f"phrase {stat.replace('_', ' ')}", out / phrase_png(stat)))
+        if doc.get("corpus"):
+            from .plots import corpus_scores_figure, optimization_figure, token_identity_figure
+            from .scores import SCORES
+
+            c = doc["corpus"]
+            where = f"{result.model} on {c['corpus'].get('name')}, test part (split seed {c['split'].get('seed')})"
+            for stat, text in SCORES.items():
+                paths.append(corpus_scores_figure(c["corpus_scores"], stat, f"Which reading predicts real text? "
+                                                  f"{where}: {text}", out / CORPUS_PNG.format(stat)))
+            paths.append(token_identity_figure(c["token_identity"], f"Does the token explain the activation? {where}:"
+                                               " omega squared by token id, and with the labels permuted",
+                                               out / TOKEN_IDENTITY_PNG))
+            paths.append(optimization_figure(c["optimization"], f"Optimization against real text, {result.model} on "
+                                             f"{c['corpus'].get('name')}: activation / the corpus maximum",
+                                             out / OPTIMIZATION_PNG))
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths
