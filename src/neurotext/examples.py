@@ -65,7 +65,8 @@ class ExamplesConfig:
     top: int = 20  # contexts of highest activation kept per neuron (and per part)
     ranges: int = 4  # equal-width ranges below the top fifth: (0, m/5], (m/5, 2m/5], ... for max m (R + 1 = 5)
     per_range: int = 3  # contexts sampled uniformly from each range
-    random: int = 20  # random contexts per part (the same for every neuron; as many as top: 1:1 scoring)
+    random: int = 25  # random contexts per part (the same for every neuron); scoring takes as many as top
+    #                   that are not top contexts (1:1), so a few more than top are kept
     max_length: int = 64  # text tokens per context at most; a longer document is cut into consecutive contexts
     seed: int = 0  # sampling keys: which contexts the range and random samples draw
     split_seed: int = 0  # which documents are held out

@@ -219,7 +219,7 @@ def _sweep_rows(directory) -> tuple[dict, dict]:
 
 
 def corpus_arm(sweep_dir, examples_dir=None, unit_emb: np.ndarray | None = None, seed: int = 0,
-               word_like: dict | None = None) -> CorpusArm:
+               word_like: dict | None = None, point: tuple[int, str] | None = None) -> CorpusArm:
     """Score every read-out of every neuron that has both an FT result and corpus examples.
 
     Args:
@@ -229,6 +229,7 @@ def corpus_arm(sweep_dir, examples_dir=None, unit_emb: np.ndarray | None = None,
             are left out).
         seed: draws the chance pairs.
         word_like: {neuron: FT word-like verdict} from Q1, shown beside the token-identity share.
+        point: only this (layer, site) (its neurons are each other's chance).
 
     Raises:
         NeurotextError: the two stores are of different models, or no neuron is in both.
@@ -245,7 +246,8 @@ def corpus_arm(sweep_dir, examples_dir=None, unit_emb: np.ndarray | None = None,
                                  f"{ex_manifest.get('model', {}).get('name')}, weights {fp_e}) than the sweep "
                                  f"{sweep_dir} ({manifest.get('model', {}).get('name')}, weights {fp_s})")
         phrases = "phrases" in manifest
-    both = [n for n in ex_by if sweep_dir is None or n in sweep_rows]
+    both = [n for n in ex_by if (sweep_dir is None or n in sweep_rows)
+            and (point is None or (ex_by[n]["layer"], ex_by[n]["site"]) == tuple(point))]
     missing = {"sweep_only": 0 if sweep_dir is None else sum(n not in ex_by for n in sweep_rows),
                "examples_only": 0 if sweep_dir is None else sum(n not in sweep_rows for n in ex_by),
                "no_test_context": 0}
@@ -340,9 +342,40 @@ def unit_embeddings(model) -> np.ndarray:
 
 
 def neuron_scores(sweep_dir, examples_dir, neuron: str, unit_emb=None, seed: int = 0) -> dict | None:
-    """One neuron's record (scores beside chance, omega squared, ratios) from :func:`corpus_arm`, or None."""
-    arm = corpus_arm(sweep_dir, examples_dir, unit_emb, seed)
+    """One neuron's record (scores beside chance, omega squared, ratios) from :func:`corpus_arm` over its layer
+    and site, or None when it is not in both stores."""
+    import re
+
+    m = re.match(r"^L(\d+)\.(\w+)\.", neuron)
+    try:
+        arm = corpus_arm(sweep_dir, examples_dir, unit_emb, seed, point=(int(m.group(1)), m.group(2)) if m else None)
+    except NeurotextError:
+        return None
     return next((r for r in arm.neurons if r["neuron"] == neuron), None)
+
+
+def render_neuron(rec: dict) -> str:
+    """One neuron's read-outs on held-out text: each score beside its chance level."""
+    ev = rec.get("evaluation")
+    if ev is None:
+        return "  read-outs on held-out text: no test context for this neuron (the test part is too small)"
+    lines = [f"  read-outs scored on held-out text ({ev['top']} top + {ev['random']} random test contexts, "
+             f"{ev['positions']} positions; chance: the read-out of another neuron of the layer)",
+             f"    {'read-out':<16} {'correlation':>11} {'chance':>8}   {'AUROC':>6} {'chance':>7}"]
+    for name in READOUTS:
+        s, c = rec["scores"].get(name), rec["scores"].get(name + CHANCE)
+        if s is None:
+            continue
+        lines.append(f"    {name:<16} {_f(s['correlation']):>11} {_f(c['correlation']):>8}   "
+                     f"{_f(s['detection_auroc']):>6} {_f(c['detection_auroc']):>7}")
+    lines.append(f"  token identity: omega squared {_f(rec['omega_squared'])} (labels permuted "
+                 f"{_f(rec['omega_squared_permuted'])}); FT / corpus max {_f(rec['optimization']['ft'], '.2f')}, "
+                 f"best token / corpus max {_f(rec['optimization']['scan_best'], '.2f')}")
+    return "\n".join(lines)
+
+
+def _f(v, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 # --------------------------------------------------------------------------- text
