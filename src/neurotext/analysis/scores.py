@@ -314,10 +314,17 @@ def _summarize(layer: int, site: str, per: list[dict], names: list[str], with_wo
     for name in names:
         for label in (name, name + CHANCE):
             vals = [r["scores"][label] for r in per]
-            scores.append({"layer": layer, "site": site, "readout": label, "n": sum(v["correlation"] is not None
-                                                                                  for v in vals),
-                           "correlation": quartiles(v["correlation"] for v in vals),
-                           "detection_auroc": quartiles(v["detection_auroc"] for v in vals)})
+            row = {"layer": layer, "site": site, "readout": label,
+                   "n": sum(v["correlation"] is not None for v in vals)}
+            for stat in SCORES:
+                got = [v[stat] for v in vals]
+                row[stat] = {**quartiles(got), "mean": _mean(got)}
+            if label == name:  # paired with its own chance level, neuron by neuron
+                row["above_chance"] = {stat: share(r["scores"][name][stat] > r["scores"][name + CHANCE][stat]
+                                                   for r in per if r["scores"][name][stat] is not None
+                                                   and r["scores"][name + CHANCE][stat] is not None)
+                                       for stat in SCORES}
+            scores.append(row)
     omega = [r["omega_squared"] for r in per]
     ti = {"layer": layer, "site": site, "n": len(per), "omega_squared": quartiles(omega),
           "omega_squared_permuted": quartiles(r["omega_squared_permuted"] for r in per),
@@ -333,6 +340,11 @@ def _summarize(layer: int, site: str, per: list[dict], names: list[str], with_wo
            "scan_best_over_corpus_max": quartiles(r["optimization"]["scan_best"] for r in per),
            "phrase_over_corpus_max": {n: quartiles(r["optimization"]["phrase"].get(n) for r in per) for n in lengths}}
     return {"layer": layer, "site": site, "scores": scores, "token_identity": ti, "optimization": opt}
+
+
+def _mean(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
 
 
 def unit_embeddings(model) -> np.ndarray:
