@@ -385,7 +385,6 @@ def _cmd_examples(args) -> int:
                                ray_address=args.ray_address, force=args.force, text_column=args.text_column,
                                checkpoint_seconds=args.checkpoint_every,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
-        results = summary.get("results")
         if summary["computed"]:
             print(f"neurotext: {summary['neurons']} neurons over {summary['contexts']} contexts "
                   f"({summary['tokens']} text tokens) in {summary['seconds']:.1f} s "
@@ -393,12 +392,9 @@ def _cmd_examples(args) -> int:
                   file=sys.stderr)
             _report_problems(summary["problems"])
         if args.json:
-            if results is None:
-                from .store.examples import read_rows, row_to_examples
+            from .store.examples import iter_examples
 
-                manifest, rows = read_rows(args.out)
-                results = [row_to_examples(r, manifest) for r in rows]
-            _dump_json([r.to_dict(parts=args.parts) for r in results])
+            _dump_json([r.to_dict(parts=args.parts) for r in iter_examples(args.out)])
         return 0
     from .corpus import open_corpus
 

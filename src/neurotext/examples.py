@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
@@ -56,6 +57,7 @@ DTYPES = ("float32", "bfloat16")
 TOKEN_STATS_BUDGET = 1 << 30  # bytes: per-token sums are kept by default when they fit in this much memory
 LOOKUP_K = 10  # tokens of the corpus lookup table
 LOOKUP_MIN_COUNT = 3  # a token enters the lookup table when seen at least this often (train part)
+PRUNE_MIN = 4096  # contexts kept before the registry is first cut to what the state refers to
 
 
 @dataclass
@@ -216,7 +218,8 @@ class CorpusRun:
         split = SplitConfig(self.config.test_share, self.config.split_seed)
         self.tokenize = Tokenize(self.model.tokenizer, self.config.max_length, self.config.seed, split,
                                  vocab_size=int(self.model.embeddings.shape[0]))
-        self.registry: dict[int, Context] = {}  # the contexts a state refers to
+        self.registry: dict[int, Context] = {}  # the contexts a state refers to (and some it no longer does)
+        self._kept = 0  # registry size after its last cut
         self.position = {"chunk": 0, "doc": 0, "piece": 0, "index": 0, "tokens": 0}
         self._bar = None
         self._t0 = time.perf_counter()
@@ -267,11 +270,15 @@ class CorpusRun:
         return state
 
     def keep(self, state: PassState, contexts: list[Context]) -> None:
-        """Keep the registry to the contexts ``state`` refers to (plus this chunk's, if referred to)."""
+        """Keep the text of the contexts ``state`` refers to: this chunk's are added, and the registry is cut to
+        the referenced ones whenever it has doubled since the last cut (scanning the state is not free: every
+        chunk would cost seconds on a whole model), so it stays within twice what the state refers to."""
         for ctx in contexts:
             self.registry[ctx.index] = ctx
-        ref = set(state.referenced().tolist())
-        self.registry = {i: ctx for i, ctx in self.registry.items() if i in ref}
+        if len(self.registry) > max(PRUNE_MIN, 2 * self._kept):
+            ref = set(state.referenced().tolist())
+            self.registry = {i: ctx for i, ctx in self.registry.items() if i in ref}
+            self._kept = len(self.registry)
 
     def _batch_limits(self) -> tuple[int, int]:
         """(contexts, padded tokens) per batch: the settings, fewer where device memory is short."""
@@ -316,103 +323,207 @@ class CorpusRun:
             self._bar = None
 
     # ------------------------------------------------------------------ results
+    def finalize_tables(self, state: PassState) -> tuple[dict, pa.Table]:
+        """The results of a finished pass as Arrow tables: ({(layer, site): one row per neuron}, the contexts they
+        refer to). The range samples' values are computed again here, in one batched pass over just those
+        contexts."""
+        return Finalizer(self, state).tables()
+
+    def describe_corpus(self) -> dict:
+        return {"name": self.corpus.name, "source": self.corpus.source, "fingerprint": self.corpus.fingerprint()}
+
     def finalize(self, state: PassState) -> list[NeuronExamples]:
-        """The per-neuron results of a finished pass (the range samples' values are computed again here, in
-        one batched pass over just those contexts)."""
-        return Finalizer(self, state).results()
+        """The per-neuron results of a finished pass as :class:`NeuronExamples` (for many neurons, prefer
+        :meth:`finalize_tables`: the examples as Python objects take much memory)."""
+        tables, contexts = self.finalize_tables(state)
+        return tables_to_examples(tables, contexts, self.model.name, self.describe_corpus(), self.config.identity())
+
+
+#: One example in a results table: the context (its text, tokens and ids are in the contexts table), the max
+#: position in the model input, the activation there, and the unit's value at every position (null at template
+#: positions).
+EXAMPLE = pa.struct([("context", pa.int64()), ("position", pa.int32()), ("activation", pa.float32()),
+                     ("activations", pa.list_(pa.float32()))])
+RANGE = pa.struct([("range", pa.int32()), ("lo", pa.float64()), ("hi", pa.float64()),
+                   ("nominal", pa.list_(pa.float64())), ("contexts", pa.int64()), ("examples", pa.list_(EXAMPLE))])
+HIST = pa.struct([("lo", pa.list_(pa.float64())), ("hi", pa.list_(pa.float64())), ("count", pa.list_(pa.int64()))])
+LOOKUP = pa.struct([("token", pa.string()), ("id", pa.int32()), ("mean", pa.float64()), ("count", pa.int64())])
+EXAMPLE_LISTS = ("top", "random", "top_train", "top_test", "random_train", "random_test")
+
+
+def results_schema() -> pa.Schema:
+    """One row per neuron (or direction) of a (layer, site); example lists best first (random: by sampling key)."""
+    f64, i64 = pa.float64(), pa.int64()
+    return pa.schema([
+        ("neuron", pa.string()), ("layer", pa.int32()), ("site", pa.string()), ("unit", pa.int32()),
+        ("contexts", i64), ("tokens", i64), ("mean", f64), ("std", f64), ("max", f64), ("share_positive", f64),
+        ("histogram", HIST), ("histogram_positions", i64), ("histogram_contexts", i64), ("context_histogram", HIST),
+        *[(name, pa.list_(EXAMPLE)) for name in EXAMPLE_LISTS], ("ranges", pa.list_(RANGE)),
+        ("train_contexts", i64), ("train_tokens", i64), ("train_max", f64),
+        ("test_contexts", i64), ("test_tokens", i64), ("test_max", f64),
+        ("omega_squared", f64), ("omega_squared_permuted", f64), ("distinct_tokens", i64), ("lookup", pa.list_(LOOKUP)),
+    ])
+
+
+def contexts_schema() -> pa.Schema:
+    """The contexts the examples refer to, once each: the whole model input (``ids``, ``tokens``: template
+    included), the text and each token's characters in it (``spans``; null at template positions)."""
+    return pa.schema([("context", pa.int64()), ("doc", pa.int64()), ("piece", pa.int32()), ("part", pa.string()),
+                      ("text", pa.string()), ("ids", pa.list_(pa.int32())), ("tokens", pa.list_(pa.string())),
+                      ("spans", pa.list_(pa.list_(pa.int32())))])
+
+
+def _example_list(counts, ctx, pos, act, acts, lengths) -> pa.ListArray:
+    """A list<EXAMPLE> column from flat arrays: ``counts`` (rows,) examples per row; ctx, pos, act (E,); acts (E, W)
+    the values at every position (NaN = null), cut to each context's model-input length ``lengths`` (E,)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    acts = np.asarray(acts, dtype=np.float32)
+    acts = acts.reshape(len(ctx), -1) if acts.size else np.zeros((len(ctx), 0), dtype=np.float32)
+    keep = np.arange(acts.shape[1])[None, :] < lengths[:, None]
+    values = acts[keep]
+    inner = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
+                                     pa.array(values, mask=np.isnan(values), type=pa.float32()))
+    struct = pa.StructArray.from_arrays(
+        [pa.array(np.asarray(ctx, dtype=np.int64)), pa.array(np.asarray(pos, dtype=np.int32)),
+         pa.array(np.asarray(act, dtype=np.float32)), inner], fields=list(EXAMPLE))
+    return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), struct)
 
 
 class Finalizer:
-    """Turns a finished :class:`PassState` into :class:`NeuronExamples`."""
+    """Turns a finished :class:`PassState` into Arrow tables: one per (layer, site), one row per neuron, and one
+    of the contexts they refer to. Vectorized over the units of a point: nothing per example is a Python
+    object, so finalizing every unit of a model costs little memory."""
 
     def __init__(self, run: CorpusRun, state: PassState):
         self.run, self.state = run, state
         self.model, self.engine, self.config = run.model, run.engine, run.config
         self.edges = bucket_edges()
+        self.used: set[int] = set()  # contexts the tables refer to
 
-    def results(self) -> list[NeuronExamples]:
-        st, c = self.state, self.config
-        corpus = {"name": self.run.corpus.name, "source": self.run.corpus.source,
-                  "fingerprint": self.run.corpus.fingerprint()}
-        ranges = {point: self._ranges(point) for point in st.points}
+    def tables(self) -> tuple[dict, pa.Table]:
+        """({(layer, site): results table}, contexts table)."""
+        ranges = {point: self._ranges(point) for point in self.state.points}
         replayed = self._replay(ranges)
-        out = []
-        n_all = int(st.tokens.sum())
-        for point, ps in st.points.items():
-            for j, name in enumerate(self.run.names[point]):
-                tops = [self._top(ps, p, j) for p in range(len(PARTS))]
-                top = sorted((e for t in tops for e in t), key=lambda e: (-e["activation"], e["context"]))[:c.top]
-                rands = [self._random(ps, p, j) for p in range(len(PARTS))]
-                rand = sorted((e for r in rands for e in r), key=lambda e: e["_order"])[:c.random]
-                for e in rand + [e for r in rands for e in r]:
-                    e.pop("_order", None)
-                rng = []
-                for r in ranges[point][j]:
-                    ex = [self._example(self.run.registry[ctx], replayed[(point, j, ctx)], pos, val)
-                          for ctx, pos, val in r.pop("entries")]
-                    rng.append({**r, "examples": ex})
-                split = {"test_share": c.test_share, "seed": c.split_seed}
-                for p, part in enumerate(PARTS):
-                    split[part] = {"contexts": int(st.contexts[p]), "tokens": int(st.tokens[p]),
-                                   "max": _finite(top_parts(ps.top[p][j].max())[0]), "top": tops[p],
-                                   "random": rands[p]}
-                out.append(NeuronExamples(
-                    neuron=name, model=self.model.name, corpus=corpus, contexts=int(st.contexts.sum()), tokens=n_all,
-                    stats=self._stats(ps, j, top), top=top, ranges=rng, random=rand, split=split,
-                    token_stats=self._token_stats(ps, j), settings=c.identity()))
-        return out
+        out = {point: self._point_table(point, ranges[point], replayed) for point in self.state.points}
+        return out, self._contexts_table()
 
-    # ------------------------------------------------------------------ pieces
-    def _example(self, ctx: Context, acts: np.ndarray, pos: int, val: float) -> dict:
-        ids = self.engine.model_input(ctx)
+    def _length(self, ctx: int) -> int:
+        return len(self.engine.prefix) + len(self.run.registry[ctx].ids) + len(self.engine.suffix)
+
+    def _contexts_table(self) -> pa.Table:
+        rows = []
         p = len(self.engine.prefix)
-        spans = [None] * len(ids)
-        if ctx.spans is not None:
-            for i, (a, b) in enumerate(ctx.spans.tolist()):
-                spans[p + i] = [a, b]
-        return {"text": ctx.text, "tokens": [self.model.tokens[i] for i in ids], "ids": ids,
-                "activations": [float(a) if math.isfinite(a) else None for a in acts[:len(ids)].tolist()],
-                "position": int(pos), "activation": float(val), "doc": ctx.doc, "context": ctx.index,
-                "part": PARTS[ctx.part], "spans": spans}
+        for i in sorted(self.used):
+            c = self.run.registry[i]
+            ids = self.engine.model_input(c)
+            spans = [None] * len(ids)
+            if c.spans is not None:
+                for k, (a, b) in enumerate(c.spans.tolist()):
+                    spans[p + k] = [a, b]
+            rows.append({"context": c.index, "doc": c.doc, "piece": c.piece, "part": PARTS[c.part], "text": c.text,
+                         "ids": ids, "tokens": [self.model.tokens[t] for t in ids], "spans": spans})
+        return pa.Table.from_pylist(rows, schema=contexts_schema())
 
-    def _top(self, ps, p: int, j: int) -> list[dict]:
-        order = ps.top[p][j]
-        keep = (order != WORST).nonzero().flatten()
-        keep = keep[torch.argsort(order[keep], descending=True)]
-        vals, ctxs = top_parts(order[keep])
-        return [self._example(self.run.registry[int(c)], ps.top_acts[p][j, k].numpy(), int(ps.top_pos[p][j, k]),
-                              float(v)) for k, v, c in zip(keep.tolist(), vals.tolist(), ctxs.tolist())]
+    # ------------------------------------------------------------------ one point
+    def _sorted_top(self, ps, p: int):
+        """A part's top-K of every unit, best first: (valid (u, K), value, ctx, pos, acts (u, K, W))."""
+        order, idx = ps.top[p].sort(dim=1, descending=True)
+        vals, ctxs = top_parts(order)
+        acts = ps.top_acts[p].gather(1, idx.unsqueeze(-1).expand(-1, -1, ps.top_acts[p].shape[2]))
+        return order != WORST, vals, ctxs, ps.top_pos[p].gather(1, idx), acts
 
-    def _random(self, ps, p: int, j: int) -> list[dict]:
+    def _flatten(self, valid, vals, ctxs, pos, acts):
+        """Flat arrays of the valid entries (row-major) and the examples column built from them."""
+        counts = valid.sum(1).numpy()
+        m = valid.numpy()
+        ctx = ctxs.numpy()[m]
+        self.used.update(ctx.tolist())
+        col = _example_list(counts, ctx, pos.numpy()[m], vals.numpy()[m], acts.numpy()[m],
+                            [self._length(c) for c in ctx.tolist()])
+        return col
+
+    def _random(self, ps, p: int, u: int):
+        """A part's random contexts, the same for every unit, with each unit's values: the tensors of
+        :meth:`_flatten`, rows = units."""
         order = self.state.rand[p]
         keep = (order != EMPTY).nonzero().flatten()
         keep = keep[torch.argsort(order[keep])]
-        out = []
-        for k in keep.tolist():
-            acts = ps.rand_acts[p][k, :, j].numpy()
-            masked = np.where(np.isfinite(acts), acts, -np.inf)
-            pos = int(masked.argmax())
-            e = self._example(self.run.registry[int(sample_ctx(order[k]))], acts, pos, float(masked[pos]))
-            e["_order"] = int(order[k])
-            out.append(e)
-        return out
+        r = len(keep)
+        acts = ps.rand_acts[p][keep].permute(2, 0, 1)  # (u, r, W)
+        masked = torch.where(torch.isfinite(acts), acts, torch.tensor(-float("inf")))
+        vals, pos = masked.max(dim=2)  # (u, r)
+        ctxs = sample_ctx(order[keep]).unsqueeze(0).expand(u, -1)
+        return torch.ones((u, r), dtype=torch.bool), vals, ctxs, pos, acts, order[keep]
 
+    def _point_table(self, point, ranges: list, replayed: dict) -> pa.Table:
+        st, c = self.state, self.config
+        ps = st.points[point]
+        u = ps.slot.shape[0]
+        layer, site = point
+        names = self.run.names[point]
+        units = self.run.engine.probes[point].units
+        cols: dict = {}
+        tops = [self._sorted_top(ps, p) for p in range(len(PARTS))]
+        for p, part in enumerate(PARTS):
+            cols[f"top_{part}"] = self._flatten(*tops[p])
+        # over both parts: the K best of the parts' tops
+        allo = torch.cat([ps.top[p] for p in range(len(PARTS))], 1)  # (u, 2K)
+        best = torch.topk(allo, c.top, dim=1).indices  # (u, K), best first
+        acts_all = torch.cat([ps.top_acts[p] for p in range(len(PARTS))], 1)
+        pos_all = torch.cat([ps.top_pos[p] for p in range(len(PARTS))], 1)
+        order = allo.gather(1, best)
+        vals, ctxs = top_parts(order)
+        cols["top"] = self._flatten(order != WORST, vals, ctxs, pos_all.gather(1, best),
+                                    acts_all.gather(1, best.unsqueeze(-1).expand(-1, -1, acts_all.shape[2])))
+        rands = [self._random(ps, p, u) for p in range(len(PARTS))]
+        for p, part in enumerate(PARTS):
+            cols[f"random_{part}"] = self._flatten(*rands[p][:5])
+        allr = torch.cat([r[5] for r in rands])  # sample orders of both parts
+        pick = torch.argsort(allr)[:c.random]
+        cols["random"] = self._flatten(*(torch.cat([r[i] for r in rands], 1)[:, pick] for i in range(5)))
+        cols["ranges"] = self._ranges_column(point, ranges, replayed)
+        n = float(st.tokens.sum())
+        s, ss = ps.s.sum(0).numpy(), ps.ss.sum(0).numpy()
+        mean = s / n if n else np.full(u, np.nan)
+        std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) if n else np.full(u, np.nan)
+        top_val = [_finite(v) for v in top_parts(allo.max(1).values)[0].tolist()]
+        part_max = [[_finite(v) for v in top_parts(ps.top[p].max(1).values)[0].tolist()] for p in range(len(PARTS))]
+        hist = [_histogram(ps.hist[j]) for j in range(u)]
+        ctx_hist = [_histogram(ps.ctx_hist[j]) for j in range(u)]
+        tok = self._token_stats(ps)
+        data = {
+            "neuron": names, "layer": [layer] * u, "site": [site] * u,
+            "unit": [int(x) for x in units.tolist()] if units is not None else [None] * u,
+            "contexts": [int(st.contexts.sum())] * u, "tokens": [int(n)] * u,
+            "mean": [_finite(v) for v in mean.tolist()], "std": [_finite(v) for v in std.tolist()], "max": top_val,
+            "share_positive": [v / n if n else None for v in ps.npos.sum(0).tolist()],
+            "histogram": hist, "histogram_positions": [int(x) for x in ps.hist.sum(1).tolist()],
+            "histogram_contexts": [int(st.hist_contexts.sum())] * u, "context_histogram": ctx_hist,
+            "train_contexts": [int(st.contexts[0])] * u, "train_tokens": [int(st.tokens[0])] * u,
+            "train_max": part_max[0], "test_contexts": [int(st.contexts[1])] * u,
+            "test_tokens": [int(st.tokens[1])] * u, "test_max": part_max[1], **tok,
+        }
+        schema = results_schema()
+        arrays = [cols[f.name] if f.name in cols else pa.array(data[f.name], type=f.type) for f in schema]
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # ------------------------------------------------------------------ ranges
     def _ranges(self, point) -> list[list[dict]]:
         """Per unit: the ranges below the top fifth, each with its snapped bounds, its context count and the
         entries (context, position, activation) drawn for it."""
         ps, c, e = self.state.points[point], self.config, self.edges
+        tops = torch.stack([t.max(1).values for t in ps.top]).max(0).values
+        top_vals = top_parts(tops)[0].tolist()
         out = []
-        for j in range(ps.slot.shape[0]):
-            top = max(float(top_parts(t[j].max())[0]) for t in ps.top)
+        for j, top in enumerate(top_vals):
             ranges = []
-            if top > 0 and math.isfinite(top):
+            if top > 0 and math.isfinite(top) and tops[j] != WORST:
                 width = top / (c.ranges + 1)
                 for r in range(c.ranges):
                     lo_b = 0 if r == 0 else int(np.abs(e - r * width).argmin())
                     hi_b = int(np.abs(e - (r + 1) * width).argmin())
                     lo, hi = (0.0 if lo_b == 0 else float(e[lo_b])), float(e[hi_b])
-                    entries = []
-                    count = 0
+                    entries, count = [], 0
                     if hi_b > lo_b:
                         order = ps.slot[j, lo_b:hi_b].reshape(-1)
                         sel = (order != EMPTY).nonzero().flatten()
@@ -426,8 +537,32 @@ class Finalizer:
             out.append(ranges)
         return out
 
+    def _ranges_column(self, point, ranges: list[list[dict]], replayed: dict) -> pa.ListArray:
+        flat = [g for unit in ranges for g in unit]
+        ctx = [e[0] for g in flat for e in g["entries"]]
+        self.used.update(ctx)
+        w = self.engine.width
+        acts = np.full((len(ctx), w), np.nan, dtype=np.float32)
+        k = 0
+        for j, unit in enumerate(ranges):
+            for g in unit:
+                for cx, _, _ in g["entries"]:
+                    acts[k] = replayed[(point, j, cx)]
+                    k += 1
+        examples = _example_list([len(g["entries"]) for g in flat], ctx, [e[1] for g in flat for e in g["entries"]],
+                                 [e[2] for g in flat for e in g["entries"]], acts, [self._length(x) for x in ctx])
+        struct = pa.StructArray.from_arrays(
+            [pa.array([g["range"] for g in flat], type=pa.int32()),
+             pa.array([g["lo"] for g in flat], type=pa.float64()),
+             pa.array([g["hi"] for g in flat], type=pa.float64()),
+             pa.array([g["nominal"] for g in flat], type=pa.list_(pa.float64())),
+             pa.array([g["contexts"] for g in flat], type=pa.int64()), examples], fields=list(RANGE))
+        counts = [len(unit) for unit in ranges]
+        return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), struct)
+
     def _replay(self, ranges: dict) -> dict:
-        """Every position's values of the range samples' contexts: {(point, unit, context): (W,) array}."""
+        """Every position's values of the range samples' contexts: {(point, unit, context): (W,) array}, from one
+        batched pass over just those contexts."""
         need: dict[int, list] = {}
         for point, units in ranges.items():
             for j, rs in enumerate(units):
@@ -439,74 +574,99 @@ class Finalizer:
             return out
         contexts = sorted((self.run.registry[i] for i in need), key=lambda c: (len(c.ids), c.index))
         eng = self.engine
-        step = max(1, min(self.config.batch_size, self.config.batch_tokens // max(1, len(contexts[-1].ids))))
-        for i in range(0, len(contexts), step):
-            group = contexts[i:i + step]
-            parts = {c.part for c in group}
-            batch = eng.prepare([Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in group]) \
-                if len(parts) > 1 else eng.prepare(group)
+        max_contexts, max_tokens = self.run._batch_limits()
+        i = 0
+        while i < len(contexts):
+            group = [contexts[i]]
+            while (i + len(group) < len(contexts) and len(group) < max_contexts
+                   and len(contexts[i + len(group)].ids) * (len(group) + 1) <= max_tokens):
+                group.append(contexts[i + len(group)])
+            i += len(group)
+            batch = eng.prepare([Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in group])
             found = eng.forward(batch)
             for row, ctx in enumerate(group):
-                vals_by_point = {}
+                full = {}
                 for point, j in need[ctx.index]:
-                    if point not in vals_by_point:
+                    if point not in full:
                         v = found[point][row].masked_fill(~batch.text[row].unsqueeze(-1), float("nan"))
-                        full = torch.full((eng.width, v.shape[-1]), float("nan"))
-                        full[:v.shape[0]] = v
-                        vals_by_point[point] = full
-                    out[(point, j, ctx.index)] = vals_by_point[point][:, j].numpy()
+                        f = torch.full((eng.width, v.shape[-1]), float("nan"))
+                        f[:v.shape[0]] = v
+                        full[point] = f.numpy()
+                    out[(point, j, ctx.index)] = full[point][:, j]
         return out
 
-    def _stats(self, ps, j: int, top: list[dict]) -> dict:
+    # ------------------------------------------------------------------ token statistics
+    def _token_stats(self, ps) -> dict:
+        """Per unit: how much of its variance over every text position the token there explains (omega squared
+        of a one-way analysis of variance by token id; a word neuron would be near 1), the same with the token
+        labels permuted (the chance level), and the corpus lookup table: the train part's tokens of highest mean
+        activation (seen at least LOOKUP_MIN_COUNT times). Nulls without per-token sums."""
         st = self.state
-        n = int(st.tokens.sum())
-        s, ss = float(ps.s[:, j].sum()), float(ps.ss[:, j].sum())
-        mean = s / n if n else None
-        std = math.sqrt(max(ss / n - mean * mean, 0.0)) if n else None
-        parts = {}
-        for p, part in enumerate(PARTS):
-            np_ = int(st.tokens[p])
-            parts[part] = {"count": np_, "mean": float(ps.s[p, j]) / np_ if np_ else None,
-                           "max": _finite(top_parts(ps.top[p][j].max())[0])}
-        return {
-            "count": n, "mean": mean, "std": std, "max": top[0]["activation"] if top else None,
-            "share_positive": int(ps.npos[:, j].sum()) / n if n else None,
-            "histogram": {**_histogram(ps.hist[j]), "positions": int(ps.hist[j].sum()),
-                          "contexts": int(st.hist_contexts.sum()),
-                          "sample": f"every text position of the contexts whose sampling key is in the lowest "
-                                    f"1/{self.config.hist_every} (a uniform sample of contexts)"},
-            "context_histogram": {**_histogram(ps.ctx_hist[j]), "contexts": int(ps.ctx_hist[j].sum())},
-            "parts": parts,
-        }
-
-    def _token_stats(self, ps, j: int) -> dict | None:
-        """How much of the unit's variance over every text position the token there explains (omega squared of
-        a one-way analysis of variance by token id; a word neuron would be near 1), the same with the token
-        labels permuted (the chance level), and the corpus lookup table: the train part's tokens of highest
-        mean activation (seen at least LOOKUP_MIN_COUNT times)."""
-        st = self.state
+        u = ps.slot.shape[0]
         if ps.tok_sum is None:
-            return None
+            return {"omega_squared": [None] * u, "omega_squared_permuted": [None] * u,
+                    "distinct_tokens": [None] * u, "lookup": [None] * u}
         counts = (st.tok_count[0] + st.tok_count[1]).double()  # (V,)
-        s_all, ss_all = float(ps.s[:, j].sum()), float(ps.ss[:, j].sum())
-
-        def omega(sums):
-            return omega_squared(counts, sums, s_all, ss_all)
-
-        sums = (ps.tok_sum[0][:, j] + ps.tok_sum[1][:, j]).double()
+        total, total_sq = ps.s.sum(0), ps.ss.sum(0)  # (u,)
+        omega = omega_squared(counts, (ps.tok_sum[0] + ps.tok_sum[1]).double(), total, total_sq)
+        perm = omega_squared(counts, ps.perm_sum.double(), total, total_sq)
         train_n = st.tok_count[0].double()
         ok = train_n >= LOOKUP_MIN_COUNT
-        means = torch.where(ok, ps.tok_sum[0][:, j].double() / train_n.clamp_min(1), torch.tensor(-float("inf"),
-                                                                                                 dtype=torch.float64))
+        means = ps.tok_sum[0].double() / train_n.clamp_min(1).unsqueeze(1)  # (V, u)
+        means[~ok] = -float("inf")
         kk = min(LOOKUP_K, int(ok.sum()))
-        best = torch.topk(means, kk).indices.tolist() if kk else []
-        return {"omega_squared": omega(sums), "omega_squared_permuted": omega(ps.perm_sum[:, j].double()),
-                "distinct": int((counts > 0).sum()), "positions": int(counts.sum()),
-                "lookup": [{"token": self.model.tokens[t], "id": t, "mean": float(means[t]), "count": int(train_n[t])}
-                           for t in best]}
+        lookup = [[] for _ in range(u)]
+        if kk:
+            top = torch.topk(means, kk, dim=0)  # (kk, u)
+            for j in range(u):
+                lookup[j] = [{"token": self.model.tokens[t], "id": t, "mean": float(v), "count": int(train_n[t])}
+                             for t, v in zip(top.indices[:, j].tolist(), top.values[:, j].tolist())]
+        return {"omega_squared": omega, "omega_squared_permuted": perm,
+                "distinct_tokens": [int((counts > 0).sum())] * u, "lookup": lookup}
 
 
-def omega_squared(counts, sums, total: float, total_sq: float) -> float | None:
+def _join(row: dict, contexts: dict) -> dict:
+    """A stored example joined with its context: the record of the module docstring."""
+    c = contexts[row["context"]]
+    return {"text": c["text"], "tokens": c["tokens"], "ids": c["ids"], "activations": row["activations"],
+            "position": row["position"], "activation": float(row["activation"]), "doc": c["doc"],
+            "context": row["context"], "part": c["part"], "spans": c["spans"]}
+
+
+def row_to_examples(row: dict, contexts: dict, model: str, corpus: dict, settings: dict) -> NeuronExamples:
+    """A results-table row and the contexts table ({context: row}) -> :class:`NeuronExamples`."""
+    def ex(name):
+        return [_join(e, contexts) for e in row[name] or []]
+
+    hist = dict(row["histogram"] or {}, positions=row["histogram_positions"], contexts=row["histogram_contexts"],
+                sample=f"every text position of the contexts whose sampling key is in the lowest "
+                       f"1/{settings.get('hist_every', '?')} (a uniform sample of contexts)")
+    stats = {"count": row["tokens"], "mean": row["mean"], "std": row["std"], "max": row["max"],
+             "share_positive": row["share_positive"], "histogram": hist,
+             "context_histogram": dict(row["context_histogram"] or {}, contexts=row["contexts"]),
+             "parts": {p: {"count": row[f"{p}_tokens"], "max": row[f"{p}_max"]} for p in PARTS}}
+    split = {"test_share": settings.get("test_share"), "seed": settings.get("split_seed")}
+    for p in PARTS:
+        split[p] = {"contexts": row[f"{p}_contexts"], "tokens": row[f"{p}_tokens"], "max": row[f"{p}_max"],
+                    "top": ex(f"top_{p}"), "random": ex(f"random_{p}")}
+    ranges = [{**{k: g[k] for k in ("range", "lo", "hi", "nominal", "contexts")},
+               "examples": [_join(e, contexts) for e in g["examples"] or []]} for g in row["ranges"] or []]
+    ts = None
+    if row.get("omega_squared") is not None or row.get("lookup"):
+        ts = {"omega_squared": row["omega_squared"], "omega_squared_permuted": row["omega_squared_permuted"],
+              "distinct": row["distinct_tokens"], "positions": row["tokens"], "lookup": row["lookup"] or []}
+    return NeuronExamples(neuron=row["neuron"], model=model, corpus=corpus, contexts=row["contexts"],
+                          tokens=row["tokens"], stats=stats, top=ex("top"), ranges=ranges, random=ex("random"),
+                          split=split, token_stats=ts, settings=settings)
+
+
+def tables_to_examples(tables: dict, contexts: pa.Table, model: str, corpus: dict, settings: dict) -> list:
+    """Results tables and their contexts table -> :class:`NeuronExamples`, in the tables' order."""
+    ctx = {r["context"]: r for r in contexts.to_pylist()}
+    return [row_to_examples(r, ctx, model, corpus, settings) for t in tables.values() for r in t.to_pylist()]
+
+
+def omega_squared(counts, sums, total, total_sq):
     """Omega squared of a one-way analysis of variance of values by group (here: by token id).
 
     The share of the values' variance the group explains, corrected for the number of groups k (Hays):
@@ -515,22 +675,26 @@ def omega_squared(counts, sums, total: float, total_sq: float) -> float | None:
 
     Args:
         counts: (G,) values per group (groups with 0 are ignored).
-        sums: (G,) sum of the values of each group.
-        total, total_sq: sum and sum of squares of all values.
+        sums: (G,) sum of the values of each group, or (G, u) for u units at once.
+        total, total_sq: sum and sum of squares of all values (scalars, or (u,)).
 
     Returns:
-        Omega squared, None where the values do not vary.
+        Omega squared (a float, or a list for u units); None where the values do not vary.
     """
     counts = torch.as_tensor(counts, dtype=torch.float64)
     sums = torch.as_tensor(sums, dtype=torch.float64)
+    one = sums.dim() == 1
+    sums = sums.reshape(len(counts), -1)  # (G, u)
+    total = torch.as_tensor(total, dtype=torch.float64).reshape(-1)
+    total_sq = torch.as_tensor(total_sq, dtype=torch.float64).reshape(-1)
     seen = counts > 0
     n, k = float(counts.sum()), int(seen.sum())
     ss_t = total_sq - total * total / n
-    if not ss_t > 0:
-        return None
-    ss_b = float((sums[seen] ** 2 / counts[seen]).sum()) - total * total / n
+    ss_b = (sums[seen] ** 2 / counts[seen].unsqueeze(1)).sum(0) - total * total / n
     ms_w = (ss_t - ss_b) / max(n - k, 1.0)
-    return (ss_b - (k - 1) * ms_w) / (ss_t + ms_w)
+    omega = (ss_b - (k - 1) * ms_w) / (ss_t + ms_w)
+    out = [float(o) if t > 0 else None for o, t in zip(omega.tolist(), ss_t.tolist())]
+    return out[0] if one else out
 
 
 def _finite(v) -> float | None:

@@ -50,81 +50,14 @@ def has_examples(directory) -> bool:
 
 
 # --------------------------------------------------------------------------- schema
-EXAMPLE = pa.struct([
-    ("text", pa.string()), ("tokens", pa.list_(pa.string())), ("ids", pa.list_(pa.int32())),
-    ("activations", pa.list_(pa.float32())), ("position", pa.int32()), ("activation", pa.float64()),
-    ("doc", pa.int64()), ("context", pa.int64()), ("part", pa.string()), ("spans", pa.list_(pa.list_(pa.int32()))),
-])
-RANGE = pa.struct([("range", pa.int32()), ("lo", pa.float64()), ("hi", pa.float64()),
-                   ("nominal", pa.list_(pa.float64())), ("contexts", pa.int64()), ("examples", pa.list_(EXAMPLE))])
-HIST = pa.struct([("lo", pa.list_(pa.float64())), ("hi", pa.list_(pa.float64())), ("count", pa.list_(pa.int64()))])
-LOOKUP = pa.struct([("token", pa.string()), ("id", pa.int32()), ("mean", pa.float64()), ("count", pa.int64())])
+CONTEXTS = "contexts.parquet"
 
 
 def schema() -> pa.Schema:
-    """One row per neuron (or direction); example lists best first (random: by sampling key)."""
-    f64, i64 = pa.float64(), pa.int64()
-    return pa.schema([
-        ("neuron", pa.string()), ("layer", pa.int32()), ("site", pa.string()), ("unit", pa.int32()),
-        ("contexts", i64), ("tokens", i64), ("mean", f64), ("std", f64), ("max", f64), ("share_positive", f64),
-        ("histogram", HIST), ("histogram_positions", i64), ("histogram_contexts", i64), ("context_histogram", HIST),
-        ("top", pa.list_(EXAMPLE)), ("ranges", pa.list_(RANGE)), ("random", pa.list_(EXAMPLE)),
-        *[(name, pa.list_(EXAMPLE)) for name in PART_LISTS],
-        ("train_contexts", i64), ("train_tokens", i64), ("train_max", f64),
-        ("test_contexts", i64), ("test_tokens", i64), ("test_max", f64),
-        ("omega_squared", f64), ("omega_squared_permuted", f64), ("distinct_tokens", i64), ("lookup", pa.list_(LOOKUP)),
-    ])
+    """One row per neuron (see :func:`neurotext.examples.results_schema`); examples refer to ``contexts.parquet``."""
+    from ..examples import results_schema
 
-
-def results_to_table(results, points: dict) -> pa.Table:
-    """NeuronExamples -> an Arrow table with :func:`schema`; ``points`` maps each name to (layer, site, unit)."""
-    rows = []
-    for r in results:
-        layer, site, unit = points[r.neuron]
-        st, sp, ts = r.stats, r.split, r.token_stats or {}
-        rows.append({
-            "neuron": r.neuron, "layer": layer, "site": site, "unit": unit, "contexts": r.contexts, "tokens": r.tokens,
-            "mean": st["mean"], "std": st["std"], "max": st["max"], "share_positive": st["share_positive"],
-            "histogram": {k: st["histogram"][k] for k in ("lo", "hi", "count")},
-            "histogram_positions": st["histogram"]["positions"], "histogram_contexts": st["histogram"]["contexts"],
-            "context_histogram": {k: st["context_histogram"][k] for k in ("lo", "hi", "count")},
-            "top": r.top, "ranges": r.ranges, "random": r.random,
-            "top_train": sp["train"]["top"], "top_test": sp["test"]["top"],
-            "random_train": sp["train"]["random"], "random_test": sp["test"]["random"],
-            "train_contexts": sp["train"]["contexts"], "train_tokens": sp["train"]["tokens"],
-            "train_max": sp["train"]["max"], "test_contexts": sp["test"]["contexts"],
-            "test_tokens": sp["test"]["tokens"], "test_max": sp["test"]["max"],
-            "omega_squared": ts.get("omega_squared"), "omega_squared_permuted": ts.get("omega_squared_permuted"),
-            "distinct_tokens": ts.get("distinct"), "lookup": ts.get("lookup"),
-        })
-    return pa.Table.from_pylist(rows, schema=schema())
-
-
-def row_to_examples(row: dict, manifest: dict):
-    """A stored row -> :class:`neurotext.examples.NeuronExamples` (``split`` with the parts' lists)."""
-    from ..examples import NeuronExamples
-
-    corpus = manifest.get("corpus", {})
-    cfg = manifest.get("settings", {})
-    hist = dict(row["histogram"] or {}, positions=row["histogram_positions"], contexts=row["histogram_contexts"],
-                sample=f"every text position of the contexts whose sampling key is in the lowest "
-                       f"1/{cfg.get('hist_every', '?')} (a uniform sample of contexts)")
-    stats = {"count": row["tokens"], "mean": row["mean"], "std": row["std"], "max": row["max"],
-             "share_positive": row["share_positive"], "histogram": hist,
-             "context_histogram": dict(row["context_histogram"] or {}, contexts=row["contexts"]),
-             "parts": {p: {"count": row[f"{p}_tokens"], "max": row[f"{p}_max"]} for p in ("train", "test")}}
-    split = {"test_share": cfg.get("test_share"), "seed": cfg.get("split_seed")}
-    for p in ("train", "test"):
-        split[p] = {"contexts": row[f"{p}_contexts"], "tokens": row[f"{p}_tokens"], "max": row[f"{p}_max"],
-                    "top": row[f"top_{p}"], "random": row[f"random_{p}"]}
-    ts = None
-    if row.get("omega_squared") is not None or row.get("lookup"):
-        ts = {"omega_squared": row["omega_squared"], "omega_squared_permuted": row["omega_squared_permuted"],
-              "distinct": row["distinct_tokens"], "positions": row["tokens"], "lookup": row["lookup"] or []}
-    return NeuronExamples(neuron=row["neuron"], model=manifest.get("model", {}).get("name", "?"),
-                          corpus={k: corpus.get(k) for k in ("name", "source", "fingerprint")},
-                          contexts=row["contexts"], tokens=row["tokens"], stats=stats, top=row["top"],
-                          ranges=row["ranges"], random=row["random"], split=split, token_stats=ts, settings=cfg)
+    return results_schema()
 
 
 # --------------------------------------------------------------------------- reading
@@ -139,7 +72,8 @@ def read_manifest(directory) -> dict:
         raise NeurotextError(f"{path} is corrupt: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise NeurotextError(f"{path} is not a {FORMAT} manifest: the examples were written by another version "
-                             "of neurotext; recompute them with neurotext examples ... --force")
+                             "of neurotext (before the train/test split); recompute them with neurotext examples "
+                             "... --force")
     return manifest
 
 
@@ -148,20 +82,79 @@ def shard_paths(directory) -> list[Path]:
     return sorted(p for p in d.glob("*.parquet") if SHARD_RE.match(p.name)) if d.is_dir() else []
 
 
-def read_rows(directory, columns=None) -> tuple[dict, list[dict]]:
-    """(manifest, rows) of a complete examples store; an incomplete one is an error that says how to finish."""
+def _read(path: Path, **kw) -> pa.Table:
+    try:
+        return pq.read_table(path, **kw)
+    except Exception as e:  # noqa: BLE001
+        raise NeurotextError(f"{path} is unreadable ({e}); recompute with neurotext examples ... --force") from e
+
+
+def _complete(directory) -> dict:
     manifest = read_manifest(directory)
     if manifest.get("status") != "complete":
         raise NeurotextError(f"{directory}: the corpus pass has not finished; rerun the same neurotext examples "
                              "command to resume it")
-    tables = []
+    return manifest
+
+
+def read_contexts(directory, ids=None) -> dict:
+    """{context: its row of ``contexts.parquet``} (only ``ids`` when given)."""
+    import pyarrow.compute as pc
+
+    table = _read(examples_dir(directory) / CONTEXTS)
+    if ids is not None:
+        table = table.filter(pc.is_in(table["context"], value_set=pa.array(sorted(set(ids)), type=pa.int64())))
+    return {r["context"]: r for r in table.to_pylist()}
+
+
+def _referenced(row: dict) -> set[int]:
+    from ..examples import EXAMPLE_LISTS
+
+    ids = {e["context"] for name in EXAMPLE_LISTS for e in row.get(name) or []}
+    return ids | {e["context"] for g in row.get("ranges") or [] for e in g["examples"] or []}
+
+
+def _join_row(row: dict, contexts: dict) -> dict:
+    from ..examples import EXAMPLE_LISTS, _join
+
+    out = dict(row)
+    for name in EXAMPLE_LISTS:
+        if out.get(name) is not None:
+            out[name] = [_join(e, contexts) for e in out[name]]
+    if out.get("ranges") is not None:
+        out["ranges"] = [{**g, "examples": [_join(e, contexts) for e in g["examples"] or []]} for g in out["ranges"]]
+    return out
+
+
+def read_rows(directory, columns=None, join: bool = True) -> tuple[dict, list[dict]]:
+    """(manifest, rows) of a complete examples store; with ``join`` each example holds its context's text, tokens,
+    ids and spans (the record of :mod:`neurotext.examples`). An unfinished pass is an error saying how to finish."""
+    manifest = _complete(directory)
+    rows = []
     for p in shard_paths(directory):
-        try:
-            tables.append(pq.read_table(p, columns=columns))
-        except Exception as e:  # noqa: BLE001
-            raise NeurotextError(f"{p} is unreadable ({e}); recompute with neurotext examples ... --force") from e
-    rows = pa.concat_tables(tables).to_pylist() if tables else []
+        rows += _read(p, columns=columns).to_pylist()
+    if join and rows:
+        ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows)))
+        rows = [_join_row(r, ctx) for r in rows]
     return manifest, rows
+
+
+def row_to_examples(row: dict, manifest: dict, contexts: dict):
+    """A stored row (not joined) and its contexts -> :class:`neurotext.examples.NeuronExamples`."""
+    from ..examples import row_to_examples as convert
+
+    corpus = {k: manifest.get("corpus", {}).get(k) for k in ("name", "source", "fingerprint")}
+    return convert(row, contexts, manifest.get("model", {}).get("name", "?"), corpus, manifest.get("settings", {}))
+
+
+def iter_examples(directory):
+    """Every neuron's :class:`NeuronExamples`, one (layer, site) at a time (memory: one point's examples)."""
+    manifest = _complete(directory)
+    for p in shard_paths(directory):
+        rows = _read(p).to_pylist()
+        ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows))) if rows else {}
+        for r in rows:
+            yield row_to_examples(r, manifest, ctx)
 
 
 def find_examples(directory, name: str):
@@ -176,10 +169,10 @@ def find_examples(directory, name: str):
         layer, site = SHARD_RE.match(p.name).groups()
         if m and (int(layer), site) != (int(m.group(1)), m.group(2)):
             continue
-        table = pq.read_table(p)
+        table = _read(p)
         rows = table.filter(pc.equal(table["neuron"], name)).to_pylist()
         if rows:
-            return row_to_examples(rows[0], manifest)
+            return row_to_examples(rows[0], manifest, read_contexts(directory, _referenced(rows[0])))
     return None
 
 
@@ -360,18 +353,10 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
                 checkpoint()
         run.close()
         checkpoint(force_now=True)
-        results = run.finalize(state)
-        points = {}
-        for (layer, site), ns in names.items():
-            for i, n in enumerate(ns):
-                unit = probes_unit(probes, layer, site, i)
-                points[n] = (layer, site, None if unit < 0 else unit)
-        by_point: dict = {}
-        for r in results:
-            layer, site, _ = points[r.neuron]
-            by_point.setdefault((layer, site), []).append(r)
-        for (layer, site), rs in by_point.items():
-            _write_table(exdir, f"L{layer}.{site}.parquet", results_to_table(rs, points))
+        tables, contexts = run.finalize_tables(state)
+        for (layer, site), table in tables.items():
+            _write_table(exdir, f"L{layer}.{site}.parquet", table)
+        _write_table(exdir, CONTEXTS, contexts)
         manifest = read_manifest(out)
         manifest.update(status="complete", contexts=int(state.contexts.sum()), tokens=int(state.tokens.sum()),
                         parts={"train": {"contexts": int(state.contexts[0]), "tokens": int(state.tokens[0])},
@@ -383,12 +368,4 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         (exdir / CHECKPOINT).unlink(missing_ok=True)
     return {"computed": True, "neurons": len(all_names), "contexts": int(state.contexts.sum()),
             "tokens": int(state.tokens.sum()), "seconds": time.perf_counter() - t0, "resumed": resumed,
-            "results": results, "problems": dict(corp.problems)}
-
-
-def probes_unit(probes, layer: int, site: str, i: int):
-    """The unit index of column i of the probe at (layer, site); -1 for a direction."""
-    for p in probes:
-        if (p.layer, p.site) == (layer, site):
-            return int(p.units[i]) if p.units is not None else -1
-    raise KeyError((layer, site))
+            "problems": dict(corp.problems)}
