@@ -48,7 +48,6 @@ from .engine.corpus_pass import (
     sample_ctx,
     top_parts,
 )
-from .engine.scan import tqdm_disable
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
@@ -57,6 +56,7 @@ DTYPES = ("float32", "bfloat16")
 TOKEN_STATS_BUDGET = 1 << 30  # bytes: per-token sums are kept by default when they fit in this much memory
 LOOKUP_K = 10  # tokens of the corpus lookup table
 LOOKUP_MIN_COUNT = 3  # a token enters the lookup table when seen at least this often (train part)
+PROGRESS_EVERY = 30.0  # seconds between progress lines where stderr is not a terminal
 PRUNE_MIN = 4096  # contexts kept before the registry is first cut to what the state refers to
 
 
@@ -306,21 +306,32 @@ class CorpusRun:
 
     # ------------------------------------------------------------------ progress
     def _progress(self, contexts: list[Context]) -> None:
-        if self._bar is None:
-            total = None
-            if self.config.max_tokens is not None:
-                total = self.config.max_tokens
-            self._bar = tqdm(total=total, initial=self._tokens_at_start, desc="examples", unit="tok",
-                             unit_scale=True, file=sys.stderr, disable=tqdm_disable(self.examiner.progress))
-            self._t0 = time.perf_counter()
+        """A tqdm bar of text tokens (documents beside it) on a terminal; elsewhere, unless progress is off, a
+        line every PROGRESS_EVERY seconds (logs of long runs)."""
         n = sum(len(c.ids) for c in contexts)
-        self._bar.update(n)
-        self._bar.set_postfix(docs=contexts[-1].doc + 1, refresh=False)
+        docs = contexts[-1].doc + 1
+        if self._bar is None:
+            self._t0 = self._last = time.perf_counter()
+            self._done = self._tokens_at_start
+            if sys.stderr.isatty() and self.examiner.progress is not False:
+                self._bar = tqdm(total=self.config.max_tokens, initial=self._tokens_at_start, desc="examples",
+                                 unit="tok", unit_scale=True, file=sys.stderr)
+            else:
+                self._bar = False
+        self._done += n
+        if self._bar:
+            self._bar.update(n)
+            self._bar.set_postfix(docs=docs, refresh=False)
+        elif self.examiner.progress is not False and time.perf_counter() - self._last >= PROGRESS_EVERY:
+            self._last = now = time.perf_counter()
+            rate = (self._done - self._tokens_at_start) / max(now - self._t0, 1e-9)
+            print(f"examples: {docs} documents, {self._done} text tokens, {rate:.0f} tokens/s", file=sys.stderr,
+                  flush=True)
 
     def close(self) -> None:
-        if self._bar is not None:
+        if self._bar:
             self._bar.close()
-            self._bar = None
+        self._bar = None
 
     # ------------------------------------------------------------------ results
     def finalize_tables(self, state: PassState) -> tuple[dict, pa.Table]:
