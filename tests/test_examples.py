@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from neurotext.engine.contexts import context_key, doc_part, text_digest
+from neurotext.errors import NeurotextError
 from neurotext.examples import Examiner, ExamplesConfig
 
 SENTENCES = [
@@ -302,3 +303,67 @@ def test_directions_project_the_units(tmp_path, bundled):
     proj = h @ d[0]
     assert e["activation"] == pytest.approx(float(proj[e["position"]]), abs=1e-3)
     assert math.isclose(e["activation"], float(proj[1:-1].max()), abs_tol=1e-3)
+
+
+def test_every_architecture_runs_and_its_out_examples_replay(tmp_path, tiny_models, tiny_decoders):
+    """Every model type of the adapter table: the pass runs, and an out unit's top example equals the plain
+    model's hidden state at its position."""
+    import transformers
+
+    from neurotext import load_model
+
+    path = corpus_file(tmp_path, SENTENCES)
+    for kind, model_dir in [*tiny_models.items(), *tiny_decoders.items()]:
+        decoder = kind in tiny_decoders
+        model = load_model(str(model_dir), device="cpu")
+        if kind in ("roberta", "qwen2"):  # the fixtures' tokenizers turn this text into no token (roberta's BPE has
+            # no merges; qwen2's loads as Qwen2Tokenizer, not the word-level one saved): the one-line error
+            with pytest.raises(NeurotextError, match="yields no text token"):
+                Examiner(model, ExamplesConfig(**CFG), progress=False).run("L1.out.3", path)
+            continue
+        [r] = Examiner(model, ExamplesConfig(**{**CFG, "token_stats": False}), progress=False).run("L1.out.3", path)
+        auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
+        hf = auto.from_pretrained(model_dir).eval()
+        e = r.top[0]
+        with torch.no_grad():
+            hs = (hf.base_model if decoder else hf)(input_ids=torch.tensor([e["ids"]]),
+                                                    output_hidden_states=True).hidden_states
+        assert e["activation"] == pytest.approx(float(hs[2][0, e["position"], 3]), abs=1e-4), kind
+        assert r.tokens > 0 and len(r.random) > 0, kind
+
+
+def test_the_pass_stops_at_the_deepest_requested_layer(tmp_path, bundled):
+    path = corpus_file(tmp_path, ENGLISH[:5])
+    called = []
+    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: called.append(i))
+               for i, layer in enumerate(bundled.layers)]
+    try:
+        Examiner(bundled, ExamplesConfig(**CFG), progress=False).run(["L1.ffn.3", "L2.ffn.5"], path)
+    finally:
+        for h in handles:
+            h.remove()
+    assert called and max(called) == 2  # layers 3-5 never run
+
+
+def test_out_of_memory_halves_a_batch_and_loses_nothing(tmp_path, bundled, monkeypatch):
+    from neurotext.engine.corpus_pass import CorpusPass
+
+    path = corpus_file(tmp_path, ENGLISH)
+    cfg = ExamplesConfig(**{**CFG, "batch_size": 8})
+    want = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-3", path)
+    forward = CorpusPass.forward
+    sizes = []
+
+    def tight(self, batch, probes=None):
+        sizes.append(len(batch.ctx))
+        if len(batch.ctx) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return forward(self, batch, probes)
+
+    monkeypatch.setattr(CorpusPass, "forward", tight)
+    got = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-3", path)
+    assert max(sizes) > 2 and any(s <= 2 for s in sizes)
+    for a, b in zip(got, want):
+        assert [e["context"] for e in a.top] == [e["context"] for e in b.top]
+        assert a.tokens == b.tokens and a.contexts == b.contexts
+        assert [e["activation"] for e in a.top] == pytest.approx([e["activation"] for e in b.top], abs=1e-5)

@@ -287,7 +287,13 @@ class CorpusRun:
         return corpus_batch_limits(self.model, self.engine, self.config.batch_size, self.config.batch_tokens)
 
     def _fold(self, state: PassState, batch: list[Context]) -> None:
-        """One batch; on an out-of-memory error its halves, each exactly once."""
+        """One batch (on an out-of-memory error its halves, each exactly once)."""
+        for prepared, found in self.forward(batch):
+            self.engine.fold(state, prepared, found)
+
+    def forward(self, batch: list[Context]):
+        """Yield (prepared batch, values) for ``batch``, or for its halves (recursively) where a batch runs out
+        of memory: an out-of-memory error costs time, never a context."""
         try:
             b = self.engine.prepare(batch)
             found = self.engine.forward(b)
@@ -295,14 +301,14 @@ class CorpusRun:
             if len(batch) == 1:
                 raise
             found = None
-        if found is None:
+        if found is None:  # retried outside the except block, so the failed batch's tensors are freed
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = len(batch) // 2
-            self._fold(state, batch[:half])
-            self._fold(state, batch[half:])
+            yield from self.forward(batch[:half])
+            yield from self.forward(batch[half:])
             return
-        self.engine.fold(state, b, found)
+        yield b, found
 
     # ------------------------------------------------------------------ progress
     def _progress(self, contexts: list[Context]) -> None:
@@ -593,17 +599,17 @@ class Finalizer:
                    and len(contexts[i + len(group)].ids) * (len(group) + 1) <= max_tokens):
                 group.append(contexts[i + len(group)])
             i += len(group)
-            batch = eng.prepare([Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in group])
-            found = eng.forward(batch)
-            for row, ctx in enumerate(group):
-                full = {}
-                for point, j in need[ctx.index]:
-                    if point not in full:
-                        v = found[point][row].masked_fill(~batch.text[row].unsqueeze(-1), float("nan"))
-                        f = torch.full((eng.width, v.shape[-1]), float("nan"))
-                        f[:v.shape[0]] = v
-                        full[point] = f.numpy()
-                    out[(point, j, ctx.index)] = full[point][:, j]
+            same_part = [Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in group]
+            for batch, found in self.run.forward(same_part):
+                for row, ctx_index in enumerate(batch.ctx.tolist()):
+                    full = {}
+                    for point, j in need[ctx_index]:
+                        if point not in full:
+                            v = found[point][row].masked_fill(~batch.text[row].unsqueeze(-1), float("nan"))
+                            f = torch.full((eng.width, v.shape[-1]), float("nan"))
+                            f[:v.shape[0]] = v
+                            full[point] = f.numpy()
+                        out[(point, j, ctx_index)] = full[point][:, j]
         return out
 
     # ------------------------------------------------------------------ token statistics
