@@ -20,6 +20,7 @@ TIERS = {
     "card": 3,
     "notebook": 3,
     "phrases": 3,
+    "examples": 3,
     "store": 4,
     "analysis": 5,
     "atlas": 6,
