@@ -7,9 +7,14 @@ real tokens, what the neuron writes, every restart, the best real phrases and th
 atlas wraps it in a page (``neurotext.atlas.pages``), a notebook in a ``<div>`` with the card's stylesheet
 (``neurotext.notebook``). Its look is ``atlas/assets/card.css``, every rule scoped under the class ``nt``.
 
-Token strings are untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, and a user's model can hold
-anything): every value goes through :func:`esc`, and a card holds no script. Tokens are shown by the
-convention of :mod:`neurotext.model.tokens` (``Ġfurniture`` as ``␣furniture``).
+:func:`examples_section` renders a neuron's real text (its corpus examples: the top contexts, range samples
+and random contexts with every token's background coloured by its activation on one scale per neuron,
+:func:`colour_scale` and :func:`activation_colour`; statistics; a histogram), the same on an atlas page and
+in a notebook.
+
+Token strings and corpus texts are untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, a user's model
+can hold anything, and a corpus any markup): every value goes through :func:`esc`, and a card holds no script.
+Tokens are shown by the convention of :mod:`neurotext.model.tokens` (``Ġfurniture`` as ``␣furniture``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """HTML of the atlas: the index page and one page per neuron.
 
-A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) with
-the atlas's navigation around it. Token strings are untrusted (vocabularies hold ``<``, ``>``, ``&`` and
-quotes, and a user's model can hold anything), so every value goes through :func:`esc` in HTML and
-:func:`script_json` in JSON meant for a page. Pages carry a Content-Security-Policy that allows only the
-site's own scripts (none at all on a neuron page), as a second line of defence.
+A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) and,
+when the store holds corpus examples of it, its real text, with the atlas's navigation around them; a store of
+corpus examples alone gives pages of real text and an index without the Q1 sections. Token strings are
+untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, and a user's model can hold anything), so every
+value goes through :func:`esc` in HTML and :func:`script_json` in JSON meant for a page. Pages carry a
+Content-Security-Policy that allows only the site's own scripts (none at all on a neuron page), as a second
+line of defence.
 """
 
 from __future__ import annotations
