@@ -7,15 +7,21 @@ real tokens, what the neuron writes, every restart, the best real phrases and th
 atlas wraps it in a page (``neurotext.atlas.pages``), a notebook in a ``<div>`` with the card's stylesheet
 (``neurotext.notebook``). Its look is ``atlas/assets/card.css``, every rule scoped under the class ``nt``.
 
-Token strings are untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, and a user's model can hold
-anything): every value goes through :func:`esc`, and a card holds no script. Tokens are shown by the
-convention of :mod:`neurotext.model.tokens` (``Ġfurniture`` as ``␣furniture``).
+:func:`examples_section` renders a neuron's real text (its corpus examples: the top contexts, range samples
+and random contexts with every token's background coloured by its activation on one scale per neuron,
+:func:`colour_scale` and :func:`activation_colour`; statistics; a histogram), the same on an atlas page and
+in a notebook.
+
+Token strings and corpus texts are untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, a user's model
+can hold anything, and a corpus any markup): every value goes through :func:`esc`, and a card holds no script.
+Tokens are shown by the convention of :mod:`neurotext.model.tokens` (``Ġfurniture`` as ``␣furniture``).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -110,8 +116,9 @@ def neuron_header(row: dict, brand: str) -> str:
             f'<p class="lead">{where}</p></header>')
 
 
-def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = None) -> str:
-    """One neuron's card: tokens with bars, metrics, stability, what it writes, phrases, the optimization curve.
+def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = None, real_text: str = "") -> str:
+    """One neuron's card: tokens with bars, metrics, stability, what it writes, phrases, real text (when given),
+    the optimization curve.
 
     Args:
         row: a store row (see :func:`neurotext.store.schema`; ``vector`` is not needed), or
@@ -119,6 +126,7 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
             is optional.
         chips: how tokens are shown and linked (default: as in the vocabulary, no links).
         model_type: the model's ``config.model_type``: words the ffn values for its architecture.
+        real_text: the neuron's :func:`examples_section`, placed after the phrases.
 
     Returns:
         HTML without a script, every value escaped.
@@ -183,7 +191,7 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
             f'in the template, beside the FT vector</p><table class="toks best">{rows_best()}</table></div></section>'
             f'<p class="note">{esc(note)}</p>{writes_section(row, chips)}'
             f'{restarts_html}'
-            f'{phrases_section(row, act, best_act, words, chips)}'
+            f'{phrases_section(row, act, best_act, words, chips)}{real_text}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'
             f'<footer>{esc(row["steps"])} steps &times; {esc(row["restarts"])} restarts, seed {esc(row["seed"])}, '
             f'{fmt(row["seconds"], ".3g")} s</footer>')
@@ -361,3 +369,282 @@ def curve_svg(curve, reference: float | None = None, label: str = "objective", w
     parts.append(f'<circle class="end" cx="{sx(n - 1):.1f}" cy="{sy(ys[-1]):.1f}" r="3"/>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------- real text (corpus examples)
+#: The colour of a token's activation at the full scale: positive values orange, negative values blue; zero is
+#: white, and the colour is linear in the value between them (CircuitsVis's ColoredTokens).
+POSITIVE_RGB = (236, 124, 38)
+NEGATIVE_RGB = (74, 134, 232)
+HIST_MIN_BAR = 1 / 120  # histogram bins narrower than this share of the axis are merged with their neighbours
+SNIPPET_CHARS = 30  # characters each side of a context's max token in a snippet
+
+
+def _get(ex, key, default=None):
+    """A field of a :class:`neurotext.examples.NeuronExamples` or of its dict (``to_dict()``)."""
+    return ex.get(key, default) if isinstance(ex, dict) else getattr(ex, key, default)
+
+
+def _finite_or_none(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def shown_examples(ex) -> list[dict]:
+    """Every context the real-text section shows: the top contexts, each range's samples, the random ones."""
+    ranges = _get(ex, "ranges") or []
+    return [*(_get(ex, "top") or []), *(e for r in ranges for e in r.get("examples") or []),
+            *(_get(ex, "random") or [])]
+
+
+def colour_scale(ex) -> float:
+    """A neuron's colour scale: the largest absolute value among every position of every context shown and
+    the neuron's corpus maximum, so no shown value lies beyond it (0 when every one is 0)."""
+    stats = _get(ex, "stats") or {}
+    values = [abs(v) for e in shown_examples(ex) for v in e.get("activations") or [] if _finite_or_none(v) is not None]
+    top = _finite_or_none(stats.get("max"))
+    return max(values + ([abs(top)] if top is not None else []), default=0.0)
+
+
+def activation_colour(value: float, scale: float) -> str:
+    """The background of a token whose activation is ``value`` on a neuron's scale ``scale``
+    (:func:`colour_scale`): white at 0, linear towards :data:`POSITIVE_RGB` at ``+scale`` and
+    :data:`NEGATIVE_RGB` at ``-scale``. A value beyond the scale is an error, never clamped.
+
+    Returns:
+        ``#rrggbb``.
+    """
+    if not math.isfinite(value) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"activation colour of {value!r} on the scale {scale!r}: both must be finite, the scale >= 0")
+    if scale == 0:
+        if value != 0:
+            raise ValueError(f"activation {value!r} is beyond the colour scale 0")
+        return "#ffffff"
+    t = abs(value) / scale
+    if t > 1 + 1e-9:
+        raise ValueError(f"activation {value!r} is beyond the colour scale {scale!r}")
+    full = POSITIVE_RGB if value > 0 else NEGATIVE_RGB
+    return "#" + "".join(f"{round(255 + min(t, 1.0) * (c - 255)):02x}" for c in full)
+
+
+def _text_positions(e: dict) -> tuple[list[int], bool]:
+    """Positions of the context's text tokens (template positions excluded) and whether their character
+    spans in ``text`` are known."""
+    spans = e.get("spans") or []
+    if any(s is not None for s in spans):
+        return [i for i, s in enumerate(spans) if s is not None], True
+    return [i for i, a in enumerate(e.get("activations") or []) if a is not None], False
+
+
+def _token_tag(chars: str, value, scale: float, is_max: bool) -> str:
+    v = _finite_or_none(value)
+    style = f' style="background:{activation_colour(v, scale)}"' if v is not None else ""
+    title = ("n/a" if v is None else f"{v:.4g}") + (" \u00b7 the context's max" if is_max else "")
+    return f'<span class="t{" max" if is_max else ""}"{style} title="{esc(title)}">{esc(chars)}</span>'
+
+
+def context_html(e: dict, scale: float, kind: str = PLAIN) -> str:
+    """One context as text, every text token's background coloured by its activation
+    (:func:`activation_colour` on ``scale``), its value in its title, the context's max token marked.
+
+    The text is rebuilt from ``spans`` (each token's exact characters in ``text``; the characters between
+    tokens stay plain text); without spans, from the tokens as shown (:func:`display_token` of ``kind``),
+    joined by spaces unless the kind shows its own."""
+    positions, exact = _text_positions(e)
+    acts, tokens, pos = e.get("activations") or [], e.get("tokens") or [], e.get("position")
+    out = []
+    if exact:
+        text, spans, cur = e.get("text") or "", e["spans"], 0
+        for i in positions:
+            a, b = spans[i]
+            a = min(max(a, cur), len(text))
+            b = min(max(b, a), len(text))  # tokens sharing characters (a split character): shown once
+            if a > cur:
+                out.append(esc(text[cur:a]))
+            out.append(_token_tag(text[a:b], acts[i] if i < len(acts) else None, scale, i == pos))
+            cur = b
+        out.append(esc(text[cur:]))
+    else:
+        sep = "" if kind in DECODED else " "
+        out.append(sep.join(_token_tag(display_token(tokens[i], kind) if i < len(tokens) else "",
+                                       acts[i], scale, i == pos) for i in positions))
+    return f'<div class="ctx">{"".join(out)}</div>'
+
+
+def context_snippet(e: dict, kind: str = PLAIN, width: int = SNIPPET_CHARS) -> list[str]:
+    """``[left, max token, right]`` of a context: up to ``width`` characters each side of its max token (``…``
+    where the context goes on), every run of whitespace as one space."""
+    positions, exact = _text_positions(e)
+    pos = e.get("position")
+    if exact:
+        text, span = e.get("text") or "", e["spans"][pos] if pos is not None and pos < len(e["spans"]) else None
+        a, b = span or (0, 0)
+        left, mid, right = text[:a], text[a:b], text[b:]
+    else:
+        sep = "" if kind in DECODED else " "
+        shown = {i: display_token(e["tokens"][i], kind) for i in positions}
+        before, after = [shown[i] for i in positions if i < pos], [shown[i] for i in positions if i > pos]
+        left = sep.join(before) + (sep if before else "")
+        mid = shown.get(pos, "")
+        right = (sep if after else "") + sep.join(after)
+    left, mid, right = (re.sub(r"\s+", " ", s) for s in (left, mid, right))
+    if len(left) > width:
+        left = "\u2026" + left[-width:]
+    if len(right) > width:
+        right = right[:width] + "\u2026"
+    return [left, mid, right]
+
+
+def max_tokens(ex, kind: str = PLAIN) -> list[str]:
+    """The distinct max tokens of a neuron's top contexts (the token at each one's ``position``, as shown),
+    in rank order."""
+    out: list[str] = []
+    for e in _get(ex, "top") or []:
+        toks, pos = e.get("tokens") or [], e.get("position")
+        if pos is not None and pos < len(toks):
+            t = display_token(toks[pos], kind)
+            if t not in out:
+                out.append(t)
+    return out
+
+
+def histogram_svg(hist: dict, width: int = 560, height: int = 150) -> str:
+    """The histogram of a neuron's values at positions (variable-width bins ``lo``, ``hi``, ``count``) as an
+    inline SVG: each bar spans its bin's [lo, hi] on a linear axis and its height is the count per unit of
+    value, so a bar's area is its count. Bins narrower than :data:`HIST_MIN_BAR` of the axis are merged with
+    their neighbours (same sign); the exact-zero bin (lo = hi = 0) is a line at 0."""
+    lo, hi, count = hist.get("lo") or [], hist.get("hi") or [], hist.get("count") or []
+    bins = [(float(a), float(b), int(c)) for a, b, c in zip(lo, hi, count)]
+    if not any(c for _, _, c in bins):
+        return '<p class="muted">no positions in the histogram\'s sample</p>'
+    xmin, xmax = min(0.0, min(a for a, _, _ in bins)), max(0.0, max(b for _, b, _ in bins))
+    if xmax - xmin <= 0:
+        xmin, xmax = -1.0, 1.0
+    min_w = (xmax - xmin) * HIST_MIN_BAR
+    zero = sum(c for a, b, c in bins if a == b)
+    bars: list[list[float]] = []  # [lo, hi, count]
+    for side in ([b for b in bins if b[1] <= 0 and b[0] < b[1]], [b for b in bins if b[0] >= 0 and b[0] < b[1]]):
+        group: list[list[float]] = []
+        for a, b, c in side:
+            if group and group[-1][1] == a and group[-1][1] - group[-1][0] < min_w:
+                group[-1][1], group[-1][2] = b, group[-1][2] + c
+            else:
+                group.append([a, b, c])
+        if len(group) > 1 and group[-1][1] - group[-1][0] < min_w and group[-2][1] == group[-1][0]:
+            a, b, c = group.pop()
+            group[-1][1], group[-1][2] = b, group[-1][2] + c
+        bars += group
+    dens = [c / (b - a) for a, b, c in bars]
+    top = max(dens) or 1.0
+    pad_l, pad_r, pad_t, pad_b = 12, 12, 8, 24
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def sx(v):
+        return pad_l + w * (v - xmin) / (xmax - xmin)
+
+    parts = [f'<svg class="hist" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'aria-label="histogram of the neuron\'s values at positions">',
+             f'<line class="axis" x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}"/>']
+    for (a, b, c), d in zip(bars, dens):
+        if not c:
+            continue
+        y = min(pad_t + h * (1 - d / top), pad_t + h - 1)  # at least a pixel high: every counted bin is seen
+        cls = "pos" if a >= 0 else "neg"
+        parts.append(f'<rect class="{cls}" x="{sx(a):.2f}" y="{y:.2f}" width="{max(sx(b) - sx(a), 0.5):.2f}" '
+                     f'height="{pad_t + h - y:.2f}"><title>[{a:.4g}, {b:.4g}]: {c} position{"s" if c != 1 else ""}'
+                     f'</title></rect>')
+    if zero:
+        parts.append(f'<line class="zero" x1="{sx(0):.2f}" y1="{pad_t}" x2="{sx(0):.2f}" y2="{pad_t + h}">'
+                     f'<title>exactly 0: {zero} position{"s" if zero != 1 else ""}</title></line>')
+    for v, anchor in ((xmin, "start"), (0.0, "middle"), (xmax, "end")):
+        if v == 0.0 and (xmin == 0.0 or xmax == 0.0) and anchor == "middle":
+            continue
+        parts.append(f'<text class="tick" x="{sx(v):.1f}" y="{height - 6}" text-anchor="{anchor}">{v:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _contexts_list(examples: list[dict], scale: float, kind: str, cls: str) -> str:
+    items = []
+    for e in examples:
+        where = f"the context's max; document {e.get('doc')}, context {e.get('context')}, {e.get('part')} part"
+        items.append(f'<li><span class="exv" title="{esc(where)}">'
+                     f'{fmt(_finite_or_none(e.get("activation")))}</span>{context_html(e, scale, kind)}</li>')
+    return f'<ol class="contexts {cls}">{"".join(items)}</ol>'
+
+
+def examples_section(ex, chips: Chips | None = None, ft_activation: float | None = None) -> str:
+    """A neuron's real text: the corpus, its statistics and histogram, the top contexts with every token
+    coloured by its activation, samples from the ranges below the top, and random contexts.
+
+    Args:
+        ex: a :class:`neurotext.examples.NeuronExamples` or its dict (``to_dict()``).
+        chips: how tokens are shown (its vocabulary kind: used where a context has no character spans).
+        ft_activation: the FT vector's activation, when a sweep holds the neuron (shown against the corpus max).
+
+    Returns:
+        HTML without a script, every value escaped; one colour scale (:func:`colour_scale`) for every context.
+    """
+    chips = chips or Chips()
+    kind = chips.kind
+    stats = _get(ex, "stats") or {}
+    corpus = _get(ex, "corpus") or {}
+    scale = colour_scale(ex)
+    share = _finite_or_none(stats.get("share_positive"))
+    mx = _finite_or_none(stats.get("max"))
+    figures = [
+        ("corpus max", fmt(mx), "highest activation at any text position of the corpus"),
+        ("mean", fmt(_finite_or_none(stats.get("mean"))), "over every text position"),
+        ("std", fmt(_finite_or_none(stats.get("std"))), "standard deviation over every text position"),
+        ("above 0", fmt(None if share is None else share, ".2%"), "share of text positions where the value is > 0"),
+    ]
+    if ft_activation is not None and mx is not None and mx > 0:
+        figures.append(("FT / corpus max", fmt(ft_activation / mx, ".3g"),
+                        "how far the FT vector's activation exceeds the best position in the corpus"))
+    ts = _get(ex, "token_stats") or {}
+    if ts.get("omega_squared") is not None:
+        figures.append(("token identity \u03c9\u00b2", fmt(ts["omega_squared"], ".3f"),
+                        f"share of the variance over positions the token there explains; chance (labels "
+                        f"permuted) {fmt(ts.get('omega_squared_permuted'), '.3f')}; a word neuron is near 1"))
+    cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
+                    f'<div class="hint">{esc(h)}</div></div>' for k, v, h in figures)
+    fp = corpus.get("fingerprint")
+    lead = (f'corpus <b>{esc(corpus.get("name") or corpus.get("source") or "?")}</b>'
+            + (f' (fingerprint <code>{esc(fp)}</code>)' if fp else "")
+            + f': {esc(_get(ex, "contexts"))} contexts, {esc(_get(ex, "tokens"))} text tokens')
+    hist = stats.get("histogram") or {}
+    sample = hist.get("sample") or "a sample of contexts"
+    hist_note = (f"Values at {esc(hist.get('positions', '?'))} text positions of {esc(hist.get('contexts', '?'))} "
+                 f"contexts: {esc(sample)}. Each bar spans its values on a linear axis; its area is its count "
+                 "(narrow bins near 0 are merged).")
+    legend = (f'<div class="scale"><span class="num">{fmt(-scale, ".3g")}</span><span class="grad" style="background:'
+              f'linear-gradient(to right, {activation_colour(-scale, scale)}, #ffffff, '
+              f'{activation_colour(scale, scale)})"></span><span class="num">{fmt(scale, ".3g")}</span></div>')
+    scale_note = (f"Every token's background is its activation on one scale for this neuron: white is 0, orange "
+                  f"positive, blue negative, the full colour at \u00b1{fmt(scale, '.4g')} (the largest value shown "
+                  f"here). Hover a token for its value; the context's max token is outlined. The number before "
+                  f"each context is its max.")
+    ranges = sorted(_get(ex, "ranges") or [], key=lambda r: -(r.get("range") or 0))
+    range_html = "".join(
+        f'<div class="range"><h4>({fmt(r.get("lo"), ".4g")}, {fmt(r.get("hi"), ".4g")}] &middot; '
+        f'{esc(r.get("contexts"))} context{"s" if r.get("contexts") != 1 else ""} in this range'
+        f'{", " + str(len(r.get("examples") or [])) + " shown" if r.get("examples") else ""}</h4>'
+        + (_contexts_list(r["examples"], scale, kind, "range") if r.get("examples") else
+           '<p class="muted">no context in this range</p>') + '</div>' for r in ranges)
+    random = _get(ex, "random") or []
+    top = _get(ex, "top") or []
+    return (f'<section class="realtext" id="real-text"><h2>Real text</h2><p class="lead">{lead}</p>'
+            f'<section class="metrics">{cards}</section>'
+            f'<div class="histwrap">{histogram_svg(hist)}<p class="note">{hist_note}</p></div>'
+            f'<h3>Top contexts</h3>{legend}<p class="note">{esc(scale_note)}</p>'
+            + (_contexts_list(top, scale, kind, "top") if top else '<p class="muted">no context</p>')
+            + (f'<h3>Samples from lower ranges</h3><p class="note">contexts drawn uniformly from ranges of the '
+               f'context max below the top (bounds, then how many contexts of the corpus fall in each)</p>'
+               f'{range_html}' if ranges else "")
+            + (f'<h3>Random contexts</h3><p class="note">contexts drawn uniformly from the corpus (the same for every '
+               f'neuron of the pass)</p>{_contexts_list(random, scale, kind, "random")}' if random else "")
+            + (f'<p class="note">The {esc(CONVENTION)}.</p>' if kind in DECODED and not _has_spans(top) else "")
+            + '</section>')
+
+
+def _has_spans(examples: list[dict]) -> bool:
+    return any(s is not None for e in examples for s in e.get("spans") or [])

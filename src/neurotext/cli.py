@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="build a static HTML atlas of a store",
         description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
                     "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
-                    "and one page per neuron. It needs no network; open SITE/index.html or run neurotext serve.",
+                    "and one page per neuron. Corpus examples in DIR/examples (neurotext examples --out DIR) add "
+                    "each neuron's real text; a DIR of examples alone gives an atlas of real text. It needs no "
+                    "network; open SITE/index.html or run neurotext serve.",
     )
     p.add_argument("store", metavar="DIR")
     p.add_argument("--out", required=True, metavar="SITE", help="site folder (new, empty, or an earlier atlas)")

@@ -51,6 +51,7 @@ from .engine.corpus_pass import (
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
+from .notebook import Results
 
 DTYPES = ("float32", "bfloat16")
 TOKEN_STATS_BUDGET = 1 << 30  # bytes: per-token sums are kept by default when they fit in this much memory
@@ -118,6 +119,12 @@ class NeuronExamples:
     split: dict = field(default_factory=dict)  # {"test_share", "seed", "train": {...}, "test": {...}}
     token_stats: dict | None = None  # {"omega_squared", "omega_squared_permuted", "distinct", "lookup": [...]}
     settings: dict = field(default_factory=dict)
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the real-text section of the neuron's atlas page (:mod:`neurotext.notebook`)."""
+        from .notebook import examples_html
+
+        return examples_html(self)
 
     def to_dict(self, parts: bool = False) -> dict:
         """JSON-ready; ``parts``: also the top and random contexts of the train and test parts."""
@@ -191,9 +198,10 @@ class Examiner:
         return corpus if isinstance(corpus, Corpus) else open_corpus(corpus, max_docs=self.config.max_docs)
 
     # ------------------------------------------------------------------ running
-    def run(self, neurons=None, corpus=None, directions=None) -> list[NeuronExamples]:
+    def run(self, neurons=None, corpus=None, directions=None) -> Results:
         """One pass over ``corpus`` (a :class:`Corpus`, a source such as ``"fortune"`` or a path; None: the
-        default corpus) for every neuron; results in the neurons' order."""
+        default corpus) for every neuron; results in the neurons' order, a list that displays a table of them
+        in Jupyter (:class:`neurotext.notebook.Results`)."""
         probes, names = self.probes(neurons, directions)
         run = CorpusRun(self, probes, names, self.open(corpus))
         run.check_nonempty()
@@ -201,7 +209,7 @@ class Examiner:
         for _, contexts in run.chunks():
             run.process(state, contexts)
         run.close()
-        return run.finalize(state)
+        return Results(run.finalize(state))
 
 
 class CorpusRun:
@@ -744,7 +752,7 @@ def _histogram(counts: torch.Tensor) -> dict:
 
 
 def examples(neurons, corpus=None, model: Model | str | None = None, progress: bool | None = False,
-             device: str | None = "auto", **config) -> list[NeuronExamples]:
+             device: str | None = "auto", **config) -> Results:
     """Corpus examples of neurons in one call.
 
     Args:
@@ -755,7 +763,8 @@ def examples(neurons, corpus=None, model: Model | str | None = None, progress: b
         **config: :class:`ExamplesConfig` fields (top, max_docs, max_length, ...).
 
     Returns:
-        One :class:`NeuronExamples` per neuron, in (layer, site, unit) order.
+        One :class:`NeuronExamples` per neuron, in (layer, site, unit) order, in a list that displays a table
+        of them in Jupyter (:class:`neurotext.notebook.Results`).
     """
     try:
         cfg = ExamplesConfig(**config)

@@ -1,9 +1,10 @@
 """Jupyter display of results.
 
 A textualization result (:class:`neurotext.NeuronResult`) shows its card, the same as its page in the atlas
-(one renderer, :mod:`neurotext.card`); a phrase result the card's phrases section; a list of results
-(:class:`Results`, what ``Textualizer.run``, ``textualize`` and ``Phraser.run`` return) a table of its
-neurons, one row each.
+(one renderer, :mod:`neurotext.card`); a phrase result the card's phrases section; a neuron's corpus
+examples (:class:`neurotext.examples.NeuronExamples`) the page's real-text section; a list of results
+(:class:`Results`, what ``Textualizer.run``, ``textualize``, ``Phraser.run``, ``Examiner.run`` and
+``examples`` return) a table of its neurons, one row each.
 
 The HTML is self-contained: the card's stylesheet (``atlas/assets/card.css``) in a ``<style>`` whose rules
 are all scoped under the class ``nt``, so the notebook around it is untouched; no script, ever; no link that
@@ -13,7 +14,21 @@ untrusted. Tokens are shown by the convention of :mod:`neurotext.model.tokens`.
 
 from __future__ import annotations
 
-from .card import Chips, card_css, esc, fmt, neuron_card, neuron_header, phrases_section, unit_words
+import re
+
+from .card import (
+    Chips,
+    card_css,
+    context_snippet,
+    esc,
+    examples_section,
+    fmt,
+    max_tokens,
+    neuron_card,
+    neuron_header,
+    phrases_section,
+    unit_words,
+)
 from .model.tokens import CONVENTION, DECODED, detect_kind
 
 SHOWN_TOKENS = 3  # tokens per list in a row of a results table (as in the atlas index)
@@ -64,6 +79,26 @@ def phrases_html(result) -> str:
     took = f", {fmt(result.seconds, '.3g')} s" if result.seconds else ""
     return panel(neuron_header(row, f"neurotext \u00b7 {result.model}") + section + _convention(chips)
                  + f'<footer>seed {esc(result.seed)}{took}</footer>')
+
+
+def _examples_chips(ex) -> Chips:
+    """How a neuron's corpus examples show tokens: the kind their token strings show."""
+    return Chips(detect_kind(t for e in (ex.top or [])[:20] for t in e.get("tokens") or []))
+
+
+def _examples_header(ex) -> str:
+    m = re.match(r"^L(\d+)\.(\w+)\.(\d+)$", ex.neuron)
+    if m is None:  # a direction's examples
+        return (f'<header><div class="brand">neurotext \u00b7 {esc(ex.model)}</div><h1>{esc(ex.neuron)}</h1>'
+                '</header>')
+    row = {"neuron": ex.neuron, "layer": int(m.group(1)), "site": m.group(2), "unit": int(m.group(3))}
+    return neuron_header(row, f"neurotext \u00b7 {ex.model}")
+
+
+def examples_html(ex) -> str:
+    """A :class:`neurotext.examples.NeuronExamples` as the real-text section of its atlas page
+    (:func:`neurotext.card.examples_section`)."""
+    return panel(_examples_header(ex) + examples_section(ex, _examples_chips(ex)))
 
 
 def _cells(values) -> str:
@@ -124,12 +159,31 @@ def _phrase_table(results) -> tuple[str, set[str]]:
             f'<tbody>{"".join(rows)}</tbody></table></div>', kinds)
 
 
+def _examples_table(results) -> tuple[str, set[str]]:
+    head = ["neuron", "corpus max", "mean", "above 0", "max tokens of the top contexts", "top context"]
+    num = {"corpus max", "mean", "above 0"}
+    rows, kinds = [], set()
+    for r in results:
+        chips = _examples_chips(r)
+        kinds.add(chips.kind)
+        st = r.stats or {}
+        left, mid, right = context_snippet(r.top[0], chips.kind) if r.top else ("", "", "")
+        rows.append(f'<tr><td class="name">{esc(r.neuron)}</td>'
+                    + _cells([fmt(st.get("max")), fmt(st.get("mean")), fmt(st.get("share_positive"), ".2%")])
+                    + _token_cell(chips, max_tokens(r, chips.kind)) + f'<td class="snippet">{esc(left)}<b>{esc(mid)}'
+                    f'</b>{esc(right)}</td></tr>')
+    th = _head(head, num)
+    return (f'<div class="listwrap"><table class="list examples"><thead><tr>{th}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>', kinds)
+
+
 def results_html(items) -> str | None:
     """A list of results as one table per kind of result (None, so the plain ``repr`` shows, for an empty
     list or one holding anything else)."""
     neurons = [r for r in items if hasattr(r, "nearest") and hasattr(r, "to_row")]
     phrases = [r for r in items if hasattr(r, "best_phrase") and hasattr(r, "to_row")]
-    if not items or len(neurons) + len(phrases) != len(items):
+    corpus = [r for r in items if hasattr(r, "top") and hasattr(r, "stats") and hasattr(r, "ranges")]
+    if not items or len(neurons) + len(phrases) + len(corpus) != len(items):
         return None
     parts, kinds = [], set()
     if neurons:
@@ -140,9 +194,15 @@ def results_html(items) -> str | None:
         table, k = _phrase_table(phrases)
         parts.append(('<h2>Best real phrases</h2>' if neurons else "") + table)
         kinds |= k
+    if corpus:
+        table, k = _examples_table(corpus)
+        parts.append(('<h2>Real text</h2>' if neurons or phrases else "") + table)
+        kinds |= k
     models = ", ".join(sorted({r.model for r in items}))
-    what = " and ".join(w for w, n in (("textualization", len(neurons)), ("phrase", len(phrases))) if n)
-    note = ("Each result shows its card: display results[i]."
+    what = " and ".join(w for w, n in (("textualization", len(neurons)), ("phrase", len(phrases)),
+                                       ("corpus example", len(corpus))) if n)
+    note = (("Each result shows its card: display results[i]." if neurons or phrases else
+             "Each result shows its real text: display results[i].")
             + (" Neurons in red: the restarts share no consensus token." if neurons else "")
             + (f" The {CONVENTION}." if kinds & set(DECODED) else ""))
     return panel(f'<header><div class="brand">neurotext \u00b7 {esc(models)}</div>'

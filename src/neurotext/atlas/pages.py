@@ -1,10 +1,12 @@
 """HTML of the atlas: the index page and one page per neuron.
 
-A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) with
-the atlas's navigation around it. Token strings are untrusted (vocabularies hold ``<``, ``>``, ``&`` and
-quotes, and a user's model can hold anything), so every value goes through :func:`esc` in HTML and
-:func:`script_json` in JSON meant for a page. Pages carry a Content-Security-Policy that allows only the
-site's own scripts (none at all on a neuron page), as a second line of defence.
+A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) and,
+when the store holds corpus examples of it, its real text, with the atlas's navigation around them; a store of
+corpus examples alone gives pages of real text and an index without the Q1 sections. Token strings are
+untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, and a user's model can hold anything), so every
+value goes through :func:`esc` in HTML and :func:`script_json` in JSON meant for a page. Pages carry a
+Content-Security-Policy that allows only the site's own scripts (none at all on a neuron page), as a second
+line of defence.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from ..card import Chips, esc, fmt, neuron_card, neuron_header
+from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header
 from ..model.tokens import CONVENTION, DECODED, PLAIN
+from . import realtext
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
 CSP_INDEX = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -23,6 +26,15 @@ CSP_NEURON = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'sel
 #: Stylesheets of every page, relative to the site's root: the card's (scoped under the body's class ``nt``),
 #: then the site's own.
 STYLESHEETS = ("assets/card.css", "assets/atlas.css")
+
+
+#: The index's note on the real-text search, and on an atlas of a store without a sweep.
+CORPUS_SEARCH_NOTE = ("Real text: \u201cmax tokens in real text\u201d finds the neurons whose top contexts in the "
+                      "corpus peak at the token searched (the token at each top context's max, any rank); with "
+                      "partial match, at a token that contains it. Hover a row's tokens for its top context.")
+NO_SWEEP_NOTE = ("This store holds corpus examples only: the Q1 sections (feature textualization, stability, "
+                 "word-like neurons) need a sweep of the same model in the same folder (neurotext sweep NEURONS "
+                 "--out DIR), after which neurotext report shows both.")
 
 
 def script_json(obj) -> str:
@@ -87,13 +99,14 @@ def stability_section(stab: dict | None) -> str:
             f'<tbody>{body}</tbody></table><p class="note">{esc(stab["rule"])}; medians.</p>')
 
 
-def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
-               word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN) -> str:
+def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
+               word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN,
+               examples: dict | None = None) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
     Args:
-        manifest: the store's ``manifest.json``.
+        manifest: the sweep's ``manifest.json``; None for a store of corpus examples only (no Q1 sections).
         stats: per (layer, site) Q1 summaries (see :func:`neurotext.atlas.report.layer_stats`).
         n_neurons: rows in the store.
         q1_plot, q2: relative URL of the Q1 figure; ``{"plot", "model", "site", "objective", "words",
@@ -102,17 +115,23 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
         stability: ``{"plot", "rule", "groups"}`` of the stability arm, None for a store without it.
         token_kind: the store's vocabulary kind; for one whose tokens are shown decoded, the convention is
             named under the table.
+        examples: the manifest of the store's corpus examples (``DIR/examples``), None without them.
     """
-    model, cfg = manifest.get("model", {}), manifest.get("config", {})
+    sweep = manifest is not None
+    model = (manifest if sweep else examples or {}).get("model", {})
+    cfg = manifest.get("config", {}) if sweep else {}
     name = model.get("name", "?")
     sizes = ", ".join(f"{k} {v}" for k, v in (model.get("sizes") or {}).items())
     model_rows = [("name", name), ("type", model.get("model_type", "?")), ("source", model.get("source", "?")),
                   ("weights fingerprint", model.get("fingerprint", "?")), ("layers", model.get("n_layers", "?")),
                   ("units per layer", sizes), ("vocabulary", model.get("vocab_size", "?")),
                   ("embedding size", model.get("d_emb", "?"))]
-    sweep_rows = [("neurons", f"{n_neurons} of {manifest.get('neurons', {}).get('count', '?')} planned")]
-    sweep_rows += [(k, v) for k, v in sorted(cfg.items())]
-    sweep_rows += [("created", manifest.get("created", "?")), ("neurotext", manifest.get("neurotext_version", "?"))]
+    if sweep:
+        n_swept = sum(s["n"] for s in stats)
+        sweep_rows = [("neurons", f"{n_swept} of {manifest.get('neurons', {}).get('count', '?')} planned")]
+        sweep_rows += [(k, v) for k, v in sorted(cfg.items())]
+        sweep_rows += [("created", manifest.get("created", "?")),
+                       ("neurotext", manifest.get("neurotext_version", "?"))]
 
     head = ["layer", "site", "neurons", "median nearest cosine", "median retention", "mean overlap@10",
             "median FT / best-token activation", "word-like"]
@@ -121,7 +140,7 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
             f"L{s['layer']}", s["site"], s["n"], fmt(s["nearest_cosine"], ".3f"), fmt(s["retention"], ".3f"),
             fmt(s["overlap_at_10"], ".3f"), fmt(s["act_ratio"], ".3g"),
             f"{fmt(s['word_like'], '.1%')} ({s['word_like_n']})")) + "</tr>" for s in stats)
-    q1 = ('<section id="q1"><h2>Q1 &middot; Do single neurons encode words?</h2>'
+    q1 = "" if not sweep else ('<section id="q1"><h2>Q1 &middot; Do single neurons encode words?</h2>'
           '<p class="lead">Per layer: how close each FT vector is to its nearest token, how much activation '
           'survives when the FT vector is replaced by that token (retention), how many of its 10 nearest tokens '
           'are among the 10 best real tokens of the exhaustive vocabulary scan, and how far the FT activation '
@@ -147,11 +166,12 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<input id="q" type="search" autocomplete="off" spellcheck="false" '
              'placeholder="token (e.g. rain) or neuron (e.g. L3.ffn.42)" aria-label="search neurons">'
              '<select id="where" aria-label="which tokens to search">'
-             '<option value="both">consensus, nearest &amp; best tokens</option>'
-             '<option value="consensus">consensus of restarts</option>'
-             '<option value="nearest">FT nearest tokens (best restart)</option>'
-             '<option value="best">best real tokens</option>'
-             + ('<option value="phrase">best real phrase</option>' if "phrases" in manifest else "")
+             + ('<option value="both">consensus, nearest &amp; best tokens</option>'
+                '<option value="consensus">consensus of restarts</option>'
+                '<option value="nearest">FT nearest tokens (best restart)</option>'
+                '<option value="best">best real tokens</option>' if sweep else "")
+             + ('<option value="phrase">best real phrase</option>' if sweep and "phrases" in manifest else "")
+             + ('<option value="corpus">max tokens in real text (top contexts)</option>' if examples else "")
              + '</select>'
              '<label><input id="partial" type="checkbox"> partial match</label>'
              '<span id="count" class="muted" aria-live="polite">loading neurons&hellip;</span></div>'
@@ -161,18 +181,33 @@ def index_page(manifest: dict, stats: list[dict], n_neurons: int, q1_plot: str |
              '<span id="page" class="muted"></span><button id="next" type="button">next &rarr;</button>'
              '<select id="per" aria-label="rows per page"><option>50</option><option selected>100</option>'
              '<option>500</option></select></div>'
+             + (f'<p class="note">{esc(CORPUS_SEARCH_NOTE)}</p>' if examples else "")
              + (f'<p class="note">The {esc(CONVENTION)}.</p>' if token_kind in DECODED else "")
              + '<noscript><p>The neuron table needs JavaScript; every neuron also has a page at '
              'neurons/NAME.html.</p></noscript></section>')
-    meta = {"n": n_neurons, "model": name, "phrases": "phrases" in manifest}
+    meta = {"n": n_neurons, "model": name, "phrases": sweep and "phrases" in manifest, "sweep": sweep,
+            "examples": examples is not None}
     q2_link = '<a href="#q2">Q2</a>' if q2 else ""
+    corpus_name = ((examples or {}).get("corpus") or {}).get("name", "?")
+    if sweep:
+        lead = (f'Feature textualization of {n_swept} neurons: for each, the vector in word-embedding space that '
+                f'maximizes it, the real tokens nearest to that vector, and the best real tokens'
+                + (f'; and real text: each neuron\'s max-activating contexts in the corpus {esc(corpus_name)}, '
+                   f'samples below the top, random contexts and statistics ({n_neurons} neurons in all).'
+                   if examples else "."))
+    else:
+        lead = (f'Real text of {n_neurons} neurons: each neuron\'s max-activating contexts in the corpus '
+                f'{esc(corpus_name)}, samples from ranges below the top, random contexts and statistics.</p>'
+                f'<p class="note">{esc(NO_SWEEP_NOTE)}')
+    config = [("Model", model_rows)] + ([("Sweep", sweep_rows)] if sweep else []) \
+        + ([("Corpus", realtext.corpus_rows(examples))] if examples else [])
+    toc = (f'<a href="#config">model{" &amp; sweep" if sweep else ""}{" &amp; corpus" if examples else ""}</a>'
+           + ('<a href="#q1">Q1</a>' if sweep else "") + f'{q2_link}<a href="#neurons">neurons</a>')
     body = (f'<header><div class="brand">neurotext atlas</div><h1>{esc(name)}</h1>'
-            f'<p class="lead">Feature textualization of {n_neurons} neurons: for each, the vector in word-embedding '
-            f'space that maximizes it, the real tokens nearest to that vector, and the best real tokens.</p>'
-            f'<nav class="toc"><a href="#config">model &amp; sweep</a><a href="#q1">Q1</a>'
-            f'{q2_link}<a href="#neurons">neurons</a></nav></header>'
-            f'<main><section id="config" class="cols"><div><h2>Model</h2>{_kv_table(model_rows)}</div>'
-            f'<div><h2>Sweep</h2>{_kv_table(sweep_rows)}</div></section>{q1}{q2_html}{table}</main>'
+            f'<p class="lead">{lead}</p><nav class="toc">{toc}</nav></header>'
+            f'<main><section id="config" class="cols">'
+            + "".join(f'<div><h2>{esc(t)}</h2>{_kv_table(rows)}</div>' for t, rows in config)
+            + f'</section>{q1}{q2_html}{table}</main>'
             f'<script type="application/json" id="atlas-meta">{script_json(meta)}</script>')
     return document(f"neurotext atlas: {name}", body, STYLESHEETS, CSP_INDEX, ("assets/atlas.js",), "index")
 
@@ -186,22 +221,39 @@ def _neighbour(name: str | None, arrow: str, before: bool) -> str:
 
 
 def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: str | None,
-                model_type: str | None = None, token_kind: str = PLAIN) -> str:
+                model_type: str | None = None, token_kind: str = PLAIN, examples=None,
+                corpus: bool = False, sweep: bool = True) -> str:
     """One neuron: its card (:func:`neurotext.card.neuron_card`) with links to neighbouring units and, from
-    every token, to the index's search for it.
+    every token, to the index's search for it; its real text (:func:`neurotext.card.examples_section`) when
+    the store holds corpus examples of it.
 
     Args:
-        row: the store row (see :func:`neurotext.store.schema`); ``vector`` is not needed.
+        row: the store row (see :func:`neurotext.store.schema`; ``vector`` is not needed), or for a neuron
+            that only has corpus examples ``{"neuron", "layer", "site", "unit"}``: its page is the real text.
         model_name: shown under the title.
         prev_name, next_name: canonical names of unit-1 and unit+1 when they are in the store.
         model_type: the store's ``config.model_type``: words the ffn values for its architecture.
         token_kind: the store's vocabulary kind: how tokens are shown (:mod:`neurotext.model.tokens`).
+        examples: the neuron's :class:`neurotext.examples.NeuronExamples`, or None.
+        corpus: whether the store holds corpus examples (a neuron without them then says so).
+        sweep: whether the store holds a sweep (a neuron that is not in it then says so).
     """
+    swept = "activation" in row
+    chips = Chips(token_kind, href=search_href)
+    real = examples_section(examples, chips, row.get("activation") if swept else None) if examples is not None \
+        else ('<section class="realtext" id="real-text"><h2>Real text</h2><p class="muted">The corpus pass of this '
+              'store did not include this neuron (neurotext examples NEURONS --out DIR).</p></section>'
+              if corpus else "")
+    jump = '<span class="sep"></span><a href="#real-text">real text &darr;</a>' if swept and examples is not None \
+        else ""
     nav = (f'<nav class="crumbs"><a href="../index.html">&larr; atlas index</a><span class="sep"></span>'
            f'{_neighbour(prev_name, "&lsaquo;", True)}<span class="sep"></span>'
-           f'{_neighbour(next_name, "&rsaquo;", False)}</nav>')
-    chips = Chips(token_kind, href=search_href)
-    body = (f'{nav}{neuron_header(row, f"neurotext atlas · {model_name}")}'
-            f'<main>{neuron_card(row, chips, model_type)}</main>')
+           f'{_neighbour(next_name, "&rsaquo;", False)}{jump}</nav>')
+    if swept:
+        main = neuron_card(row, chips, model_type, real_text=real)
+    else:
+        main = (f'<p class="note">The sweep in this store does not include this neuron (neurotext sweep '
+                f'{esc(row["neuron"])} --out DIR adds it): its real text only.</p>' if sweep else "") + real
+    body = f'{nav}{neuron_header(row, f"neurotext atlas · {model_name}")}<main>{main}</main>'
     return document(f"{row['neuron']} \u00b7 neurotext atlas", body, tuple(f"../{c}" for c in STYLESHEETS),
                     CSP_NEURON, kind="neuron")

@@ -327,7 +327,7 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
             _write_manifest(exdir, {"format": FORMAT, "status": "running", "neurotext_version": __version__,
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                     "device": describe(m.device if executor == "local" else "cpu", cfg.dtype),
-                                    "names": all_names, **ident})
+                                    "vocabulary": {"kind": m.token_kind}, "names": all_names, **ident})
         state = state if state is not None else run.new_state()
         last = time.monotonic()
 
