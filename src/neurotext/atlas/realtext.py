@@ -75,6 +75,7 @@ def iter_examples(store_dir, manifest: dict, batch_rows: int = BATCH_ROWS) -> It
     import pyarrow.parquet as pq
 
     columns = _page_columns()
+    contexts = ex_store.read_contexts(store_dir)  # once: the examples of every batch refer to them
     for p in ex_store.shard_paths(store_dir):
         try:
             batches = pq.ParquetFile(p).iter_batches(batch_size=batch_rows, columns=columns)
@@ -83,7 +84,7 @@ def iter_examples(store_dir, manifest: dict, batch_rows: int = BATCH_ROWS) -> It
                     if not _canonical(row["neuron"], row["layer"], row["site"], row["unit"]):
                         continue
                     row.update(dict.fromkeys(ex_store.PART_LISTS))
-                    yield ex_store.row_to_examples(row, manifest)
+                    yield ex_store.row_to_examples(row, manifest, contexts)
         except (OSError, ValueError) as e:
             raise NeurotextError(f"{p} is unreadable ({e}); recompute with neurotext examples ... --force") from e
 
@@ -94,11 +95,11 @@ def token_kind(store_dir, manifest: dict) -> str:
     import pyarrow.parquet as pq
 
     def tokens():
-        for p in ex_store.shard_paths(store_dir)[:1]:
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=_KIND_ROWS, columns=["top"]):
-                for top in batch.column("top").to_pylist():
-                    for e in top or []:
-                        yield from e.get("tokens") or []
+        path = ex_store.examples_dir(store_dir) / ex_store.CONTEXTS
+        if path.is_file():
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_KIND_ROWS * 8, columns=["tokens"]):
+                for toks in batch.column("tokens").to_pylist():
+                    yield from toks or []
                 return
 
     return manifest_kind(manifest, tokens())
