@@ -202,37 +202,53 @@ def corpus_tables(doc: dict, site: str = "ffn") -> str:
 
 def corpus_variation(ref: dict, others: list[tuple[str, dict]], site: str = "ffn") -> str:
     """How far each per-layer median moves between the reference document and each variant (another FT seed,
-    another split seed): the reference median and each variant's, and the largest absolute change."""
-    sc = _scores(ref, site)
-    variants = [(label, _scores(d, site)) for label, d in others]
+    another split seed), over the neurons both hold (from the per-neuron records): the reference median and the
+    variant's, and the largest absolute change over the layers."""
+    import numpy as np
+
+    def per_neuron(doc):
+        return {n["neuron"]: n for n in doc["corpus"].get("neurons") or [] if n["site"] == site}
+
+    refn = per_neuron(ref)
     lines = []
-    layers = sorted({k[0] for k in sc})
-    for stat in ("correlation", "detection_auroc"):
-        lines += [f"{stat}: median per layer, reference / " + " / ".join(label for label, _ in variants), "",
-                  "| read-out | " + " | ".join(f"L{layer}" for layer in layers) + " | largest change |",
-                  "|---" * (len(layers) + 2) + "|"]
-        for n in READOUT_ORDER:
-            if not any(k[1] == n for k in sc):
-                continue
-            cells, worst = [], 0.0
-            for layer in layers:
-                r = sc.get((layer, n))
-                vals = [None if r is None else r[stat]["median"]]
-                vals += [None if v.get((layer, n)) is None else v[(layer, n)][stat]["median"] for _, v in variants]
-                cells.append(" / ".join("n/a" if v is None else f"{v:.3f}" for v in vals))
-                got = [v for v in vals if v is not None]
-                if vals[0] is not None and len(got) > 1:
-                    worst = max(worst, max(abs(v - vals[0]) for v in got))
-            lines.append(f"| {n} | " + " | ".join(cells) + f" | {worst:.3f} |")
-        lines.append("")
-    for key, label in (("token_identity", "omega squared"),):
-        rows = {t["layer"]: t for t in ref["corpus"][key] if t["site"] == site}
-        vrows = [{t["layer"]: t for t in d["corpus"][key] if t["site"] == site} for _, d in others]
-        lines.append(f"{label}: median per layer, reference / " + " / ".join(lab for lab, _ in others))
-        lines.append("")
-        for layer, t in sorted(rows.items()):
-            vals = [t["omega_squared"]["median"]] + [v[layer]["omega_squared"]["median"] for v in vrows if layer in v]
-            lines.append(f"- L{layer}: " + " / ".join(f"{v:.3f}" for v in vals if v is not None))
+    for label, doc in others:
+        var = per_neuron(doc)
+        common = sorted(set(refn) & set(var))
+        layers = sorted({refn[n]["layer"] for n in common})
+        lines += [f"reference vs {label}: {len(common)} neurons in both", ""]
+
+        def med(recs, readout, stat):
+            v = [r["scores"].get(readout, {}).get(stat) for r in recs]
+            v = [x for x in v if x is not None]
+            return float(np.median(v)) if v else None
+
+        for stat in ("correlation", "detection_auroc"):
+            lines += [f"{stat}, median per layer (reference / {label})", "",
+                      "| read-out | " + " | ".join(f"L{layer}" for layer in layers) + " | largest change |",
+                      "|---" * (len(layers) + 2) + "|"]
+            for name in READOUT_ORDER:
+                for readout in (name, name + "_chance"):
+                    cells, worst = [], 0.0
+                    for layer in layers:
+                        ns = [n for n in common if refn[n]["layer"] == layer]
+                        a = med([refn[n] for n in ns], readout, stat)
+                        b = med([var[n] for n in ns], readout, stat)
+                        cells.append("n/a" if a is None or b is None else f"{a:.3f} / {b:.3f}")
+                        if a is not None and b is not None:
+                            worst = max(worst, abs(a - b))
+                    if any(c != "n/a" for c in cells):
+                        lines.append(f"| {readout} | " + " | ".join(cells) + f" | {worst:.3f} |")
+            lines.append("")
+        cells, worst = [], 0.0
+        for layer in layers:
+            ns = [n for n in common if refn[n]["layer"] == layer]
+            a = [refn[n]["omega_squared"] for n in ns if refn[n]["omega_squared"] is not None]
+            b = [var[n]["omega_squared"] for n in ns if var[n]["omega_squared"] is not None]
+            if a and b:
+                cells.append(f"L{layer} {np.median(a):.3f} / {np.median(b):.3f}")
+                worst = max(worst, abs(float(np.median(a)) - float(np.median(b))))
+        lines += [f"omega squared, median per layer (reference / {label}): " + "; ".join(cells)
+                  + f"; largest change {worst:.3f}", ""]
     return "\n".join(lines)
 
 

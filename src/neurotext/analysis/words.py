@@ -326,7 +326,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         from . import scores
 
         verdicts = {n: v for g in groups for n, v in zip(g.neurons, g.word_like["ft"])}
-        result.corpus = scores.corpus_arm(directory, ex_dir, scores.unit_embeddings(m), seed, verdicts).to_dict()
+        result.corpus = scores.corpus_arm(directory, ex_dir, scores.unit_embeddings(m), seed,
+                                          verdicts).to_dict(neurons=True)
     missing = store.missing_columns(directory)
     if missing:
         result.stability_note = store.old_store_hint(directory, "the stability arm")
