@@ -648,7 +648,7 @@ def _cmd_show(args) -> int:
             if sweep:
                 from .analysis import scores
 
-                rec = scores.neuron_scores(args.store, args.store, neuron, _unit_embeddings(args.store))
+                rec = scores.neuron_scores(args.store, args.store, neuron, scores.store_unit_embeddings(args.store))
                 if rec is not None:
                     doc["scores"] = rec
                     text.append(scores.render_neuron(rec))
@@ -657,20 +657,6 @@ def _cmd_show(args) -> int:
     else:
         print("\n\n".join(text))
     return 0
-
-
-def _unit_embeddings(directory):
-    """The store's model's unit input embeddings for the vector read-outs, or None where it cannot be loaded."""
-    from . import store
-    from .analysis.scores import unit_embeddings
-    from .model.adapters import load_model
-
-    info = store.read_manifest(directory)["model"]
-    try:
-        m = load_model(info["source"], device="cpu")
-    except NeurotextError:
-        return None
-    return unit_embeddings(m) if m.fingerprint() == info.get("fingerprint") else None
 
 
 def _cmd_query(args) -> int:

@@ -166,6 +166,32 @@ def readouts_of(sweep_row: dict | None, ex_row: dict, phrases: bool) -> dict:
     return out
 
 
+def readout_tokens(sweep_row: dict | None, lookup: list[dict] | None, phrases: bool = True) -> dict:
+    """The token strings of a neuron's token-set read-outs, as :func:`readouts_of` takes their ids (what a page
+    shows beside each read-out's scores); None where the store lacks one, vector read-outs left out.
+
+    Args:
+        sweep_row: the neuron's sweep row (``nearest_tokens``, ``stability``, ``centroid``, ``best_tokens``,
+            ``phrase_tokens`` and ``phrase_activations`` read), or None.
+        lookup: the corpus lookup table (``token_stats["lookup"]`` of its examples: ``{"token", "id", ...}``).
+        phrases: whether the sweep searched phrases.
+    """
+    out = {name: None for name in readout_names(phrases) if name not in VECTOR_READOUTS}
+    out["corpus_lookup"] = [d["token"] for d in (lookup or [])][:K] or None
+    if sweep_row is None:
+        return out
+    out["ft_nearest"] = list(sweep_row.get("nearest_tokens") or [])[:K]
+    st = sweep_row.get("stability") or {}
+    out["ft_consensus"] = [c["token"] for c in st.get("consensus") or []] or None
+    cent = sweep_row.get("centroid") or {}
+    out["ft_centroid"] = list(cent.get("nearest_tokens") or [])[:K] or None
+    out["scan_best"] = list(sweep_row.get("best_tokens") or [])[:K]
+    if phrases and sweep_row.get("phrase_activations"):
+        acts = sweep_row["phrase_activations"]
+        out["phrase"] = list(sweep_row["phrase_tokens"][int(np.argmax(acts))])
+    return out
+
+
 def derangement(names: list[str], seed: int, salt: str) -> dict[str, str]:
     """Pair every neuron of a group with another one of the group (a seeded shuffle, each to the next)."""
     if len(names) < 2:
@@ -351,6 +377,20 @@ def unit_embeddings(model) -> np.ndarray:
     """(V, d) the model's input embeddings, each scaled to unit length (float32)."""
     e = model.embeddings.float().cpu().numpy()
     return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def store_unit_embeddings(directory) -> np.ndarray | None:
+    """The unit input embeddings (:func:`unit_embeddings`) of the model a sweep store records, for the vector
+    read-outs; None where that model cannot be loaded here (neither a local folder nor in the local cache) or
+    its weights are not the ones the store was written with."""
+    from ..model.adapters import load_model
+
+    info = store.read_manifest(directory)["model"]
+    try:
+        m = load_model(info["source"], device="cpu")
+    except NeurotextError:
+        return None
+    return unit_embeddings(m) if m.fingerprint() == info.get("fingerprint") else None
 
 
 def neuron_scores(sweep_dir, examples_dir, neuron: str, unit_emb=None, seed: int = 0) -> dict | None:

@@ -14,9 +14,21 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header
+from ..analysis.scores import CHANCE, READOUTS, SCORES
+from ..card import (
+    SCORE_LABELS,
+    Chips,
+    esc,
+    examples_section,
+    fmt,
+    neuron_card,
+    neuron_header,
+    score_definitions,
+    scores_section,
+)
 from ..model.tokens import CONVENTION, DECODED, PLAIN
 from . import realtext
+from .readouts import FT_READOUTS
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
 CSP_INDEX = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -70,7 +82,96 @@ def _kv_table(rows: list[tuple[str, object]]) -> str:
         + "</table>"
 
 
+#: The index's table of median scores is open when it has at most this many rows (else a click opens it).
+OPEN_ROWS = 24
+
+
 # --------------------------------------------------------------------------- index
+def _stats_table(head: list[str], rows: list[list], cls: str = "stats") -> str:
+    return (f'<table class="{cls}"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead><tbody>'
+            + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows) + "</tbody></table>")
+
+
+def _med(q: dict | None, spec: str = ".3f") -> str:
+    return fmt((q or {}).get("median"), spec)
+
+
+def real_text_section(scores: dict) -> str:
+    """The index's real-text arm: does a reading of a neuron predict real text? Per layer the figures and the
+    median of every read-out's scores beside its chance level, the token identity share beside the permuted
+    baseline, and optimization over the corpus maximum.
+
+    Args:
+        scores: ``{"doc"}`` (:meth:`neurotext.analysis.scores.CorpusArm.to_dict`, None when the scores could not be
+            computed), ``"plots"`` (relative URL of each figure by key), ``"note"`` (why the scores are missing or
+            partial, or None) and ``"seed"`` (of the chance pairs).
+    """
+    doc, note = scores.get("doc"), scores.get("note")
+    head = '<section id="real-text"><h2>Real text &middot; Which reading predicts real text?</h2>'
+    if doc is None:
+        return (f'{head}<p class="note warn">The read-outs are not scored on real text: {esc(note)}</p></section>')
+    c, split, miss = doc["corpus"], doc["split"], doc["missing"]
+    lead = (f'<p class="lead">Every reading of a neuron (the FT vector and its nearest tokens, the consensus and '
+            f'centroid of the restarts, the vocabulary scan\'s best tokens, the best real phrase, and the lookup table '
+            f'fitted on real text as the reference) is used as a prediction of the neuron\'s activation on held-out '
+            f'text of the corpus {esc(c.get("name"))} (test part {esc(split.get("test_share"))}, split seed '
+            f'{esc(split.get("seed"))}), beside its chance level: the same read-out of another neuron of the layer '
+            f'(chance seed {esc(scores.get("seed"))}). Each neuron\'s page lists its own.</p>'
+            f'<p class="note">Evaluation set: {esc(doc["evaluation"])}.</p>')
+    notes = []
+    if note:
+        notes.append(f'<p class="note warn">{esc(note)}</p>')
+    if any(miss.values()):
+        notes.append(f'<p class="note">Not scored: {esc(miss["sweep_only"])} neurons without corpus examples, '
+                     f'{esc(miss["examples_only"])} without an FT result; null scores: {esc(miss["no_test_context"])} '
+                     f'neurons without a test context.</p>')
+    n_sites = len({(r["site"]) for r in doc["corpus_scores"]}) or 1
+    figs = scores.get("plots") or {}
+    alts = {stat: f"median {stat.replace('_', ' ')} of every read-out per layer, beside chance" for stat in SCORES}
+    alts |= {"token_identity": "omega squared by token id per layer, beside the permuted baseline",
+             "optimization": "activation over the corpus maximum per layer"}
+    imgs = "".join(f'<img class="plot" src="{esc(figs[k])}" alt="{esc(alts[k])}" width="700" '
+                   f'height="{340 * n_sites}">' for k in alts if k in figs)
+    rows = {}
+    for r in doc["corpus_scores"]:
+        rows[(r["layer"], r["site"], r["readout"])] = r
+    score_rows = []
+    for layer, site in sorted({(r["layer"], r["site"]) for r in doc["corpus_scores"]}):
+        for name in READOUTS:
+            r, ch = rows.get((layer, site, name)), rows.get((layer, site, name + CHANCE))
+            if r is None:
+                continue
+            score_rows.append([f"L{layer}", site, name, r["n"]] + [
+                x for stat in SCORES for x in (_med(r[stat]), _med(ch[stat]),
+                                               fmt(r["above_chance"][stat], ".0%"))])
+    defs = score_definitions()
+    score_head = ["layer", "site", "read-out", "neurons"] + [
+        h for stat in SCORES for h in (f"median {SCORE_LABELS.get(stat, stat)}", "chance", "above chance")]
+    ti_rows = [[f"L{t['layer']}", t["site"], t["n"], _med(t["omega_squared"]), _med(t["omega_squared_permuted"]),
+                fmt(t["above_half"], ".0%")] for t in doc["token_identity"]]
+    lengths = sorted({n for o in doc["optimization"] for n in o["phrase_over_corpus_max"]}, key=int)
+    opt_rows = [[f"L{o['layer']}", o["site"], o["n"], _med(o["ft_over_corpus_max"], ".3g"),
+                 _med(o["scan_best_over_corpus_max"], ".3g")]
+                + [_med(o["phrase_over_corpus_max"].get(n), ".3g") for n in lengths] for o in doc["optimization"]]
+    return (f'{head}{lead}{"".join(notes)}<div class="plots">{imgs}</div>'
+            f'<details class="scores"{" open" if len(score_rows) <= OPEN_ROWS else ""}><summary><h3>Median scores '
+            f'beside chance</h3> <span class="muted">per layer and read-out ({len(score_rows)} rows)</span></summary>'
+            + _stats_table(score_head, score_rows, "stats scores") + '</details>'
+            + f'<p class="note">{esc(defs)}. '
+              f'Medians over the layer\'s neurons; chance: the median of the same read-out of each neuron\'s chance '
+              f'partner; above chance: the share of neurons whose read-out beats its own chance level.</p>'
+            + '<h3>Does the token explain the activation?</h3>'
+            + _stats_table(["layer", "site", "neurons", "median ω² by token id", "labels permuted (chance)",
+                            "ω² > 0.5"], ti_rows)
+            + '<p class="note">Omega squared of the activation over every text position by token id: the share of its '
+              'variance the token identity explains (1 = a word neuron), beside the same with the token labels '
+              'permuted.</p><h3>How far does optimization exceed real text?</h3>'
+            + _stats_table(["layer", "site", "neurons", "FT / corpus max", "best real token / corpus max"]
+                           + [f"best phrase of {n} / corpus max" for n in lengths], opt_rows)
+            + '<p class="note">Medians of each activation over the neuron\'s highest activation in the corpus (1 = the '
+              'corpus max).</p></section>')
+
+
 def stability_section(stab: dict | None) -> str:
     """Q1's stability arm on the index: the per-layer figure and table, or one line for an old store."""
     if stab is None:
@@ -101,7 +202,7 @@ def stability_section(stab: dict | None) -> str:
 
 def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
                word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN,
-               examples: dict | None = None) -> str:
+               examples: dict | None = None, scores: dict | None = None) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
@@ -116,6 +217,8 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
         token_kind: the store's vocabulary kind; for one whose tokens are shown decoded, the convention is
             named under the table.
         examples: the manifest of the store's corpus examples (``DIR/examples``), None without them.
+        scores: the read-out scores on real text (see :func:`real_text_section`), None for a store without both a
+            sweep and corpus examples (no real-text section, no score columns).
     """
     sweep = manifest is not None
     model = (manifest if sweep else examples or {}).get("model", {})
@@ -185,8 +288,9 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
              + (f'<p class="note">The {esc(CONVENTION)}.</p>' if token_kind in DECODED else "")
              + '<noscript><p>The neuron table needs JavaScript; every neuron also has a page at '
              'neurons/NAME.html.</p></noscript></section>')
+    scored = scores is not None and scores.get("doc") is not None
     meta = {"n": n_neurons, "model": name, "phrases": sweep and "phrases" in manifest, "sweep": sweep,
-            "examples": examples is not None}
+            "examples": examples is not None, "scores": scored, "ft_readouts": list(FT_READOUTS)}
     q2_link = '<a href="#q2">Q2</a>' if q2 else ""
     corpus_name = ((examples or {}).get("corpus") or {}).get("name", "?")
     if sweep:
@@ -202,12 +306,13 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
     config = [("Model", model_rows)] + ([("Sweep", sweep_rows)] if sweep else []) \
         + ([("Corpus", realtext.corpus_rows(examples))] if examples else [])
     toc = (f'<a href="#config">model{" &amp; sweep" if sweep else ""}{" &amp; corpus" if examples else ""}</a>'
-           + ('<a href="#q1">Q1</a>' if sweep else "") + f'{q2_link}<a href="#neurons">neurons</a>')
+           + ('<a href="#q1">Q1</a>' if sweep else "") + f'{q2_link}'
+           + ('<a href="#real-text">real text</a>' if scores is not None else "") + '<a href="#neurons">neurons</a>')
     body = (f'<header><div class="brand">neurotext atlas</div><h1>{esc(name)}</h1>'
             f'<p class="lead">{lead}</p><nav class="toc">{toc}</nav></header>'
             f'<main><section id="config" class="cols">'
             + "".join(f'<div><h2>{esc(t)}</h2>{_kv_table(rows)}</div>' for t, rows in config)
-            + f'</section>{q1}{q2_html}{table}</main>'
+            + f'</section>{q1}{q2_html}{real_text_section(scores) if scores is not None else ""}{table}</main>'
             f'<script type="application/json" id="atlas-meta">{script_json(meta)}</script>')
     return document(f"neurotext atlas: {name}", body, STYLESHEETS, CSP_INDEX, ("assets/atlas.js",), "index")
 
@@ -222,10 +327,12 @@ def _neighbour(name: str | None, arrow: str, before: bool) -> str:
 
 def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: str | None,
                 model_type: str | None = None, token_kind: str = PLAIN, examples=None,
-                corpus: bool = False, sweep: bool = True) -> str:
+                corpus: bool = False, sweep: bool = True, scores: dict | None = None,
+                readout_tokens: dict | None = None) -> str:
     """One neuron: its card (:func:`neurotext.card.neuron_card`) with links to neighbouring units and, from
     every token, to the index's search for it; its real text (:func:`neurotext.card.examples_section`) when
-    the store holds corpus examples of it.
+    the store holds corpus examples of it, and before it each read-out's scores on held-out text beside chance
+    (:func:`neurotext.card.scores_section`) when the store holds a sweep too.
 
     Args:
         row: the store row (see :func:`neurotext.store.schema`; ``vector`` is not needed), or for a neuron
@@ -237,6 +344,8 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
         examples: the neuron's :class:`neurotext.examples.NeuronExamples`, or None.
         corpus: whether the store holds corpus examples (a neuron without them then says so).
         sweep: whether the store holds a sweep (a neuron that is not in it then says so).
+        scores: the neuron's record of the read-out scores (:func:`neurotext.analysis.scores.corpus_arm`), or None.
+        readout_tokens: the tokens of its token-set read-outs (:func:`neurotext.analysis.scores.readout_tokens`).
     """
     swept = "activation" in row
     chips = Chips(token_kind, href=search_href)
@@ -244,8 +353,11 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
         else ('<section class="realtext" id="real-text"><h2>Real text</h2><p class="muted">The corpus pass of this '
               'store did not include this neuron (neurotext examples NEURONS --out DIR).</p></section>'
               if corpus else "")
-    jump = '<span class="sep"></span><a href="#real-text">real text &darr;</a>' if swept and examples is not None \
-        else ""
+    if scores is not None:
+        real = scores_section(scores, readout_tokens, chips) + real
+    jump = ('<span class="sep"></span><a href="#scores">scores &darr;</a>' if scores is not None else "") \
+        + ('<span class="sep"></span><a href="#real-text">real text &darr;</a>' if swept and examples is not None
+           else "")
     nav = (f'<nav class="crumbs"><a href="../index.html">&larr; atlas index</a><span class="sep"></span>'
            f'{_neighbour(prev_name, "&lsaquo;", True)}<span class="sep"></span>'
            f'{_neighbour(next_name, "&rsaquo;", False)}{jump}</nav>')

@@ -5,7 +5,8 @@
  * for whole-model sweeps. Tokens arrive as they are shown (decoded, whitespace visible: see
  * neurotext.model.tokens). Token strings are untrusted: they are only ever set with textContent.
  * A store with corpus examples adds the real-text columns (corpus max, share above 0, the max tokens of the
- * top contexts and a snippet of the best one); a store of examples only has those columns alone.
+ * top contexts and a snippet of the best one); a store of examples only has those columns alone. A store with both
+ * adds the read-out scores on held-out text (numbers only), each shown with its chance level in grey.
  */
 (function () {
   "use strict";
@@ -48,6 +49,25 @@
     { key: "corpus_tokens", label: "max tokens in real text",
       title: "the token at the max of each top context in the corpus (distinct, best context first)" },
     { key: "corpus_context", label: "top context", title: "the best context in the corpus, around its max token" }
+  ];
+  // shown when the read-outs were scored on real text (a sweep and corpus examples; the index's atlas-meta says so);
+  // chance: the column holding each value's chance level, shown in grey beside it
+  var SCORE_COLUMNS = [
+    { key: "score_lookup", chance: "score_lookup_chance", label: "lookup r", num: true, fixed: 3,
+      title: "real text: correlation with the activation on held-out text of the corpus lookup table (the 10 " +
+        "tokens of highest mean activation on the train part): the reference from real text; grey: chance, the " +
+        "same read-out of another neuron of the layer" },
+    { key: "score_ft_nearest", chance: "score_ft_nearest_chance", label: "FT nearest r", num: true, fixed: 3,
+      title: "real text: correlation with the activation on held-out text of the best restart's 10 FT nearest " +
+        "tokens; grey: chance, the same read-out of another neuron of the layer" },
+    { key: "score_ft_best", chance: "score_ft_best_chance", which: "score_ft_best_readout", label: "best FT r",
+      num: true, fixed: 3,
+      title: "real text: the highest correlation with the activation on held-out text of the FT read-outs " +
+        "(nearest tokens, consensus, centroid tokens, and with the model's embeddings the FT and centroid " +
+        "vectors; hover a value for which); grey: chance, the highest of the same read-outs of another neuron" },
+    { key: "omega_squared", chance: "omega_squared_permuted", label: "token \u03c9\u00b2", num: true, fixed: 3,
+      title: "real text: share of the activation's variance over every text position that the token there " +
+        "explains (omega squared by token id; 1 = a word neuron); grey: the same with the token labels permuted" }
   ];
   var LISTS = ["nearest_tokens", "best_tokens", "consensus_tokens", "phrase_tokens", "corpus_tokens", "corpus_context"];
 
@@ -104,7 +124,12 @@
         phrase_tokens: list(r, "phrase_tokens"), pnorm: list(r, "phrase_tokens").map(norm),
         corpus_max: value(r, "corpus_max"), corpus_share: value(r, "corpus_share"),
         corpus_tokens: list(r, "corpus_tokens"), xnorm: list(r, "corpus_tokens").map(norm),
-        corpus_context: value(r, "corpus_context")
+        corpus_context: value(r, "corpus_context"),
+        score_lookup: value(r, "score_lookup"), score_lookup_chance: value(r, "score_lookup_chance"),
+        score_ft_nearest: value(r, "score_ft_nearest"), score_ft_nearest_chance: value(r, "score_ft_nearest_chance"),
+        score_ft_best: value(r, "score_ft_best"), score_ft_best_chance: value(r, "score_ft_best_chance"),
+        score_ft_best_readout: value(r, "score_ft_best_readout"),
+        omega_squared: value(r, "omega_squared"), omega_squared_permuted: value(r, "omega_squared_permuted")
       };
     });
     readHash();
@@ -227,6 +252,16 @@
     return td;
   }
 
+  function numCell(r, col) {
+    var td = el("td", "num", fmt(r[col.key], col.fixed, col.pct));
+    if (col.chance && r[col.key] !== null) { // the value's chance level beside it, in grey
+      td.appendChild(el("span", "chance", fmt(r[col.chance], col.fixed)));
+      var which = col.which && r[col.which] !== null ? state.ftReadouts[r[col.which]] : null;
+      td.title = (which ? which + "; " : "") + "chance " + fmt(r[col.chance], col.fixed);
+    }
+    return td;
+  }
+
   function renderHead() {
     var tr = document.querySelector("#table thead tr");
     COLUMNS.forEach(function (col) {
@@ -264,7 +299,7 @@
       td.appendChild(a);
       tr.appendChild(td);
       COLUMNS.forEach(function (col) { // cells in the header's order
-        if (col.num) { tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed, col.pct))); return; }
+        if (col.num) { tr.appendChild(numCell(r, col)); return; }
         if (col.key === "consensus_tokens") {
           var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
           if (r.reproducible === false) {
@@ -336,6 +371,8 @@
     if (meta.sweep === false) COLUMNS = COLUMNS.slice(0, 1); // corpus examples only: no FT columns
     if (state.phrases) COLUMNS = COLUMNS.concat(PHRASE_COLUMNS);
     if (meta.examples) COLUMNS = COLUMNS.concat(CORPUS_COLUMNS);
+    if (meta.scores) COLUMNS = COLUMNS.concat(SCORE_COLUMNS);
+    state.ftReadouts = meta.ft_readouts || [];
     WHERE = Array.prototype.map.call($("where").options, function (o) { return o.value; });
     state.where = WHERE[0];
     renderHead();
