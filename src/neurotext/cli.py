@@ -648,7 +648,9 @@ def _cmd_show(args) -> int:
             if sweep:
                 from .analysis import scores
 
-                rec = scores.neuron_scores(args.store, args.store, neuron, scores.store_unit_embeddings(args.store))
+                seed = store.read_manifest(args.store).get("config", {}).get("seed", 0)  # as words and the atlas
+                rec = scores.neuron_scores(args.store, args.store, neuron, scores.store_unit_embeddings(args.store),
+                                           seed=seed)
                 if rec is not None:
                     doc["scores"] = rec
                     text.append(scores.render_neuron(rec))
