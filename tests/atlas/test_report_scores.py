@@ -15,9 +15,10 @@ from test_report import _open_index, _page, browser  # noqa: F401
 
 from neurotext.analysis import scores
 from neurotext.atlas import pages, readouts
+from neurotext.atlas.readouts import scores_section
 from neurotext.atlas.report import CORPUS_PLOTS
 from neurotext.atlas.serve import make_server
-from neurotext.card import Chips, fmt, scores_section
+from neurotext.card import Chips, fmt
 from neurotext.cli import main
 from neurotext.model.tokens import display_token
 from neurotext.store import examples as ex_store

@@ -15,20 +15,10 @@ import json
 from urllib.parse import quote
 
 from ..analysis.scores import CHANCE, READOUTS, SCORES
-from ..card import (
-    SCORE_LABELS,
-    Chips,
-    esc,
-    examples_section,
-    fmt,
-    neuron_card,
-    neuron_header,
-    score_definitions,
-    scores_section,
-)
+from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header
 from ..model.tokens import CONVENTION, DECODED, PLAIN
 from . import realtext
-from .readouts import FT_READOUTS
+from .readouts import FT_READOUTS, SCORE_LABELS, score_definitions, scores_section
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
 CSP_INDEX = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -332,7 +322,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
     """One neuron: its card (:func:`neurotext.card.neuron_card`) with links to neighbouring units and, from
     every token, to the index's search for it; its real text (:func:`neurotext.card.examples_section`) when
     the store holds corpus examples of it, and before it each read-out's scores on held-out text beside chance
-    (:func:`neurotext.card.scores_section`) when the store holds a sweep too.
+    (:func:`neurotext.atlas.readouts.scores_section`) when the store holds a sweep too.
 
     Args:
         row: the store row (see :func:`neurotext.store.schema`; ``vector`` is not needed), or for a neuron

@@ -2,7 +2,7 @@
 
 When a store holds a sweep and corpus examples of the same model, the build scores every read-out of every
 neuron on held-out corpus text once (:func:`compute`: :func:`neurotext.analysis.scores.corpus_arm` over the
-whole store), beside its chance level. A neuron page shows its record (:func:`neurotext.card.scores_section`);
+whole store), beside its chance level. A neuron page shows its record (:func:`scores_section`);
 the index gets sortable score columns (:data:`DATA_COLUMNS`, numbers only, so ``data/neurons.js`` stays small)
 and a real-text section with the per-layer figures (:func:`write_plots`) and tables of the medians beside chance.
 
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..analysis import plots, scores
+from ..analysis.scores import CHANCE, READOUTS, SCORES, VECTOR_READOUTS
+from ..card import Chips, esc, fmt
 from ..errors import NeurotextError
 
 #: Columns of each row in ``data/neurons.js`` that come from the scores (atlas.js reads them by name): the
@@ -128,3 +130,84 @@ def _path(folder: Path, rel: str) -> Path:
     p = folder / rel
     p.parent.mkdir(parents=True, exist_ok=True)
     return p
+
+
+# --------------------------------------------------------------------------- a neuron page's scores
+#: How the scores of :data:`neurotext.analysis.scores.SCORES` are named in a table.
+SCORE_LABELS = {"correlation": "correlation", "detection_auroc": "detection AUROC"}
+
+
+def score_definitions() -> str:
+    """One sentence defining every score (under a table of them)."""
+    return "; ".join(f"{SCORE_LABELS.get(k, k)}: {v}" for k, v in SCORES.items())
+
+
+def _score_cell(value, chance, spec: str = ".3f") -> str:
+    """A score's cell, marked ``above`` when it exceeds its chance level."""
+    above = value is not None and chance is not None and value > chance
+    return f'<td class="num score{" above" if above else ""}">{fmt(value, spec)}</td>'
+
+
+def scores_section(rec: dict, tokens: dict | None = None, chips: Chips | None = None) -> str:
+    """Which reading predicts real text? Every read-out of a neuron scored on held-out corpus text, each score
+    beside its chance level in the same row, then the token identity share and optimization over the corpus max.
+
+    Args:
+        rec: the neuron's record of :func:`neurotext.analysis.scores.corpus_arm` (``scores``, ``evaluation``,
+            ``omega_squared``, ``omega_squared_permuted``, ``optimization``).
+        tokens: the token strings of its token-set read-outs
+            (:func:`neurotext.analysis.scores.readout_tokens`), shown as chips beside their scores.
+        chips: how tokens are shown and linked.
+
+    Returns:
+        HTML without a script, every value escaped; one row per read-out scored (``data-readout`` its name).
+    """
+    chips, tokens = chips or Chips(), tokens or {}
+    ev = rec.get("evaluation")
+    if ev is None:
+        lead = ('<p class="muted">No test context for this neuron: the test part of the corpus pass holds none of its '
+                'top contexts, so its read-outs are not scored on held-out text.</p>')
+    else:
+        lead = (f'<p class="lead">Each reading of this neuron used as a prediction of its activation on held-out '
+                f'corpus text: {esc(ev["top"])} top + {esc(ev["random"])} random test contexts, '
+                f'{esc(ev["positions"])} text positions. A token set predicts 1 where the token there is in it, a '
+                f'vector its cosine with the input embedding of the token there. Beside every score its chance '
+                f'level: the same read-out of another neuron of this layer.</p>')
+    rows = []
+    for name, text in READOUTS.items():
+        s, c = rec["scores"].get(name), rec["scores"].get(name + CHANCE)
+        if s is None:
+            continue
+        c = c or {}
+        toks = tokens.get(name)
+        shown = ('<span class="tok ftvec">vector</span>' if name in VECTOR_READOUTS else
+                 " ".join(chips(t) for t in toks) if toks else '<span class="muted">none</span>')
+        cells = "".join(_score_cell(s.get(stat), c.get(stat)) + f'<td class="num chance">{fmt(c.get(stat), ".3f")}</td>'
+                        for stat in SCORES)
+        rows.append(f'<tr data-readout="{esc(name)}"><th><code>{esc(name)}</code><div class="hint">{esc(text)}</div>'
+                    f'</th><td class="toks">{shown}</td>{cells}</tr>')
+    defs = score_definitions()
+    heads = "".join(f'<th class="num">{esc(SCORE_LABELS.get(stat, stat))}</th><th class="num">chance</th>'
+                    for stat in SCORES)
+    table = (f'<table class="scores readouts"><thead><tr><th>read-out</th><th>its tokens</th>{heads}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table>'
+             f'<p class="note">{esc(defs)}. A score above its chance level is bold; n/a: the store holds no such '
+             f'read-out for this neuron (or its partner), or the activation is constant there.</p>') if rows else ""
+    opt = rec.get("optimization") or {}
+    measures = [("token identity \u03c9\u00b2", rec.get("omega_squared"), ".3f",
+                 f'labels permuted (chance): {fmt(rec.get("omega_squared_permuted"), ".3f")}',
+                 "share of the activation's variance over every text position that the token there explains "
+                 "(1 = a word neuron)"),
+                ("FT activation / corpus max", opt.get("ft"), ".3g", "1 = the corpus max",
+                 "how far the FT vector exceeds the best position of real text"),
+                ("best real token / corpus max", opt.get("scan_best"), ".3g", "1 = the corpus max",
+                 "the vocabulary scan's best token in the template, over the corpus max")]
+    for n, v in sorted((opt.get("phrase") or {}).items(), key=lambda kv: int(kv[0])):
+        measures.append((f"best phrase of {n} token{'s' if n != '1' else ''} / corpus max", v, ".3g",
+                         "1 = the corpus max", "the best real phrase of this length, over the corpus max"))
+    mrows = "".join(f'<tr data-measure="{esc(k)}"><th>{esc(k)}<div class="hint">{esc(h)}</div></th>'
+                    f'<td class="num score">{fmt(v, spec)}</td><td class="chance">{esc(ref)}</td></tr>'
+                    for k, v, spec, ref, h in measures)
+    return (f'<section class="scores" id="scores"><h2>Which reading predicts real text?</h2>{lead}{table}'
+            f'<table class="scores measures"><thead><tr><th>measure</th><th class="num">value</th><th>baseline</th>'
+            f'</tr></thead><tbody>{mrows}</tbody></table></section>')
