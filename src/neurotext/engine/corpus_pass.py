@@ -90,35 +90,53 @@ def sample_ctx(order: torch.Tensor) -> torch.Tensor:
     return order & ((1 << CTX_BITS) - 1)
 
 
-def _reduce(vals: torch.Tensor, text: torch.Tensor):
-    """Per context and unit: activation (max over text positions), its position, and the sum, sum of squares
-    and count of positive values over text positions. vals (B, T, u), text (B, T) -> five (B, u)."""
+def _reduce(vals: torch.Tensor, text: torch.Tensor, ctx: torch.Tensor, order: torch.Tensor,
+            top_worst: torch.Tensor, slot_worst: torch.Tensor):
+    """Everything a fold needs from one point's values, in one pass over them.
+
+    vals (B, T, u), text (B, T), ctx and order (B,) the contexts' indices and :func:`sample_order`,
+    top_worst (u,) the smallest kept :func:`top_order` of each unit, slot_worst (u, NB) the largest kept sample
+    order of each (unit, bucket). Returns, per context and unit (B, u): activation (max over text positions),
+    its position, the sum, sum of squares and count of positive values over text positions, the
+    :func:`signed_bin` of the activation offset by unit (u x HIST_BINS bins in all), its :func:`positive_bucket`
+    (0 where not positive), whether it enters its bucket's samples; then the :func:`top_order` of every
+    (unit, context) (u, B) and whether a unit has a context that enters its top (u,)."""
     m = text.unsqueeze(-1)
     cmax, cpos = torch.where(m, vals, -float("inf")).max(dim=1)
     z = torch.where(m, vals, 0.0)
-    return cmax, cpos, z.sum(1), (z * z).sum(1), (z > 0).sum(1)
+    bits = cmax.view(torch.int32)  # the float's bits: the buckets and the order come from them
+    b = (((bits & 0x7FFFFFFF) >> (23 - SUB_BITS)).long() - ((127 + E_MIN) << SUB_BITS)).clamp(0, NB - 1)
+    pos, neg = cmax > 0, cmax < 0
+    sbin = torch.where(pos, NB + 1 + b, torch.where(neg, NB - 1 - b, torch.full_like(b, NB)))
+    sbin = sbin + torch.arange(cmax.shape[1], device=cmax.device).unsqueeze(0) * HIST_BINS
+    bucket = torch.where(pos, b, 0)
+    enters = pos & (order.unsqueeze(1) < torch.gather(slot_worst.T, 0, bucket))
+    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long()
+    top = ((ordered << CTX_BITS) | ((1 << CTX_BITS) - 1 - ctx.unsqueeze(1))).T
+    units = (top > top_worst.unsqueeze(1)).any(1)
+    return cmax, cpos, z.sum(1), (z * z).sum(1), (z > 0).sum(1), sbin, bucket, enters, top, units
 
 
 _compiled = {}
 
 
-def reduce(vals: torch.Tensor, text: torch.Tensor):
-    """:func:`_reduce`, compiled into one loop over the values on the CPU (about ten times faster than eager
-    torch, which makes several passes); eager where compiling is unavailable or ``NEUROTEXT_COMPILE=0``."""
+def reduce(vals: torch.Tensor, *args):
+    """:func:`_reduce`, compiled into a few loops over the values on the CPU (many times faster than eager
+    torch, which makes a pass per operation); eager where compiling is unavailable or ``NEUROTEXT_COMPILE=0``."""
     if vals.device.type != "cpu" or os.environ.get("NEUROTEXT_COMPILE", "1") == "0":
-        return _reduce(vals, text)
+        return _reduce(vals, *args)
     fn = _compiled.get("reduce")
     if fn is None:
         fn = _compiled["reduce"] = torch.compile(_reduce, dynamic=True)
     if fn is False:
-        return _reduce(vals, text)
+        return _reduce(vals, *args)
     try:
-        return fn(vals, text)
+        return fn(vals, *args)
     except Exception as e:  # noqa: BLE001 - no compiler: the same values, more slowly
         warnings.warn(f"the corpus pass runs uncompiled ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                       "set NEUROTEXT_COMPILE=0 to skip the attempt", stacklevel=2)
         _compiled["reduce"] = False
-        return _reduce(vals, text)
+        return _reduce(vals, *args)
 
 
 @contextmanager
@@ -353,11 +371,16 @@ class CorpusPass:
     # ------------------------------------------------------------------ folding
     def fold(self, state: PassState, batch: Batch, found: dict) -> None:
         """Fold one batch's values (from :meth:`forward`) into ``state``."""
-        reduced = {point: reduce(vals, batch.text) for point, vals in found.items()}  # the one pass over the values
+        p, order = batch.part, sample_order(batch.key, batch.ctx)
+        found = {point: vals.float() for point, vals in found.items()}  # a direction's product under bf16 autocast
+        reduced = {}
+        for point, vals in found.items():  # the one pass over the values
+            ps = state.points[point]
+            reduced[point] = reduce(vals, batch.text, batch.ctx, order, ps.top[p].min(1).values, ps.slot[:, :, -1])
         with one_thread():  # the rest is many small operations, which threads only slow down
-            self._fold(state, batch, found, reduced)
+            self._fold(state, batch, found, reduced, order)
 
-    def _fold(self, state: PassState, batch: Batch, found: dict, reduced: dict) -> None:
+    def _fold(self, state: PassState, batch: Batch, found: dict, reduced: dict, order: torch.Tensor) -> None:
         s, p, text = self.settings, batch.part, batch.text
         ntext = text.sum(1)  # (B,)
         state.contexts[p] += len(batch.ctx)
@@ -365,7 +388,6 @@ class CorpusPass:
         hist_rows = (batch.key < self.hist_below).nonzero().flatten()
         state.hist_contexts[p] += len(hist_rows)
         state.hist_tokens[p] += int(ntext[hist_rows].sum())
-        order = sample_order(batch.key, batch.ctx)  # (B,)
         slots, rows = self._enter(state.rand[p], order, s.random)  # random sample: the same for every unit
         tok_ids = perm_ids = None
         if s.token_stats:
@@ -376,12 +398,12 @@ class CorpusPass:
         for point, vals in found.items():
             ps = state.points[point]
             u = vals.shape[-1]
-            cmax, cpos, rs, rss, rpos = reduced[point]  # (B, u) each
+            cmax, cpos, rs, rss, rpos, sbin, bucket, enters, top, units = reduced[point]  # see _reduce
             ps.s[p] += rs.double().sum(0)
             ps.ss[p] += rss.double().sum(0)
             ps.npos[p] += rpos.sum(0)
             off = torch.arange(u).unsqueeze(0) * HIST_BINS  # (1, u)
-            ps.ctx_hist += torch.bincount((signed_bin(cmax) + off).view(-1), minlength=u * HIST_BINS).view(u, -1)
+            ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1)
             if len(hist_rows):
                 flat = vals[hist_rows][text[hist_rows]]  # (n, u): the sampled contexts' text positions
                 ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1)
@@ -389,8 +411,8 @@ class CorpusPass:
                 a = torch.full((len(rows), self.width, u), float("nan"))
                 a[:, :vals.shape[1]] = vals[rows].masked_fill(~text[rows].unsqueeze(-1), float("nan"))
                 ps.rand_acts[p][slots] = a
-            self._fold_top(ps, p, vals, text, cmax, cpos, batch.ctx)
-            self._fold_slots(ps, cmax, cpos, order)
+            self._fold_top(ps, p, vals, text, cpos, top, units)
+            self._fold_slots(ps, cmax, cpos, order, bucket, enters)
             if tok_ids is not None:
                 flat_all = vals[text]  # (N, u)
                 ps.tok_sum[p].index_add_(0, tok_ids, flat_all)
@@ -409,12 +431,11 @@ class CorpusPass:
         cur[freed] = cand[entered]
         return freed, entered
 
-    def _fold_top(self, ps: PointState, p: int, vals, text, cmax, cpos, ctx) -> None:
-        """Merge the batch's contexts (activations cmax (B, u)) into the part's top-K of every unit."""
-        cand = top_order(cmax.T, ctx.unsqueeze(0))  # (u, B)
+    def _fold_top(self, ps: PointState, p: int, vals, text, cpos, cand, enter) -> None:
+        """Merge the batch's contexts (their top_order cand (u, B); enter (u,): the units where one beats the
+        smallest kept) into the part's top-K of every unit."""
         cur = ps.top[p]  # (u, K)
-        worst = cur.min(1).values  # (u,)
-        units = (cand > worst.unsqueeze(1)).any(1).nonzero().flatten()
+        units = enter.nonzero().flatten()
         if len(units) == 0:
             return
         k = cur.shape[1]
@@ -431,14 +452,10 @@ class CorpusPass:
         acts[unit, slot] = float("nan")
         acts[unit, slot, :t] = vals[brow, :, unit].masked_fill(~text[brow], float("nan"))  # (m, T)
 
-    def _fold_slots(self, ps: PointState, cmax, cpos, order) -> None:
-        """Merge the batch's contexts into the per-bucket samples of smallest key (positive activations only)."""
-        b, u = cmax.shape
-        bucket = positive_bucket(cmax.clamp_min(0))  # (B, u)
-        worst = ps.slot[:, :, -1]  # (u, NB): the largest kept order per bucket (EMPTY while not full)
-        units = torch.arange(u).unsqueeze(0).expand(b, -1)
-        cand = (cmax > 0) & (order.unsqueeze(1) < worst[units, bucket])
-        bi, ui = cand.nonzero(as_tuple=True)
+    def _fold_slots(self, ps: PointState, cmax, cpos, order, bucket, enters) -> None:
+        """Merge the batch's contexts into the per-bucket samples of smallest key (positive activations only):
+        bucket (B, u) each activation's, enters (B, u) whether its order is below the largest kept in its bucket."""
+        bi, ui = enters.nonzero(as_tuple=True)
         if len(bi):
             self._merge_slots(ps, ui, bucket[bi, ui], order[bi], cmax[bi, ui], cpos[bi, ui].int())
 
