@@ -354,14 +354,19 @@ def _add_examples(sub):
     p.set_defaults(run=_cmd_examples)
 
 
+def _check_units(args, command: str) -> None:
+    """Neurons, or --direction FILE (with its --at): the units of textualize and examples."""
+    if args.direction is None and args.at is not None:
+        raise NeurotextError("--at needs --direction FILE")
+    if not args.neurons and args.direction is None:
+        raise NeurotextError(f"no neurons given: name at least one, e.g. neurotext {command} L3.ffn.42")
+
+
 def _cmd_examples(args) -> int:
     from .examples import Examiner, ExamplesConfig
     from .render import render_examples
 
-    if args.direction is None and args.at is not None:
-        raise NeurotextError("--at needs --direction FILE")
-    if not args.neurons and args.direction is None:
-        raise NeurotextError("no neurons given: name at least one, e.g. neurotext examples L3.ffn.42")
+    _check_units(args, "examples")
     if args.executor == "ray" and args.out is None:
         raise NeurotextError("--executor ray needs --out DIR (the store the chunks are merged into)")
     cfg = ExamplesConfig(top=args.top, ranges=args.ranges, per_range=args.per_range, random=args.random,
@@ -538,10 +543,7 @@ def _cmd_textualize(args) -> int:
     from .render import render_result
     from .textualize import Textualizer
 
-    if args.direction is None and args.at is not None:
-        raise NeurotextError("--at needs --direction FILE")
-    if not args.neurons and args.direction is None:
-        raise NeurotextError("no neurons given: name at least one, e.g. neurotext textualize L3.ffn.42")
+    _check_units(args, "textualize")
     from .model.adapters import load_model
 
     cfg = _ft_config(args)

@@ -30,6 +30,7 @@ from .. import __version__
 from ..errors import NeurotextError
 from ..model.devices import describe
 from . import layout
+from .layout import write_parquet
 from .lock import StoreLock
 
 # Filenames and schema live here and nowhere else.
@@ -224,13 +225,7 @@ def _load_checkpoint(out: Path, run) -> object | None:
 
 
 def _write_table(out: Path, name: str, table: pa.Table) -> Path:
-    final = out / name
-    tmp = final.with_name(f".{name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    return final
+    return write_parquet(out / name, table)
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:

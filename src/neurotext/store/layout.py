@@ -201,7 +201,12 @@ def write_shard(directory: Path, name: str, table: pa.Table) -> Path:
     """Write atomically: temporary file, fsync, rename. Returns the final path."""
     final = Path(directory) / SHARDS / name
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{name}.tmp{os.getpid()}")
+    return write_parquet(final, table)
+
+
+def write_parquet(final: Path, table: pa.Table) -> Path:
+    """Write a Parquet file atomically (temporary file, fsync, rename): a reader sees the old file or the new."""
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
