@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .engine.optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .errors import NeurotextError
 from .model.devices import DEVICES
@@ -115,9 +116,18 @@ def _ft_config(args) -> FTConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="neurotext",
-        description="Feature textualization of BERT-family neurons: find the vector in word-embedding "
-                    "space that maximizes a neuron, map it to real tokens, and measure how word-like it is.",
+        description="Make the neurons of transformer language models readable by feature textualization "
+                    "(Baeumel et al., BlackboxNLP 2023), for encoders (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, "
+                    "ELECTRA) and decoder LMs (GPT-2, GPT-NeoX, Llama, Qwen2, Mistral): textualize finds the vector "
+                    "in word-embedding space that maximizes a neuron and maps it to real tokens beside the best "
+                    "real tokens; phrase finds the best real token sequences; sweep textualizes whole models into "
+                    "a resumable store (show, query: SQL) that report and serve turn into a browsable atlas; words "
+                    "(Q1: do single neurons encode words?) and encode (Q2: how many neurons encode a word?) answer "
+                    "the paper's questions. The bundled all-MiniLM-L6-v2 is the default model; --model smollm2 is "
+                    "the bundled decoder.",
+        epilog="Example: neurotext textualize L3.ffn.42   (neurotext COMMAND --help for each command)",
     )
+    parser.add_argument("--version", action="version", version=f"neurotext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -129,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nearest token, and the tokens the neuron's output weights promote and suppress.",
         epilog="Neurons are L{layer}.{site}.{unit}, counted from 0; sites: "
                + "; ".join(f"{k} = {v}" for k, v in SITES.items())
-               + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9.",
+               + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9. "
+               "Example: neurotext textualize L3.ffn.42 L2.out.5 --steps 64 --json",
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
@@ -150,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Textualize every neuron of a set (e.g. 'L*.ffn.*') into DIR: manifest.json and Parquet "
                     "shards. Kill it at any moment and rerun the same command to resume; a finished sweep "
                     "is not redone. A store made with another model, settings or neuron set is refused.",
+        epilog="Example: neurotext sweep 'L*.ffn.0-63' --out runs/minilm",
     )
     p.add_argument("neurons", nargs="+", metavar="NEURONS", help="neuron set, e.g. 'L*.ffn.*' (quote wildcards)")
     p.add_argument("--out", required=True, help="store directory")
@@ -172,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_sweep)
 
     p = sub.add_parser("show", help="show one neuron from a store",
-                       description="Render one neuron of a store as textualize does.")
+                       description="Render one neuron of a store as textualize does.",
+                       epilog="Example: neurotext show runs/minilm L3.ffn.42")
     p.add_argument("store", metavar="DIR")
     p.add_argument("neuron", metavar="NEURON")
     _add_json(p, "print the neuron's JSON object", vector=True)
@@ -197,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
                     "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
                     "and one page per neuron. It needs no network; open SITE/index.html or run neurotext serve.",
+        epilog="Example: neurotext report runs/minilm --out runs/minilm-atlas",
     )
     p.add_argument("store", metavar="DIR")
     p.add_argument("--out", required=True, metavar="SITE", help="site folder (new, empty, or an earlier atlas)")
@@ -209,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve an atlas on 127.0.0.1",
         description="Serve an atlas folder, or the atlas of a store (built into DIR/site first, rebuilt when the "
                     "store changed), on 127.0.0.1 only. Prints the URL; Ctrl-C stops.",
+        epilog="Example: neurotext serve runs/minilm-atlas --port 8000",
     )
     p.add_argument("path", metavar="DIR_OR_SITE")
     p.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0: any free port)")
@@ -266,7 +281,8 @@ def _add_phrase(sub):
                     "vocabulary scan), n > 1 by a batched gradient-guided coordinate search (GCG, Zou et al. "
                     "2023). Shown beside the best single token and, with --with-ft, the FT activation.",
         epilog="Activation: post-activation for ffn, the hidden value for out. Position: 0-based index in the "
-               "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special.",
+               "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special. "
+               "Example: neurotext phrase L3.ffn.42 --lengths 1,2,4",
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
@@ -320,7 +336,8 @@ def _add_words(sub):
                     "textualization is reproducible) and the most word-like neurons.",
         epilog=f"Word-like: {d.criterion()} (change with --min-retention and --best-k). Statistics: "
                + "; ".join(f"{k} = {v}" for k, v in STATS.items()) + ". The controls load the sweep's model "
-               "(its weights must match the store's fingerprint).",
+               "(its weights must match the store's fingerprint). Example: neurotext words runs/minilm --out "
+               "runs/minilm-q1",
     )
     p.add_argument("store", metavar="DIR", help="a store written by neurotext sweep")
     p.add_argument("--out", default=None, metavar="OUT",
@@ -364,7 +381,8 @@ def _add_encode(sub):
                + "; ".join(f"{k} = {v}" for k, v in OBJECTIVES.items())
                + ". Words that are not exactly one vocabulary token are reported as skipped, never dropped "
                  "silently. All rows (word, selection, k, restart) of a layer run as one optimizer batch "
-                 "(chunked at --batch-size rows).",
+                 "(chunked at --batch-size rows). Example: neurotext encode --words rain,king,blue --layers 0,3 "
+                 "--ks 1,16,64",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--words", default=None, help="comma-separated words, e.g. rain,king,blue")
