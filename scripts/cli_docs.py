@@ -67,7 +67,7 @@ def options(command: str, parser: argparse.ArgumentParser) -> list[str]:
 def render(command: str, parser: argparse.ArgumentParser) -> str:
     """The generated block (markers included) for one subcommand."""
     # a fixed width, so the page does not depend on the terminal that regenerated it
-    parser.formatter_class = functools.partial(argparse.HelpFormatter, width=100)
+    parser.formatter_class = functools.partial(argparse.HelpFormatter, width=88)
     parser.color = False  # Python 3.14+ colours help for terminals
     usage = parser.format_usage().strip()
     lines = [f"<!-- cli-options: {command} -->",

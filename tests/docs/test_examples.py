@@ -24,8 +24,9 @@ A block is run as it stands unless an HTML comment on the line right before its 
     <!-- example: skip: REASON -->        not run here (needs a GPU, network, or a model of your own); the
                                           reason is required
 
-Other fences (```text output, ```sql) are not run. The fast part (everything but slow) runs in the default
-suite; `pytest -m slow tests/docs` runs each page again with its slow blocks.
+Other fences (```text output, ```sql) are not run. The README's tour and the command pages (docs/cli/) run in
+the default suite without their slow blocks; `pytest -m slow tests/docs` runs every other page, and each page
+that has slow blocks again with them.
 
 A bash block made only of plain `.venv/bin/neurotext ...` commands (comments, backslash continuations and a final
 `> FILE` allowed; no pipes, variables or other programs) runs each command in this process through
@@ -52,6 +53,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+#: the README's tour and the command pages run in the default suite; the other pages' examples (the same
+#: commands again, the Python guide, the decoder) run with -m slow
+TOUR = [ROOT / "README.md", *sorted((ROOT / "docs" / "cli").glob("*.md"))]
 RUN_LANGS = ("bash", "python")
 MARKER = re.compile(r"^<!-- example: (?P<spec>.*?) -->\s*$")
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)\s*$")
@@ -263,8 +267,9 @@ def _page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
-FAST = [p for p in PAGES if runnable(p, slow=False)]
-SLOW = [p for p in PAGES if any(b.kind == "slow" for b in page_blocks(p) if b.lang in RUN_LANGS)]
+FAST = [p for p in TOUR if runnable(p, slow=False)]
+SLOW = [p for p in PAGES if (p not in TOUR and runnable(p, slow=True))
+        or any(b.kind == "slow" for b in page_blocks(p) if b.lang in RUN_LANGS)]
 
 
 def test_markers_are_valid():
