@@ -4,6 +4,7 @@
         --encode artifacts/findings/store/encode/encode.json
     python scripts/findings_tables.py --restarts artifacts/findings/smollm2   # restarts' activations (a store)
     python scripts/findings_tables.py --seeds artifacts/findings/smollm2 artifacts/findings/smollm2-seed1
+    python scripts/findings_tables.py --corpus q1/words.json seed1=q1-seed1/words.json split1=q1-split1/words.json
 
 Every number in the tables of the findings pages (docs/findings/*.md) comes from here, so the commands on
 those pages regenerate them exactly.
@@ -151,6 +152,106 @@ def restarts_table(store: str, site: str = "ffn") -> str:
     return "\n".join(lines)
 
 
+READOUT_ORDER = ("ft_nearest", "ft_consensus", "ft_centroid", "ft_vector", "centroid_vector", "scan_best", "phrase",
+                 "corpus_lookup")
+
+
+def _scores(doc: dict, site: str) -> dict:
+    """{(layer, readout): row} of the corpus arm's per-layer scores."""
+    return {(r["layer"], r["readout"]): r for r in doc["corpus"]["corpus_scores"] if r["site"] == site}
+
+
+def corpus_tables(doc: dict, site: str = "ffn") -> str:
+    """The real-text arm: each read-out's score beside its chance level per layer, the token-identity share and
+    the optimization ratios (median [quartiles])."""
+    sc = _scores(doc, site)
+    layers = sorted({layer for layer, _ in sc})
+    names = [n for n in READOUT_ORDER if any((layer, n) in sc for layer in layers)]
+    out = []
+    for stat, title in (("correlation", "correlation with the activation"), ("detection_auroc", "detection AUROC")):
+        lines = [f"{title}, median (chance median in brackets)", "",
+                 "| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for layer in layers:
+            cells = []
+            for n in names:
+                r, c = sc.get((layer, n)), sc.get((layer, n + "_chance"))
+                cells.append("n/a" if r is None else f"{_q(r[stat], '.3f', False)} ({_q(c[stat], '.3f', False)})")
+            lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    ti = [t for t in doc["corpus"]["token_identity"] if t["site"] == site]
+    lines = ["token identity (omega squared by token id), median [quartiles]", "",
+             "| layer | neurons | omega squared | labels permuted | share > 0.5 | FT word-like |",
+             "|---|---|---|---|---|---|"]
+    for t in ti:
+        wl = t.get("word_like_ft")
+        lines.append(f"| {t['layer']} | {t['n']} | {_q(t['omega_squared'])} | {_q(t['omega_squared_permuted'])} "
+                     f"| {100 * (t['above_half'] or 0):.1f}% | {'n/a' if wl is None else f'{100 * wl:.1f}%'} |")
+    out.append("\n".join(lines))
+    opt = [o for o in doc["corpus"]["optimization"] if o["site"] == site]
+    lengths = sorted({n for o in opt for n in o["phrase_over_corpus_max"]}, key=int)
+    lines = ["optimization against real text: activation / corpus max, median [quartiles]", "",
+             "| layer | FT vector | best real token | " + " | ".join(f"best phrase, {n}" for n in lengths) + " |",
+             "|---" * (3 + len(lengths)) + "|"]
+    for o in opt:
+        lines.append(f"| {o['layer']} | {_q(o['ft_over_corpus_max'], '.2f')} "
+                     f"| {_q(o['scan_best_over_corpus_max'], '.2f')} | "
+                     + " | ".join(_q(o["phrase_over_corpus_max"].get(n), ".2f") for n in lengths) + " |")
+    out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def corpus_variation(ref: dict, others: list[tuple[str, dict]], site: str = "ffn") -> str:
+    """How far each per-layer median moves between the reference document and each variant (another FT seed,
+    another split seed), over the neurons both hold (from the per-neuron records): the reference median and the
+    variant's, and the largest absolute change over the layers."""
+    import numpy as np
+
+    def per_neuron(doc):
+        return {n["neuron"]: n for n in doc["corpus"].get("neurons") or [] if n["site"] == site}
+
+    refn = per_neuron(ref)
+    lines = []
+    for label, doc in others:
+        var = per_neuron(doc)
+        common = sorted(set(refn) & set(var))
+        layers = sorted({refn[n]["layer"] for n in common})
+        lines += [f"reference vs {label}: {len(common)} neurons in both", ""]
+
+        def med(recs, readout, stat):
+            v = [r["scores"].get(readout, {}).get(stat) for r in recs]
+            v = [x for x in v if x is not None]
+            return float(np.median(v)) if v else None
+
+        for stat in ("correlation", "detection_auroc"):
+            lines += [f"{stat}, median per layer (reference / {label})", "",
+                      "| read-out | " + " | ".join(f"L{layer}" for layer in layers) + " | largest change |",
+                      "|---" * (len(layers) + 2) + "|"]
+            for name in READOUT_ORDER:
+                for readout in (name, name + "_chance"):
+                    cells, worst = [], 0.0
+                    for layer in layers:
+                        ns = [n for n in common if refn[n]["layer"] == layer]
+                        a = med([refn[n] for n in ns], readout, stat)
+                        b = med([var[n] for n in ns], readout, stat)
+                        cells.append("n/a" if a is None or b is None else f"{a:.3f} / {b:.3f}")
+                        if a is not None and b is not None:
+                            worst = max(worst, abs(a - b))
+                    if any(c != "n/a" for c in cells):
+                        lines.append(f"| {readout} | " + " | ".join(cells) + f" | {worst:.3f} |")
+            lines.append("")
+        cells, worst = [], 0.0
+        for layer in layers:
+            ns = [n for n in common if refn[n]["layer"] == layer]
+            a = [refn[n]["omega_squared"] for n in ns if refn[n]["omega_squared"] is not None]
+            b = [var[n]["omega_squared"] for n in ns if var[n]["omega_squared"] is not None]
+            if a and b:
+                cells.append(f"L{layer} {np.median(a):.3f} / {np.median(b):.3f}")
+                worst = max(worst, abs(float(np.median(a)) - float(np.median(b))))
+        lines += [f"omega squared, median per layer (reference / {label}): " + "; ".join(cells)
+                  + f"; largest change {worst:.3f}", ""]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", help="words.json of neurotext words --out")
@@ -158,6 +259,9 @@ def main(argv=None) -> None:
     ap.add_argument("--restarts", metavar="STORE", help="a sweep store: the restarts' activations per layer")
     ap.add_argument("--seeds", nargs=2, metavar=("STORE_A", "STORE_B"),
                     help="two stores of the same neurons swept with different seeds: cross-seed agreement")
+    ap.add_argument("--corpus", nargs="+", metavar="WORDS_JSON",
+                    help="words.json of neurotext words with corpus examples: the real-text tables of the first; "
+                         "with more (label=path: another FT seed, another split seed), how far each median moves")
     ap.add_argument("--site", default="ffn")
     args = ap.parse_args(argv)
     if args.words:
@@ -169,6 +273,13 @@ def main(argv=None) -> None:
         print("Restarts\n\n" + restarts_table(args.restarts, args.site) + "\n")
     if args.seeds:
         print("Seeds\n\n" + seeds_table(*args.seeds, site=args.site) + "\n")
+    if args.corpus:
+        ref = json.load(open(args.corpus[0].split("=", 1)[-1]))
+        print("Real text\n\n" + corpus_tables(ref, args.site) + "\n")
+        if len(args.corpus) > 1:
+            others = [(a.split("=", 1)[0] if "=" in a else a, json.load(open(a.split("=", 1)[-1])))
+                      for a in args.corpus[1:]]
+            print("Variation\n\n" + corpus_variation(ref, others, args.site) + "\n")
 
 
 if __name__ == "__main__":

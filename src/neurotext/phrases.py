@@ -21,7 +21,8 @@ from .engine.scan import ScanCache, tqdm_disable
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
-from .textualize import resolve_neurons
+from .notebook import Results
+from .textualize import name_fields, resolve_neurons
 
 NEURONS_PER_BATCH = 64  # neurons whose searches share one batch (rows = neurons x starts)
 START_TOKENS = 16  # best allowed scan tokens kept per neuron for the starts
@@ -45,6 +46,8 @@ class PhraseResult:
     seed: int = 0
     seconds: float = 0.0  # this neuron's share of its batches' wall time, scan excluded
     settings: dict = field(default_factory=dict)
+    token_kind: str = ""  # how the tokens are shown (neurotext.model.tokens.KINDS); "" = unknown, detected
+    model_type: str = ""  # the model's config.model_type (how a card words the template); "" = unknown
 
     def to_dict(self, curve: bool = True) -> dict:
         d = asdict(self)
@@ -52,6 +55,27 @@ class PhraseResult:
             for p in d["phrases"]:
                 p.pop("curve", None)
         return d
+
+    def to_row(self) -> dict:
+        """The result as the phrase columns of a store row (:data:`neurotext.store.layout.PHRASE_COLUMNS`) with the
+        neuron's name, layer, site and unit; :func:`neurotext.store.row_to_phrases` inverts it."""
+        ph = self.phrases
+        return {
+            **name_fields(self.neuron),
+            "phrase_lengths": [d["length"] for d in ph], "phrase_texts": [d["text"] for d in ph],
+            "phrase_tokens": [[t["token"] for t in d["tokens"]] for d in ph],
+            "phrase_ids": [[t["id"] for t in d["tokens"]] for d in ph],
+            "phrase_activations": [d["activation"] for d in ph], "phrase_positions": [d["position"] for d in ph],
+            "phrase_curves": [d["curve"] for d in ph],
+            "best_phrase": self.best_phrase["text"], "best_phrase_activation": self.best_phrase["activation"],
+            "best_phrase_length": self.best_phrase["length"], "phrase_token_activation": self.best_token_activation,
+        }
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the phrases section of the neuron's card in the atlas (:mod:`neurotext.notebook`)."""
+        from .notebook import phrases_html
+
+        return phrases_html(self)
 
 
 class Phraser:
@@ -70,8 +94,9 @@ class Phraser:
         self.scans = scans or ScanCache(self.model, cache_dir, progress)
         self.allowed = allowed_tokens(self.model, self.config.include_special)  # (V,)
 
-    def run(self, neurons, ft: dict[str, float] | None = None) -> list[PhraseResult]:
-        """Phrases for neurons (specs or :class:`Neuron`), in (layer, site, unit) order.
+    def run(self, neurons, ft: dict[str, float] | None = None) -> Results:
+        """Phrases for neurons (specs or :class:`Neuron`), in (layer, site, unit) order, as a list that displays
+        itself in Jupyter (:class:`neurotext.notebook.Results`).
 
         Args:
             ft: optional FT activations by canonical neuron name, reported as ``ft_activation``.
@@ -89,7 +114,7 @@ class Phraser:
                 out += self._run_batch(layer, site, chunk, ft or {})
                 bar.update(len(chunk))
         bar.close()
-        return out
+        return Results(out)
 
     def best_allowed(self, layer: int, site: str, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each unit's best allowed single tokens, best first: (ids, activations), each (N, START_TOKENS).
@@ -165,13 +190,13 @@ class Phraser:
                 neuron=n.name, model=model.name, phrases=phrases,
                 best_phrase={k: v for k, v in best.items() if k != "curve"},
                 best_token_activation=float(tok_val[i]), ft_activation=ft.get(n.name), seed=cfg.seed,
-                seconds=seconds, settings=settings,
+                seconds=seconds, settings=settings, token_kind=model.token_kind, model_type=model.model_type,
             ))
         return out
 
 
 def find_phrases(neurons, model: Model | str | None = None, with_ft: bool | FTConfig = False,
-                 progress: bool | None = False, cache_dir=None, **config) -> list[PhraseResult]:
+                 progress: bool | None = False, cache_dir=None, **config) -> Results:
     """The best real phrases of each length for neurons, in one call.
 
     Args:

@@ -1,6 +1,17 @@
-"""Plain-text rendering of neuron results for the terminal."""
+"""Plain-text rendering of neuron results for the terminal.
+
+Tokens are shown by the convention of :mod:`neurotext.model.tokens` (``Ġfurniture`` as ``␣furniture``).
+"""
 
 from __future__ import annotations
+
+from .model.tokens import CONVENTION, DECODED, detect_kind, display_token
+
+
+def _shower(r, tokens):
+    """The function that shows a result's tokens: by its ``token_kind``, else by the kind ``tokens`` show."""
+    kind = getattr(r, "token_kind", "") or detect_kind(tokens)
+    return kind, (lambda t: display_token(t, kind))
 
 
 def _fmt(v, spec=".3f") -> str:
@@ -31,12 +42,22 @@ def centroid_line(c, activation: float) -> str:
             f"{c['activation']:.4f}{share}):\n    " + ", ".join(t["token"] for t in c["nearest"]))
 
 
+def _all_tokens(r) -> list[str]:
+    lists = [r.nearest, r.best_tokens, getattr(r, "promotes", []), getattr(r, "suppresses", [])]
+    return [d["token"] for side in lists for d in side]
+
+
 def render_result(r) -> str:
     """One neuron: the consensus of its restarts, the best restart's nearest tokens and the best real
-    tokens side by side, then the metrics and how reproducible the textualization is."""
-    near, best = r.nearest, r.best_tokens
-    cons = (r.stability or {}).get("consensus") or []
+    tokens side by side, then the metrics and how reproducible the textualization is. Tokens are shown
+    decoded (:mod:`neurotext.model.tokens`)."""
+    kind, show = _shower(r, _all_tokens(r))
+    near = [{**d, "token": show(d["token"])} for d in r.nearest]
+    best = [{**d, "token": show(d["token"])} for d in r.best_tokens]
+    cons = [{**d, "token": show(d["token"])} for d in (r.stability or {}).get("consensus") or []]
     width = max([len(d["token"]) for d in near + best + cons] + [22])
+    centroid = None if r.centroid is None else \
+        {**r.centroid, "nearest": [{**d, "token": show(d["token"])} for d in r.centroid["nearest"]]}
     lines = [
         f"{r.neuron}  ({r.model})",
         f"  activation {r.activation:.4f} (pre-activation {r.pre_activation:.4f})   "
@@ -44,7 +65,7 @@ def render_result(r) -> str:
         f"  nearest-token activation {r.nearest_activation:.4f}   retention {_fmt(r.retention)}   "
         f"overlap@10 {r.overlap_at_10:.2f}",
         stability_line(r.stability, r.restarts),
-        centroid_line(r.centroid, r.activation),
+        centroid_line(centroid, r.activation),
         f"  {'consensus of restarts':<{width + 9}}   {'FT nearest tokens, best restart':<{width + 9}}   "
         f"{'best real tokens (vocabulary scan)'}",
         f"  {'token':<{width}}  {'support':>7}   {'token':<{width}}  {'cosine':>7}   {'token':<{width}}  "
@@ -60,19 +81,24 @@ def render_result(r) -> str:
     if len(r.restarts_detail) > 1:
         lines.append("  every restart, best first (activation: nearest tokens):")
         for d in r.restarts_detail:
-            tokens = ", ".join(t["token"] for t in d["nearest"])
+            tokens = ", ".join(show(t["token"]) for t in d["nearest"])
             lines.append(f"    #{d['restart']:<3} {d['activation']:>9.4f}: {tokens}")
     for label, side in (("promotes", getattr(r, "promotes", None)), ("suppresses", getattr(r, "suppresses", None))):
         if side:
-            lines.append(f"  writes: {label:<10} " + ", ".join(f"{d['token']!r} {d['logit']:+.2f}" for d in side))
+            lines.append(f"  writes: {label:<10} " + ", ".join(f"{show(d['token'])!r} {d['logit']:+.2f}"
+                                                                for d in side))
     if getattr(r, "readout", ""):
         lines.append(f"  (read out through the {r.readout})")
+    if kind in DECODED:
+        lines.append(f"  ({CONVENTION})")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")
     return "\n".join(line for line in lines if line)
 
 
 def render_phrases(r, header: bool = True) -> str:
-    """One neuron's best real phrases, one line per length, beside FT and the best single token."""
+    """One neuron's best real phrases, one line per length, beside FT and the best single token; the tokens
+    of a phrase are shown decoded (:mod:`neurotext.model.tokens`), its text as the tokenizer decodes it."""
+    kind, show = _shower(r, [t["token"] for p in r.phrases for t in p["tokens"]])
     ft = "n/a (run with --with-ft)" if r.ft_activation is None else f"{r.ft_activation:.4f}"
     lines = [f"{r.neuron}  ({r.model})" if header else "  best real phrases",
              f"  FT activation {ft}   best single token {r.best_token_activation:.4f}",
@@ -80,12 +106,14 @@ def render_phrases(r, header: bool = True) -> str:
     for p in r.phrases:
         tok = p["activation"] / r.best_token_activation if r.best_token_activation > 0 else None
         ftr = p["activation"] / r.ft_activation if r.ft_activation and r.ft_activation > 0 else None
-        text = " ".join(t["token"] for t in p["tokens"])
+        text = " ".join(show(t["token"]) for t in p["tokens"])
         lines.append(f"  {p['length']:>2}  {p['activation']:>10.4f}  {_fmt(tok, '7.2f'):>7}  {_fmt(ftr, '5.2f'):>5}  "
                      f"{p['position']:>3}  {text!r}")
     b = r.best_phrase
     lines.append(f"  best phrase: length {b['length']}, {b['activation']:.4f}: {b['text']!r}   "
                  + (f"({r.seconds:.2f} s, seed {r.seed})" if r.seconds else f"(seed {r.seed})"))
+    if kind in DECODED:
+        lines.append(f"  ({CONVENTION})")
     return "\n".join(lines)
 
 
@@ -106,4 +134,48 @@ def render_table(columns: list[str], rows: list[tuple]) -> str:
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def marked_text(e: dict, width: int = 70) -> str:
+    """An example's text on one line with its max token in ⟦ ⟧, cut to about ``width`` characters each side."""
+    pos, spans, text = e["position"], e.get("spans") or [], e["text"]
+    span = spans[pos] if pos < len(spans) else None
+    if span is None:
+        left = text
+        mid, right = e["tokens"][pos], ""
+    else:
+        left, mid, right = text[:span[0]], text[span[0]:span[1]], text[span[1]:]
+    left = left[-width:] if len(left) > width else left
+    right = right[:width] if len(right) > width else right
+
+    def flat(s):
+        return " ".join(s.split("\n")).replace("\t", " ")
+
+    return f"{flat(left)}⟦{flat(mid)}⟧{flat(right)}"
+
+
+def render_examples(r) -> str:
+    """One neuron's corpus examples: statistics, the top contexts with the max token marked, range samples and
+    random contexts."""
+    st = r.stats
+    share = st.get("share_positive")
+    lines = [f"{r.neuron}  ({r.model}; corpus {r.corpus['name']}: {r.contexts} contexts, {r.tokens} text tokens)",
+             f"  max {_fmt(st['max'], '.4f')}   mean {_fmt(st['mean'], '.4f')}   std {_fmt(st['std'], '.4f')}   "
+             f"above 0 at {_fmt(None if share is None else 100 * share, '.1f')}% of positions",
+             "  top contexts (activation, position, text with the max token in ⟦ ⟧):"]
+    for i, e in enumerate(r.top, 1):
+        lines.append(f"  {i:>3}  {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+    if r.ranges:
+        lines.append("  samples from ranges below the top (uniform within each range):")
+        for g in r.ranges:
+            lines.append(f"    ({g['lo']:.4g}, {g['hi']:.4g}]: {g['contexts']} contexts")
+            for e in g["examples"]:
+                lines.append(f"       {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+    if r.random:
+        lines.append("  random contexts:")
+        for e in r.random[:5]:
+            lines.append(f"       {e['activation']:>9.4f}  @{e['position']:<3}  {marked_text(e)}")
+        if len(r.random) > 5:
+            lines.append(f"       ... {len(r.random) - 5} more (--json shows all)")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ and the best real tokens from the exhaustive vocabulary scan with their overlap.
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,8 +25,21 @@ from .engine.writes import WritesCache, direction_writes, top_writes
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
+from .notebook import Results
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
+_NAME = re.compile(r"L(\d+)\.([a-z]+)(?:\.(\d+))?")
+
+
+def name_fields(name: str) -> dict:
+    """``neuron``, ``layer``, ``site`` and ``unit`` of a store row from a result's name: ``L3.ffn.42``, or for a
+    direction (``L3.out@probe.npy#0``) its layer and site with ``unit`` None."""
+    m = _NAME.match(name)
+    if m is None:
+        return {"neuron": name, "layer": None, "site": None, "unit": None}
+    canonical = m.end() == len(name) and m.group(3) is not None
+    return {"neuron": name, "layer": int(m.group(1)), "site": m.group(2),
+            "unit": int(m.group(3)) if canonical else None}
 
 
 @dataclass
@@ -57,6 +71,9 @@ class NeuronResult:
     promotes: list[dict] = field(default_factory=list)  # what it writes, best first: {"token", "id", "logit"}
     suppresses: list[dict] = field(default_factory=list)  # most negative logits first
     readout: str = ""  # how promotes/suppresses were read out (Model.readout)
+    # how the tokens are shown (neurotext.model.tokens.KINDS: "byte-level", ...); "" = unknown, detected from them
+    token_kind: str = ""
+    model_type: str = ""  # the model's config.model_type (how a card words an ffn unit's values); "" = unknown
 
     def to_dict(self, vector: bool = True) -> dict:
         d = asdict(self)
@@ -67,6 +84,44 @@ class NeuronResult:
             else:
                 r.pop("vector", None)
         return d
+
+    def to_row(self) -> dict:
+        """The result as a store row (the columns of :func:`neurotext.store.schema` but the phrases'), Python
+        values; a direction's row has ``unit`` None. :func:`neurotext.store.row_to_result` inverts it."""
+        def tokens(prefix: str, side: list[dict], key: str) -> dict:  # {token, id, key} dicts -> three columns
+            return {f"{prefix}_ids": [d["id"] for d in side], f"{prefix}_tokens": [d["token"] for d in side],
+                    f"{prefix}_{key}s": [d[key] for d in side]}
+
+        c = self.centroid
+        return {
+            **name_fields(self.neuron),
+            "activation": self.activation, "pre_activation": self.pre_activation,
+            "vector": np.asarray(self.vector, dtype=np.float32),
+            "nearest_token": self.nearest[0]["token"], "nearest_cosine": self.nearest[0]["cosine"],
+            **tokens("nearest", self.nearest, "cosine"),
+            "nearest_activation": self.nearest_activation, "retention": self.retention,
+            "best_token": self.best_tokens[0]["token"], "best_activation": self.best_tokens[0]["activation"],
+            **tokens("best", self.best_tokens, "activation"),
+            "overlap_at_10": self.overlap_at_10, "steps": self.steps, "restarts": self.restarts,
+            "seconds": self.seconds, "seed": self.seed, "curve": self.curve,
+            "restarts_detail": [{
+                "restart": d["restart"], "activation": d["activation"], "pre_activation": d["pre_activation"],
+                **tokens("nearest", d["nearest"], "cosine"),
+                "vector": np.asarray(d["vector"], dtype=np.float32),
+            } for d in self.restarts_detail],
+            "stability": self.stability,
+            "centroid": None if c is None else {
+                "activation": c["activation"], "pre_activation": c["pre_activation"],
+                **tokens("nearest", c["nearest"], "cosine"), "restarts": c["restarts"]},
+            **tokens("promotes", self.promotes, "logit"), **tokens("suppresses", self.suppresses, "logit"),
+            "readout": self.readout,
+        }
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the neuron's card, the same as its page in the atlas (:mod:`neurotext.notebook`)."""
+        from .notebook import result_html
+
+        return result_html(self)
 
 
 def retention_of(nearest_activation: float, activation: float) -> float | None:
@@ -118,8 +173,9 @@ class Textualizer:
         self._unit_emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (V, d_emb)
 
     # ------------------------------------------------------------------ public
-    def run(self, neurons) -> list[NeuronResult]:
-        """Textualize neurons (specs or :class:`Neuron`); results in (layer, site, unit) order."""
+    def run(self, neurons) -> Results:
+        """Textualize neurons (specs or :class:`Neuron`); results in (layer, site, unit) order, as a list that
+        displays itself in Jupyter (:class:`neurotext.notebook.Results`)."""
         parsed = resolve_neurons(self.model, neurons)
         results = []
         groups: dict[tuple[int, str], list[Neuron]] = {}
@@ -136,7 +192,7 @@ class Textualizer:
                                          self._run_batch(layer, site, ns, scan), chunk)
                 bar.update(len(chunk))
         bar.close()
-        return results
+        return Results(results)
 
     def nearest(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k tokens by cosine to each row of x (N, d_emb): (cosines, ids), each (N, k)."""
@@ -223,6 +279,8 @@ class Textualizer:
                 stability=stab[i],
                 centroid=cents[i],
                 **self._writes_fields(writes, n.unit),
+                token_kind=model.token_kind,
+                model_type=model.model_type,
             ))
         return out
 
@@ -238,7 +296,7 @@ class Textualizer:
                     suppresses=side(writes.suppress_ids, writes.suppress_logits), readout=writes.readout)
 
     # ------------------------------------------------------------------ any direction
-    def run_directions(self, layer: int, site: str, directions, names: list[str]) -> list[NeuronResult]:
+    def run_directions(self, layer: int, site: str, directions, names: list[str]) -> Results:
         """Textualize directions over the units of (layer, site) like neurons (``objectives.direction``).
 
         Args:
@@ -294,9 +352,10 @@ class Textualizer:
                              for t, v in zip(best_ids[i, :cfg.top].tolist(), best_vals[i, :cfg.top].tolist())],
                 overlap_at_10=overlap / min(OVERLAP_K, len(near_ids)), steps=cfg.steps, seconds=seconds,
                 seed=cfg.seed, restarts=r, curve=trace.curve[:, i].tolist(), **self._writes_fields(writes, i),
-                restarts_detail=details[i], stability=stab[i], centroid=cents[i],
+                restarts_detail=details[i], stability=stab[i], centroid=cents[i], token_kind=model.token_kind,
+                model_type=model.model_type,
             ))
-        return out
+        return Results(out)
 
     def _restarts(self, evaluate, trace):
         """Every restart's optimum (best first), the stability record and the centroid of the counted
@@ -348,7 +407,7 @@ class Textualizer:
 
 
 def textualize(neurons, model: Model | str | None = None, progress: bool | None = False,
-               cache_dir=None, **config) -> list[NeuronResult]:
+               cache_dir=None, **config) -> Results:
     """Textualize neurons of a model in one call.
 
     Args:
@@ -361,7 +420,8 @@ def textualize(neurons, model: Model | str | None = None, progress: bool | None 
         **config: :class:`FTConfig` fields: steps, restarts, lr, seed, percentile, init, top, batch_size.
 
     Returns:
-        One :class:`NeuronResult` per neuron, in (layer, site, unit) order.
+        One :class:`NeuronResult` per neuron, in (layer, site, unit) order: a list that shows a table of the
+        neurons in Jupyter (each result shows its card).
     """
     try:
         cfg = FTConfig(**config)

@@ -1,14 +1,12 @@
 """Figures of the atlas and the analyses: Q1 distributions per layer (with the controls of ``neurotext
-words``), the Q2 recovery curve (matplotlib, Agg, PNG), and the optimization curve of one neuron as a small
-inline SVG.
+words``) and the Q2 recovery curve (matplotlib, Agg, PNG). The optimization curve of one neuron, a small
+inline SVG, is drawn by :func:`neurotext.card.curve_svg` with the rest of a neuron's card.
 
 Every function takes plain numbers and writes or returns one figure; nothing here reads a store.
 """
 
 from __future__ import annotations
 
-import html
-import math
 import textwrap
 from pathlib import Path
 
@@ -136,58 +134,6 @@ def q2_figure(results: list[dict], path: Path, site: str | None = None) -> Path:
     handles += [plt.Line2D([], [], color="#444444", linestyle=s, label=f"{sel} selection") for sel, s in styles.items()]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     return _save(plt, fig, path, (0, 0, 0.88, 1))
-
-
-def curve_svg(curve, reference: float | None = None, label: str = "objective", width: int = 560,
-              height: int = 180, max_points: int = 200) -> str:
-    """The optimization curve (objective per step) as a self-contained inline SVG string.
-
-    Args:
-        curve: objective value at every step (step 0 = the start).
-        reference: a horizontal dashed line, e.g. the best real token's activation.
-        label: y-axis caption.
-        max_points: the curve is subsampled to at most this many points (the last one always kept).
-
-    Returns:
-        ``<svg>...</svg>``; only numbers and fixed labels appear in it.
-    """
-    ys = [float(v) for v in curve if v is not None and math.isfinite(float(v))]
-    if len(ys) < 2:
-        return '<p class="muted">no optimization curve recorded</p>'
-    n = len(ys)
-    idx = sorted(set(np.linspace(0, n - 1, min(n, max_points)).round().astype(int).tolist()))
-    lo = min(ys + ([reference] if reference is not None else []))
-    hi = max(ys + ([reference] if reference is not None else []))
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1, hi + 1
-    pad_l, pad_r, pad_t, pad_b = 52, 12, 10, 28
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-
-    def sx(i):
-        return pad_l + w * i / max(n - 1, 1)
-
-    def sy(v):
-        return pad_t + h * (1 - (v - lo) / (hi - lo))
-
-    pts = " ".join(f"{sx(i):.1f},{sy(ys[i]):.1f}" for i in idx)
-    parts = [f'<svg class="curve" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-             f'aria-label="{html.escape(label)} versus optimization step">',
-             f'<line class="axis" x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}"/>',
-             f'<line class="axis" x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}"/>']
-    for v in (lo, (lo + hi) / 2, hi):
-        parts.append(f'<text class="tick" x="{pad_l - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    for i in (0, n - 1):
-        parts.append(f'<text class="tick" x="{sx(i):.1f}" y="{pad_t + h + 16}" text-anchor="middle">{i}</text>')
-    parts.append(f'<text class="tick" x="{pad_l + w / 2:.1f}" y="{height - 2}" text-anchor="middle">step</text>')
-    if reference is not None:
-        y = sy(reference)
-        parts.append(f'<line class="ref" x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="reflabel" x="{pad_l + w - 4}" y="{y - 5:.1f}" text-anchor="end">'
-                     f'best real token {reference:.3g}</text>')
-    parts.append(f'<polyline class="line" points="{pts}"/>')
-    parts.append(f'<circle class="end" cx="{sx(n - 1):.1f}" cy="{sy(ys[-1]):.1f}" r="3"/>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 # --------------------------------------------------------------------------- neurotext words (Q1 with controls)
@@ -382,4 +328,115 @@ def phrase_figure(groups: list[dict], stat: str, title: str, ylabel: str, path: 
         _despine(ax)
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.text(0.5, 0.005, "line: median; band: quartiles", ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+#: Colours of the read-outs scored on real text (the corpus lookup table, the reference, in black).
+READOUT_COLORS = {"ft_nearest": "#3b6fd4", "ft_consensus": "#7a4fc9", "ft_centroid": "#2f9fa8",
+                  "ft_vector": "#8fb3f0", "centroid_vector": "#9fd3d8", "scan_best": "#d9822b", "phrase": "#c94f7c",
+                  "corpus_lookup": "#222222"}
+
+
+def corpus_scores_figure(scores: list[dict], stat: str, title: str, path: Path) -> Path:
+    """Real text: per layer (one panel per site) the median and quartiles of one score for every read-out
+    (filled markers), beside its chance level (the same read-out of another neuron: hollow markers, dotted).
+
+    Args:
+        scores: ``corpus.corpus_scores`` of the ``neurotext words`` document.
+        stat: ``correlation`` or ``detection_auroc``.
+        title: figure title.
+        path: output PNG.
+
+    Returns:
+        ``path``.
+    """
+    groups = [{"layer": layer, "site": site} for layer, site in sorted({(r["layer"], r["site"]) for r in scores})]
+    plt, fig, panels = _site_panels(groups)
+    names = [n for n in READOUT_COLORS if any(r["readout"] == n for r in scores)]
+    width = 0.8 / max(1, len(names))
+    for ax, site, row in panels:
+        layers = [g["layer"] for g in row]
+        for j, name in enumerate(names):
+            color = READOUT_COLORS[name]
+            for chance in (False, True):
+                label = name + ("_chance" if chance else "")
+                by_layer = {r["layer"]: r[stat] for r in scores if r["site"] == site and r["readout"] == label}
+                pts = [(i, by_layer.get(layer)) for i, layer in enumerate(layers)]
+                pts = [(i, q) for i, q in pts if q and q["n"]]
+                if not pts:
+                    continue
+                xs = [i + (j - (len(names) - 1) / 2) * width + (0.25 * width if chance else 0) for i, _ in pts]
+                med = [q["median"] for _, q in pts]
+                err = [[m - q["q1"] for m, (_, q) in zip(med, pts)], [q["q3"] - m for m, (_, q) in zip(med, pts)]]
+                ax.errorbar(xs, med, yerr=err, fmt="o", markersize=4, color=color, elinewidth=0.8,
+                            mfc="white" if chance else color, linestyle="none", alpha=0.7 if chance else 1.0,
+                            label=None if chance else name)
+        ax.axhline(0.5 if stat == "detection_auroc" else 0.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_xticks(range(len(layers)), [f"L{x}" for x in layers])
+        ax.set_ylabel(f"{site}: {stat.replace('_', ' ')}")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=6, frameon=False, ncol=4)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "marker: median; bar: quartiles; hollow: chance (the same read-out of another neuron)",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+def token_identity_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Real text: per layer the omega squared of the activation by token id (median, quartiles) beside the same
+    with the token labels permuted. ``groups``: ``corpus.token_identity`` of the words document."""
+    plt, fig, panels = _site_panels(groups)
+    for ax, site, row in panels:
+        xs = [g["layer"] for g in row]
+        for key, color, label in (("omega_squared", SITE_COLORS.get(site, "#3b6fd4"), "token identity"),
+                                  ("omega_squared_permuted", "#999999", "token labels permuted (chance)")):
+            pts = [(x, g[key]) for x, g in zip(xs, row) if g[key]["n"]]
+            if not pts:
+                continue
+            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
+                            alpha=0.15)
+            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
+        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
+        ax.set_xticks(xs, [f"L{x}" for x in xs])
+        ax.set_ylabel(f"{site}: omega squared")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the token alone determines the activation",
+             ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+def optimization_figure(groups: list[dict], title: str, path: Path) -> Path:
+    """Real text: per layer, FT activation, the best real token and the best real phrases over the corpus
+    maximum (median, quartiles; log scale). ``groups``: ``corpus.optimization`` of the words document."""
+    plt, fig, panels = _site_panels(groups)
+    lengths = sorted({n for g in groups for n in g["phrase_over_corpus_max"]}, key=int)
+    cmap = plt.get_cmap("viridis")
+    for ax, site, row in panels:
+        xs = [g["layer"] for g in row]
+        series = [("FT vector", "#3b6fd4", [g["ft_over_corpus_max"] for g in row]),
+                  ("best real token", "#d9822b", [g["scan_best_over_corpus_max"] for g in row])]
+        series += [(f"best phrase, {n} tokens", cmap(0.3 + 0.6 * j / max(1, len(lengths) - 1)),
+                    [g["phrase_over_corpus_max"].get(n) for g in row]) for j, n in enumerate(lengths)]
+        for label, color, qs in series:
+            pts = [(x, q) for x, q in zip(xs, qs) if q and q["n"] and q["q1"] > 0]
+            if not pts:
+                continue
+            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
+                            alpha=0.12)
+            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
+        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xticks(xs, [f"L{x}" for x in xs])
+        ax.set_ylabel(f"{site}: activation / corpus max")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the highest activation found in the corpus",
+             ha="center", fontsize=7, color="#666666")
     return _save(plt, fig, path, (0, 0.02, 1, 1))

@@ -28,6 +28,7 @@ from .. import store
 from ..engine.optimize import FTConfig, row_generator
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
+from ..model.tokens import CONVENTION, DECODED, display_tokens
 from ..textualize import OVERLAP_K, Textualizer, retention_of
 from . import reproducible
 from .stats import quartiles, share
@@ -58,6 +59,9 @@ MANIFEST_FIELDS = {"model": ("name", "source", "n_layers", "sizes"), "config": (
 
 # Output filenames, here and nowhere else.
 WORDS_JSON = "words.json"
+CORPUS_PNG = "words_corpus_{}.png"  # one per score (analysis.scores.SCORES)
+TOKEN_IDENTITY_PNG = "words_token_identity.png"
+OPTIMIZATION_PNG = "words_over_corpus_max.png"
 WORD_LIKE_PNG = "words_word_like.png"
 STABILITY_PNG = "words_stability.png"
 
@@ -118,6 +122,8 @@ class WordsResult:
     stability: list[dict] | None = None  # reproducible.analyze per (layer, site); None for an old store
     stability_note: str | None = None  # why stability is missing
     phrases: dict | None = None  # the real-text arm (:func:`phrase_arm`), where the sweep stored phrases
+    token_kind: str = "plain"  # how the tables show tokens (neurotext.model.tokens); the JSON keeps them raw
+    corpus: dict | None = None  # read-outs scored on held-out corpus text (analysis.scores), with examples
 
     def stability_rule(self) -> str:
         return (f"reproducible: at least two restarts counted, a consensus token, and a mean pairwise "
@@ -145,6 +151,8 @@ class WordsResult:
             "stability": {"rule": self.stability_rule(), "quantile": self.config.repro_quantile,
                           "definitions": reproducible.REPRO_STATS, "note": self.stability_note},
             "phrases": self.phrases,
+            "token_kind": self.token_kind,
+            "corpus": self.corpus,
         }
         return doc
 
@@ -241,7 +249,7 @@ def random_directions(neurons: list[str], norms: np.ndarray, d: int, seed: int) 
 
 
 def analyze_store(directory, config: WordsConfig | None = None, model=None, cache_dir=None,
-                  progress: bool | None = None, device: str | None = "auto") -> WordsResult:
+                  progress: bool | None = None, device: str | None = "auto", examples=None) -> WordsResult:
     """Q1 on a sweep store: per (layer, site) the FT statistics beside the token and random controls.
 
     Args:
@@ -251,6 +259,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         cache_dir: as for :class:`Textualizer` (the controls need no vocabulary scan).
         progress: as for :class:`Textualizer`.
         device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is).
+        examples: corpus examples (``neurotext examples --out``) for the real-text scores; default the
+            store's own when it holds them (``DIR/examples``), else none.
 
     Returns:
         :class:`WordsResult`.
@@ -309,7 +319,16 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     sweep = {k: sweep_cfg.get(k) for k in ("steps", "restarts", "lr", "seed", "percentile", "init", "top")}
     name = manifest["model"]["name"]  # the sweep's display name (a model loaded by path is named by its folder)
     result = WordsResult(str(directory), name, cfg, sweep, best_k, groups, candidates[: cfg.top],
-                         phrases=phrase_arm(directory, manifest))
+                         phrases=phrase_arm(directory, manifest), token_kind=m.token_kind)
+    from ..store import examples as ex_store
+
+    ex_dir = examples if examples is not None else (directory if ex_store.has_examples(directory) else None)
+    if ex_dir is not None:
+        from . import scores
+
+        verdicts = {n: v for g in groups for n, v in zip(g.neurons, g.word_like["ft"])}
+        result.corpus = scores.corpus_arm(directory, ex_dir, scores.unit_embeddings(m), seed,
+                                          verdicts).to_dict(neurons=True)
     missing = store.missing_columns(directory)
     if missing:
         result.stability_note = store.old_store_hint(directory, "the stability arm")
@@ -424,15 +443,22 @@ def render_text(doc: dict) -> str:
     lines += ["", f"{len(doc['top'])} most word-like FT neurons (word-like first, then by retention)",
               f"  {'neuron':<13} {'word-like':<9} {'retention':>9} {'cosine':>7} {'rank':>5}  "
               f"{'FT nearest tokens':<40} best real tokens"]
+    kind = doc.get("token_kind") or "plain"
     for t in doc["top"]:
+        near, best = (", ".join(display_tokens(t[key], kind)) for key in ("nearest_tokens", "best_tokens"))
         ret = "n/a" if t["retention"] is None else f"{t['retention']:.3f}"
         pos = "-" if t["nearest_in_best"] is None else str(t["nearest_in_best"])
         lines.append(f"  {t['neuron']:<13} {'yes' if t['word_like'] else 'no':<9} {ret:>9} "
-                     f"{t['nearest_cosine']:>7.3f} {pos:>5}  {', '.join(t['nearest_tokens']):<40} "
-                     f"{', '.join(t['best_tokens'])}")
+                     f"{t['nearest_cosine']:>7.3f} {pos:>5}  {near:<40} {best}")
     lines.append("  (rank: the nearest token's position among the unit's best real tokens; - = not among them)")
+    if doc.get("token_kind") in DECODED:
+        lines.append(f"  ({CONVENTION})")
     if doc.get("phrases"):
         lines += ["", render_phrase_text(doc["phrases"])]
+    if doc.get("corpus"):
+        from .scores import render_text as render_corpus
+
+        lines += ["", render_corpus(doc["corpus"])]
     return "\n".join(lines)
 
 
@@ -494,6 +520,21 @@ def write_outputs(result: WordsResult, out, doc: dict | None = None) -> list[Pat
             for stat, text in PHRASE_STATS.items():
                 paths.append(phrase_figure(doc["phrases"]["groups"], stat, f"Q1 {result.model}, real text: {text}",
                                            f"phrase {stat.replace('_', ' ')}", out / phrase_png(stat)))
+        if doc.get("corpus"):
+            from .plots import corpus_scores_figure, optimization_figure, token_identity_figure
+            from .scores import SCORES
+
+            c = doc["corpus"]
+            where = f"{result.model} on {c['corpus'].get('name')}, test part (split seed {c['split'].get('seed')})"
+            for stat, text in SCORES.items():
+                paths.append(corpus_scores_figure(c["corpus_scores"], stat, f"Which reading predicts real text? "
+                                                  f"{where}: {text}", out / CORPUS_PNG.format(stat)))
+            paths.append(token_identity_figure(c["token_identity"], f"Does the token explain the activation? {where}:"
+                                               " omega squared by token id, and with the labels permuted",
+                                               out / TOKEN_IDENTITY_PNG))
+            paths.append(optimization_figure(c["optimization"], f"Optimization against real text, {result.model} on "
+                                             f"{c['corpus'].get('name')}: activation / the corpus maximum",
+                                             out / OPTIMIZATION_PNG))
     except OSError as e:
         raise NeurotextError(f"cannot write to {out}: {e.strerror or e}") from e
     return paths

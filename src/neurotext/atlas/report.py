@@ -2,11 +2,14 @@
 
 Layout of a site::
 
-    index.html              model, sweep config, Q1 plots and table, Q2 plot, searchable neuron table
+    index.html              model, sweep config, Q1 plots and table, Q2 plot, corpus, searchable neuron table
     assets/atlas.css, atlas.js
     data/neurons.js         the neuron table's rows, loaded asynchronously by atlas.js
     plots/q1.png, q2.png
-    neurons/L3.ffn.42.html  one page per neuron (no script)
+    plots/corpus_*.png      with a sweep and corpus examples: the read-out scores per layer (Which reading predicts
+                            real text?), the token identity share and optimization over the corpus max
+    neurons/L3.ffn.42.html  one page per neuron (no script): its card and, when the store holds corpus examples
+                            (``DIR/examples``), its real text and each read-out's scores beside chance
     atlas.json              marks the folder as an atlas; records what it was built from
 
 Nothing in a site refers to the network; it works from the folder (``file://``) or from ``neurotext serve``.
@@ -28,22 +31,29 @@ import numpy as np
 
 from .. import __version__, store
 from ..analysis import plots, reproducible
+from ..analysis import scores as analysis_scores
 from ..analysis.encode import SELECTIONS
 from ..analysis.words import WordsConfig, word_like
 from ..errors import NeurotextError
 from ..model.names import SITES
-from . import pages
+from ..model.tokens import display_tokens, manifest_kind
+from ..store import examples as ex_store
+from . import pages, readouts, realtext
 
 # Filenames of a site live here and nowhere else.
 MARKER = "atlas.json"
 FORMAT = "neurotext-atlas/1"
 ASSETS = "assets"
-ASSET_FILES = ("atlas.css", "atlas.js")
+ASSET_FILES = ("card.css", "atlas.css", "atlas.js")
 DATA = "data/neurons.js"
 NEURONS = "neurons"
 Q1_PLOT = "plots/q1.png"
 Q2_PLOT = "plots/q2.png"
 STABILITY_PLOT = "plots/stability.png"
+#: The real-text figures (a store with a sweep and corpus examples): one per score, the token identity share and
+#: optimization over the corpus maximum.
+CORPUS_PLOTS = {"correlation": "plots/corpus_correlation.png", "detection_auroc": "plots/corpus_detection_auroc.png",
+                "token_identity": "plots/corpus_token_identity.png", "optimization": "plots/corpus_over_max.png"}
 ENCODE = "encode.json"  # written by ``neurotext encode --out OUT`` (Q2)
 
 #: Store columns the atlas reads (everything but the FT vectors).
@@ -213,6 +223,13 @@ def _num(v, digits: int = 5):
     return float(f"{v:.{digits}g}")
 
 
+def store_token_kind(manifest: dict, rows: list[dict]) -> str:
+    """How the store's tokens are shown: its manifest's vocabulary kind, or for a store written before the
+    kind was recorded, the kind its token strings show (:func:`neurotext.model.tokens.detect_kind`)."""
+    return manifest_kind(manifest, (t for r in rows for key in ("nearest_tokens", "best_tokens", "promotes_tokens",
+                                                                 "suppresses_tokens") for t in r.get(key) or []))
+
+
 def _best_phrase_tokens(row: dict) -> list[str]:
     """Tokens of the row's best real phrase (empty without phrases)."""
     acts = row.get("phrase_activations") or []
@@ -221,19 +238,38 @@ def _best_phrase_tokens(row: dict) -> list[str]:
     return list(row["phrase_tokens"][max(range(len(acts)), key=acts.__getitem__)])
 
 
-def data_script(rows: list[dict]) -> str:
-    """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays)."""
+def data_script(rows: list[dict], token_kind: str = "plain", corpus: dict[str, list] | None = None,
+                scores: dict[str, list] | None = None) -> str:
+    """``data/neurons.js``: one assignment of a compact, script-safe JSON document (columns + row arrays).
+    Tokens are their shown text (:func:`neurotext.model.tokens.display_token` for ``token_kind``).
+
+    Args:
+        rows: store rows; a neuron with corpus examples only is ``{"neuron", "layer", "site", "unit"}``.
+        corpus: when the store holds corpus examples, each neuron's :data:`realtext.DATA_COLUMNS` values
+            (:func:`realtext.summary`); those columns are added.
+        scores: when the read-outs were scored on real text, each neuron's :data:`readouts.DATA_COLUMNS` values
+            (:func:`readouts.summary`); those columns are added.
+    """
     def stab(r, key):
         st = r.get("stability")
         return _num(st[key], 3) if st and st.get(key) is not None else None
 
-    data = {"columns": DATA_COLUMNS, "rows": [
-        [r["neuron"], r["layer"], r["site"], r["unit"], _num(r["activation"]), _num(r["best_activation"]),
-         _num(r["nearest_cosine"], 4), _num(r["retention"], 4), _num(r["overlap_at_10"], 3),
-         list(r["nearest_tokens"] or []), list(r["best_tokens"] or []),
-         stab(r, "jaccard_at_10"), stab(r, "cosine"), r.get("reproducible"),
-         [c["token"] for c in (r.get("stability") or {}).get("consensus") or []],
-         _num(r.get("best_phrase_activation")), _best_phrase_tokens(r)] for r in rows]}
+    def shown(tokens):
+        return display_tokens(tokens or [], token_kind)
+
+    def ft(r):
+        return [_num(r.get("activation")), _num(r.get("best_activation")), _num(r.get("nearest_cosine"), 4),
+                _num(r.get("retention"), 4), _num(r.get("overlap_at_10"), 3), shown(r.get("nearest_tokens")),
+                shown(r.get("best_tokens")), stab(r, "jaccard_at_10"), stab(r, "cosine"), r.get("reproducible"),
+                shown(c["token"] for c in (r.get("stability") or {}).get("consensus") or []),
+                _num(r.get("best_phrase_activation")), shown(_best_phrase_tokens(r))]
+
+    extra, no_score = [None] * len(realtext.DATA_COLUMNS), readouts.summary(None)
+    data = {"columns": DATA_COLUMNS + (realtext.DATA_COLUMNS if corpus is not None else [])
+            + (readouts.DATA_COLUMNS if scores is not None else []), "rows": [
+        [r["neuron"], r["layer"], r["site"], r["unit"], *ft(r)]
+        + ((corpus.get(r["neuron"]) or extra) if corpus is not None else [])
+        + ((scores.get(r["neuron"]) or no_score) if scores is not None else []) for r in rows]}
     return f"window.NEUROTEXT_ATLAS = {pages.script_json(data)};\n"
 
 
@@ -244,12 +280,17 @@ def _write(path: Path, text: str) -> None:
 
 
 def source_signature(store_dir, encode_path: Path | None) -> str:
-    """Changes whenever the store's manifest or shards, the Q2 results or neurotext's version change."""
+    """Changes whenever the store's manifest or shards, its corpus examples, the Q2 results or neurotext's
+    version change."""
     h = hashlib.blake2b(digest_size=16)
     h.update(__version__.encode())
-    for p in [Path(store_dir) / store.MANIFEST, *store.shard_paths(store_dir)] + ([encode_path] if encode_path else []):
+    d = Path(store_dir)
+    sweep = [d / store.MANIFEST, *store.shard_paths(d)] if (d / store.MANIFEST).is_file() else []
+    examples = [ex_store.examples_dir(d) / ex_store.MANIFEST, *ex_store.shard_paths(d)] \
+        if ex_store.has_examples(d) else []
+    for p in sweep + examples + ([encode_path] if encode_path else []):
         st = p.stat()
-        h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{p.parent.name}/{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -274,41 +315,61 @@ def _check_out(out: Path) -> None:
 def build_report(store_dir, out, encode=None, log=print) -> dict:
     """Build the atlas of the store ``store_dir`` into ``out`` (replacing an earlier atlas there).
 
-    The site is written to a temporary sibling folder and moved into place when complete.
+    The site is written to a temporary sibling folder and moved into place when complete. A store may hold
+    a sweep, corpus examples (``DIR/examples``) or both: a neuron's page shows what the store holds of it. With
+    both, every read-out of every neuron is scored on held-out corpus text once (:func:`readouts.compute`).
 
     Args:
-        store_dir: a sweep store (``neurotext sweep --out``).
+        store_dir: a sweep store (``neurotext sweep --out``), corpus examples (``neurotext examples --out``)
+            or both in one folder.
         out: site folder; must be new, empty or an earlier atlas.
         encode: Q2 results (``encode.json`` or its folder); default ``DIR/encode/encode.json`` or
             ``DIR/encode.json`` when present.
         log: progress messages.
 
     Returns:
-        {"index": path of index.html, "neurons": count, "q2": whether a Q2 plot was drawn, "seconds": wall time}.
+        {"index": path of index.html, "neurons": count, "q2": whether a Q2 plot was drawn, "examples": whether
+        pages show real text, "scores": whether the read-outs were scored on it, "seconds": wall time}.
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    out, store_dir = Path(out), Path(store_dir)
     _check_out(out)
-    manifest, rows = read_rows(store_dir)
-    stab = stability_groups(store_dir, manifest)
+    if not store_dir.is_dir():
+        raise NeurotextError(f"{store_dir}: no such store directory")
+    has_sweep = (store_dir / store.MANIFEST).is_file() or not ex_store.has_examples(store_dir)
+    if has_sweep:
+        manifest, rows = read_rows(store_dir)  # names the problem when there is no store at all
+    else:
+        manifest, rows = None, []
+    ex_manifest = realtext.complete_manifest(store_dir, log, required=not has_sweep)
+    stab = stability_groups(store_dir, manifest) if has_sweep else None
     repro = {n: flag for g in stab or [] for n, flag in zip(g["neurons"], g["reproducible"])}
     for r in rows:
         r["reproducible"] = repro.get(r["neuron"]) if stab is not None else None
     encode_path = find_encode(store_dir, encode)
     q2_doc = read_encode(encode_path) if encode_path else None
-    model_name = manifest.get("model", {}).get("name", "?")
+    model = (manifest or ex_manifest).get("model", {})
+    model_name = model.get("name", "?")
     if q2_doc and q2_doc.get("model") not in (None, model_name):
         log(f"neurotext: warning: {encode_path} is for model {q2_doc.get('model')!r}, the store for {model_name!r}")
+    swept = {r["neuron"]: r for r in rows}
+    seed = int((manifest or {}).get("config", {}).get("seed", 0))
+    score = readouts.compute(store_dir, seed, log) if has_sweep and ex_manifest is not None else None
+    scored = score is not None and score.arm is not None
+    only_examples = [r for r in realtext.neurons(store_dir, log) if r["neuron"] not in swept] if ex_manifest else []
+    entries = rows + only_examples  # every neuron with a page: the sweep's, then those with real text only
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for name in ASSET_FILES:
             _write(tmp / ASSETS / name, resources.files("neurotext.atlas").joinpath(ASSETS, name).read_text("utf-8"))
-        _write(tmp / DATA, data_script(rows))
-        (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
-        plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)
-        stab_summary = None
+        kind = store_token_kind(manifest, rows) if has_sweep else realtext.token_kind(store_dir, ex_manifest)
+        stab_summary, q1_plot = None, None
+        if has_sweep:
+            (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
+            plots.q1_figure(q1_columns(rows), tmp / Q1_PLOT)
+            q1_plot = Q1_PLOT if rows else None
         if stab:
             plots.stability_figure(stab, f"{model_name}: how reproducible is a textualization? restarts of one "
                                    "neuron vs optima of different neurons (chance)", tmp / STABILITY_PLOT)
@@ -316,24 +377,52 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                 {"layer": g["layer"], "site": g["site"], **reproducible.summarize(g)} for g in stab]}
         q2 = None
         if q2_doc and q2_doc["results"]:
+            (tmp / Q2_PLOT).parent.mkdir(parents=True, exist_ok=True)
             plots.q2_figure(q2_doc["results"], tmp / Q2_PLOT, q2_doc.get("site"))
             q2 = {"plot": Q2_PLOT, "source": str(encode_path), "words": _count(q2_doc.get("words")),
                   "skipped": _count(q2_doc.get("skipped")),
                   **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
-        _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(rows),
-                                                    Q1_PLOT if rows else None, q2, WORD_LIKE_RULE,
-                                                    stab_summary))
-        names = {r["neuron"] for r in rows}
+        real_text = None
+        if score is not None:
+            doc = score.arm.to_dict() if scored else None
+            real_text = {"doc": doc, "note": score.note, "seed": score.seed,
+                         "plots": readouts.write_plots(doc, model_name, tmp, dict(CORPUS_PLOTS)) if scored else None}
+        _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(entries), q1_plot, q2,
+                                                    WORD_LIKE_RULE, stab_summary, token_kind=kind,
+                                                    examples=ex_manifest, scores=real_text))
+        names = {r["neuron"] for r in entries}
         (tmp / NEURONS).mkdir()
-        for r in rows:
+
+        phrases = has_sweep and "phrases" in manifest
+
+        def page(r, ex):
             prefix = f"L{r['layer']}.{r['site']}."
             prev_name, next_name = f"{prefix}{r['unit'] - 1}", f"{prefix}{r['unit'] + 1}"
+            rec = score.record(r["neuron"]) if scored and ex is not None else None
+            tokens = analysis_scores.readout_tokens(r if r["neuron"] in swept else None,
+                                                    (ex.token_stats or {}).get("lookup"), phrases) if rec else None
             html = pages.neuron_page(r, model_name, prev_name if prev_name in names else None,
-                                     next_name if next_name in names else None,
-                                     model_type=manifest.get("model", {}).get("model_type"))
+                                     next_name if next_name in names else None, model_type=model.get("model_type"),
+                                     token_kind=kind, examples=ex, corpus=ex_manifest is not None, sweep=has_sweep,
+                                     scores=rec, readout_tokens=tokens)
             _write(tmp / NEURONS / f"{r['neuron']}.html", html)
-        marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(Path(store_dir).resolve()),
-                  "encode": str(encode_path) if encode_path else None, "neurons": len(rows),
+
+        corpus: dict[str, list] = {}
+        token_stats: dict[str, dict | None] = {}  # the token identity of every neuron with examples
+        if ex_manifest is not None:
+            stubs = {r["neuron"]: r for r in only_examples}
+            for ex in realtext.iter_examples(store_dir, ex_manifest):  # a batch of rows at a time
+                corpus[ex.neuron] = realtext.summary(ex, kind)
+                token_stats[ex.neuron] = ex.token_stats
+                page(swept.get(ex.neuron) or stubs[ex.neuron], ex)
+        for r in rows:
+            if r["neuron"] not in corpus:
+                page(r, None)
+        per_neuron = {n: readouts.summary(score.record(n), token_stats.get(n)) for n in names} if scored else None
+        _write(tmp / DATA, data_script(entries, kind, corpus if ex_manifest is not None else None, per_neuron))
+        marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(store_dir.resolve()),
+                  "encode": str(encode_path) if encode_path else None, "neurons": len(entries),
+                  "sweep": has_sweep, "examples": ex_manifest is not None, "scores": scored,
                   "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "source_signature": source_signature(store_dir, encode_path)}
         _write(tmp / MARKER, json.dumps(marker, indent=2))
@@ -342,9 +431,13 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     seconds = time.perf_counter() - t0
-    log(f"neurotext: atlas of {len(rows)} neurons written to {out} in {seconds:.1f} s "
+    what = " with their real text and read-out scores" if scored else \
+        " with their real text" if ex_manifest is not None and has_sweep else \
+        " (real text only: no sweep)" if not has_sweep else ""
+    log(f"neurotext: atlas of {len(entries)} neurons{what} written to {out} in {seconds:.1f} s "
         f"(open {out / 'index.html'}, or: neurotext serve {out})")
-    return {"index": out / "index.html", "neurons": len(rows), "q2": q2 is not None, "seconds": seconds}
+    return {"index": out / "index.html", "neurons": len(entries), "q2": q2 is not None,
+            "examples": ex_manifest is not None, "scores": scored, "seconds": seconds}
 
 
 def _count(v):

@@ -81,3 +81,24 @@ class OOMSplitter:
             out += part
             i += n
         return out
+
+
+#: Bytes per token of a corpus pass's forward batch, in units of (d, d_ff, heads * tokens) per layer run
+#: (activations alive at once without a backward pass), plus the captured values (4 bytes per unit read).
+CORPUS_FLOATS_PER_TOKEN_LAYER = (8, 2, 1)
+
+
+def corpus_batch_limits(model, engine, contexts: int, tokens: int) -> tuple[int, int]:
+    """(contexts, padded tokens) per corpus-pass batch: the settings, fewer where device memory is short
+    (CUDA only; an estimate, an out-of-memory error still halves a batch)."""
+    if model.device.type != "cuda":
+        return contexts, tokens
+    free, _ = torch.cuda.mem_get_info(model.device)
+    reusable = torch.cuda.memory_reserved(model.device) - torch.cuda.memory_allocated(model.device)
+    d, d_ff = model.sizes["out"], model.sizes["ffn"]
+    a, b, c = CORPUS_FLOATS_PER_TOKEN_LAYER
+    width = engine.width
+    per_token = 4 * ((engine.depth + 1) * (a * d + b * d_ff + c * model.n_heads * width)
+                     + sum(p.size for p in engine.probes.values()))
+    fit = max(width, int(MEMORY_SHARE * (free + reusable)) // per_token)
+    return max(1, min(contexts, fit // width)), min(tokens, fit)

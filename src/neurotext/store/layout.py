@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import NeurotextError
+from ..model.tokens import manifest_kind
 
 # Filenames and schema live here and nowhere else.
 MANIFEST = "manifest.json"
@@ -111,22 +112,13 @@ PHRASE_COLUMNS = [
 
 def _phrase_fields(p) -> dict:
     """A PhraseResult (or None) -> the values of :data:`PHRASE_COLUMNS`."""
-    if p is None:
-        return {name: None for name, _ in PHRASE_COLUMNS}
-    ph = p.phrases
-    return {
-        "phrase_lengths": [d["length"] for d in ph], "phrase_texts": [d["text"] for d in ph],
-        "phrase_tokens": [[t["token"] for t in d["tokens"]] for d in ph],
-        "phrase_ids": [[t["id"] for t in d["tokens"]] for d in ph],
-        "phrase_activations": [d["activation"] for d in ph], "phrase_positions": [d["position"] for d in ph],
-        "phrase_curves": [d["curve"] for d in ph],
-        "best_phrase": p.best_phrase["text"], "best_phrase_activation": p.best_phrase["activation"],
-        "best_phrase_length": p.best_phrase["length"], "phrase_token_activation": p.best_token_activation,
-    }
+    row = {} if p is None else p.to_row()
+    return {name: row.get(name) for name, _ in PHRASE_COLUMNS}
 
 
-def row_to_phrases(row: dict, model: str):
-    """A store row (dict) -> PhraseResult, or None when the sweep ran without phrases."""
+def row_to_phrases(row: dict, model: str, token_kind: str = "", model_type: str = ""):
+    """A store row (dict) -> PhraseResult, or None when the sweep ran without phrases. ``token_kind`` and
+    ``model_type``: the store's (:func:`token_kind`, the manifest's ``model.model_type``), for display."""
     if not row.get("phrase_lengths"):
         return None
     from ..phrases import PhraseResult
@@ -141,63 +133,27 @@ def row_to_phrases(row: dict, model: str):
     return PhraseResult(neuron=row["neuron"], model=model, phrases=phrases,
                         best_phrase={k: v for k, v in best.items() if k != "curve"},
                         best_token_activation=row["phrase_token_activation"], ft_activation=row["activation"],
-                        seed=row["seed"])
+                        seed=row["seed"], token_kind=token_kind, model_type=model_type)
 
 
 def results_to_table(results, d_emb: int, phrases: dict | None = None) -> pa.Table:
     """NeuronResults (and optionally their PhraseResults, by neuron name) -> Arrow table with :func:`schema`."""
-    rows = []
     phrases = phrases or {}
-    for r in results:
-        layer, site, unit = r.neuron[1:].split(".")
-        rows.append({
-            "neuron": r.neuron, "layer": int(layer), "site": site, "unit": int(unit),
-            "activation": r.activation, "pre_activation": r.pre_activation,
-            "vector": np.asarray(r.vector, dtype=np.float32),
-            "nearest_token": r.nearest[0]["token"], "nearest_cosine": r.nearest[0]["cosine"],
-            "nearest_ids": [d["id"] for d in r.nearest], "nearest_tokens": [d["token"] for d in r.nearest],
-            "nearest_cosines": [d["cosine"] for d in r.nearest],
-            "nearest_activation": r.nearest_activation, "retention": r.retention,
-            "best_token": r.best_tokens[0]["token"], "best_activation": r.best_tokens[0]["activation"],
-            "best_ids": [d["id"] for d in r.best_tokens], "best_tokens": [d["token"] for d in r.best_tokens],
-            "best_activations": [d["activation"] for d in r.best_tokens],
-            "overlap_at_10": r.overlap_at_10, "steps": r.steps, "restarts": r.restarts,
-            "seconds": r.seconds, "seed": r.seed, "curve": r.curve,
-            "restarts_detail": [{
-                "restart": d["restart"], "activation": d["activation"], "pre_activation": d["pre_activation"],
-                "nearest_ids": [t["id"] for t in d["nearest"]], "nearest_tokens": [t["token"] for t in d["nearest"]],
-                "nearest_cosines": [t["cosine"] for t in d["nearest"]],
-                "vector": np.asarray(d["vector"], dtype=np.float32),
-            } for d in r.restarts_detail],
-            "stability": r.stability,
-            "centroid": None if r.centroid is None else {
-                "activation": r.centroid["activation"], "pre_activation": r.centroid["pre_activation"],
-                "nearest_ids": [t["id"] for t in r.centroid["nearest"]],
-                "nearest_tokens": [t["token"] for t in r.centroid["nearest"]],
-                "nearest_cosines": [t["cosine"] for t in r.centroid["nearest"]],
-                "restarts": r.centroid["restarts"]},
-            **_phrase_fields(phrases.get(r.neuron)),
-            **_side_columns("promotes", r.promotes), **_side_columns("suppresses", r.suppresses),
-            "readout": r.readout,
-        })
+    rows = [{**r.to_row(), **_phrase_fields(phrases.get(r.neuron))} for r in results]
     return pa.Table.from_pylist(rows, schema=schema(d_emb))
 
 
-def _side_columns(name: str, side: list[dict]) -> dict:
-    """promotes / suppresses ({token, id, logit} dicts) -> the store's three list columns."""
-    return {f"{name}_ids": [d["id"] for d in side], f"{name}_tokens": [d["token"] for d in side],
-            f"{name}_logits": [d["logit"] for d in side]}
-
-
 def _side_of(row: dict, name: str) -> list[dict]:
-    """The inverse of :func:`_side_columns`; empty for stores written before these columns existed."""
+    """promotes / suppresses ({token, id, logit} dicts) from the store's three list columns; empty for stores
+    written before these columns existed."""
     return [{"token": t, "id": i, "logit": v}
             for t, i, v in zip(row.get(f"{name}_tokens") or [], row.get(f"{name}_ids") or [],
                                row.get(f"{name}_logits") or [])]
 
 
-def row_to_result(row: dict, model: str):
-    """A store row (dict) -> NeuronResult, for ``show``."""
+def row_to_result(row: dict, model: str, token_kind: str = "", model_type: str = ""):
+    """A store row (dict) -> NeuronResult, for ``show``. ``token_kind`` and ``model_type``: the store's
+    (:func:`token_kind`, the manifest's ``model.model_type``), for display."""
     from ..textualize import NeuronResult
 
     return NeuronResult(
@@ -219,6 +175,7 @@ def row_to_result(row: dict, model: str):
         stability=row.get("stability"),
         centroid=_centroid_of(row.get("centroid")),
         promotes=_side_of(row, "promotes"), suppresses=_side_of(row, "suppresses"), readout=row.get("readout") or "",
+        token_kind=token_kind, model_type=model_type,
     )
 
 
@@ -228,6 +185,16 @@ def _centroid_of(c: dict | None) -> dict | None:
     return {"activation": c["activation"], "pre_activation": c["pre_activation"], "restarts": c["restarts"],
             "nearest": [{"token": t, "id": i, "cosine": v}
                         for t, i, v in zip(c["nearest_tokens"], c["nearest_ids"], c["nearest_cosines"])]}
+
+
+def token_kind(directory) -> str:
+    """How the store's tokens are shown (:data:`neurotext.model.tokens.KINDS`): the manifest's
+    ``vocabulary.kind``, or for a store written before it was recorded, the kind its token strings show."""
+    manifest = read_manifest(directory)
+    if (manifest.get("vocabulary") or {}).get("kind"):
+        return manifest_kind(manifest)
+    table = read_table(directory, columns=["nearest_tokens", "best_tokens"])
+    return manifest_kind(manifest, (t for col in table.columns for lst in col.to_pylist() for t in lst or []))
 
 
 def write_shard(directory: Path, name: str, table: pa.Table) -> Path:

@@ -7,6 +7,7 @@ started bound to 127.0.0.1.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from ..errors import NeurotextError
 
@@ -88,12 +89,9 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         raise NeurotextError(f"could not connect to Ray at {address}: {e}") from e
 
 
-def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0,
-               phrases=None):
-    """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs; with
-    ``phrases``, a PhraseConfig, each shard also holds its neurons' best real phrases)."""
-    import torch
-
+@contextmanager
+def cluster(address=None, workers: int = 1, gpus_per_worker: float = 0.0):
+    """Ray, connected to ``address`` or a local cluster bound to 127.0.0.1 (shut down afterwards if started here)."""
     check_gpus_per_worker(gpus_per_worker)
     ray = _ray()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -114,6 +112,19 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpu
         started = True
     try:
         check_cluster_gpus(ray, gpus_per_worker, max(workers, 1))
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0,
+               phrases=None):
+    """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs; with
+    ``phrases``, a PhraseConfig, each shard also holds its neurons' best real phrases)."""
+    import torch
+
+    with cluster(address, workers, gpus_per_worker) as ray:
         threads = torch.get_num_threads()
         device = "cuda" if gpus_per_worker else "cpu"
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
@@ -125,6 +136,43 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpu
         first = {s.neurons[0].name: s for s in shards}
         for table in results:
             yield first[table["neuron"][0].as_py()], table
-    finally:
-        if started:
-            ray.shutdown()
+
+
+class _ExamplesWorker:
+    """Holds one corpus pass (model loaded once) and turns chunks of contexts into chunk states."""
+
+    def __init__(self, source, probes, names, config, threads, device="cpu"):
+        import torch
+
+        from ..examples import CorpusRun, Examiner
+        from ..model.adapters import load_model
+
+        torch.set_num_threads(threads)
+        ex = Examiner(load_model(source, device=device), config, progress=False)
+        self.run = CorpusRun(ex, probes, names, corpus=None)
+
+    def compute(self, contexts):
+        return self.run.process(self.run.new_state(), contexts, keep=False, progress=False)
+
+
+def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=None, gpus_per_worker: float = 0.0):
+    """Yield (contexts, chunk state, position after the chunk) for every chunk of ``run`` in chunk order, computed by
+    Ray actors (at most two chunks in flight per actor, so memory does not grow with the corpus)."""
+    import collections
+
+    import torch
+
+    with cluster(address, workers, gpus_per_worker) as ray:
+        device = "cuda" if gpus_per_worker else "cpu"
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_ExamplesWorker)
+        actors = [actor.remote(source, probes, run.names, config, torch.get_num_threads(), device)
+                  for _ in range(max(workers, 1))]
+        pending = collections.deque()
+        for i, (_, contexts) in enumerate(run.chunks()):
+            pending.append((contexts, actors[i % len(actors)].compute.remote(contexts), dict(run.position)))
+            if len(pending) >= 2 * len(actors):
+                contexts, ref, position = pending.popleft()
+                yield contexts, ray.get(ref), position
+        while pending:
+            contexts, ref, position = pending.popleft()
+            yield contexts, ray.get(ref), position

@@ -141,9 +141,12 @@ def check_device(out: Path, old: dict, device: dict) -> None:
 
 
 def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, log=print,
-                  device: dict | None = None) -> list[Shard]:
+                  device: dict | None = None, vocabulary: dict | None = None) -> list[Shard]:
     """Create or check the store; return the shards still to compute. The caller holds the store's lock
     (:class:`neurotext.store.lock.StoreLock`): only then may temporary files be removed.
+
+    A new store's manifest also records ``vocabulary`` (``{"kind": ...}``, how its tokens are shown), outside
+    the identity that a resumed sweep must match: stores written before it was recorded still resume.
 
     Refuses a store made with another model, config, neuron set or device type unless ``force`` (which
     clears it). Removes temporary files of a killed run; detects truncated or unreadable shards and
@@ -165,13 +168,13 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
                     f"(use another --out, or --force to discard the existing store)")
         check_device(out, old, device)
     else:
-        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "examples"]
         if foreign:
             raise NeurotextError(f"{out} is not empty and not a neurotext store ({', '.join(sorted(foreign)[:3])}"
                                  f"{'...' if len(foreign) > 3 else ''}); choose an empty or new --out")
         layout.write_manifest(out, {"format": layout.FORMAT, "neurotext_version": __version__,
                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "device": device,
-                                   **identity})
+                                   **({"vocabulary": vocabulary} if vocabulary else {}), **identity})
     shard_dir = out / layout.SHARDS
     shard_dir.mkdir(exist_ok=True)
     planned = {s.name: s for s in shards}
@@ -244,7 +247,7 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
     ensure_dir(out)
     with StoreLock(out, wait=wait, log=log):  # tmp files are removed and shards written only under the lock
         pending = prepare_store(out, _identity(m, cfg, parsed, shard_size, phrases), shards, force, log,
-                                device=record)
+                                device=record, vocabulary={"kind": m.token_kind})
         return _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache_dir, log,
                         gpus_per_worker, phrases)
 

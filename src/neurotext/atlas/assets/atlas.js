@@ -2,12 +2,17 @@
  *
  * The rows come from data/neurons.js (window.NEUROTEXT_ATLAS = {columns, rows}), loaded asynchronously
  * after the page has rendered, and the table shows one page of rows at a time, so the index stays fast
- * for whole-model sweeps. Token strings are untrusted: they are only ever set with textContent.
+ * for whole-model sweeps. Tokens arrive as they are shown (decoded, whitespace visible: see
+ * neurotext.model.tokens). Token strings are untrusted: they are only ever set with textContent.
+ * A store with corpus examples adds the real-text columns (corpus max, share above 0, the max tokens of the
+ * top contexts and a snippet of the best one); a store of examples only has those columns alone. A store with both
+ * adds the read-out scores on held-out text (numbers only), each shown with its chance level in grey.
  */
 (function () {
   "use strict";
 
   var state = { rows: [], view: [], sort: "neuron", dir: 1, page: 0, per: 100, q: "", where: "both", partial: false };
+  var WHERE = []; // the search targets the page offers (the select's options); the first is the default
   var SHOWN_TOKENS = 3; // tokens shown per list in a row (the search covers all of them)
   var COLUMNS = [
     { key: "neuron", label: "neuron", title: "canonical name; opens the neuron's page" },
@@ -35,15 +40,48 @@
       title: "activation of the best real phrase (the best over the phrase lengths searched)" },
     { key: "phrase_tokens", label: "best real phrase", title: "tokens of the best real phrase, in order" }
   ];
+  // shown when the store holds corpus examples (neurotext examples --out DIR; the index's atlas-meta says so)
+  var CORPUS_COLUMNS = [
+    { key: "corpus_max", label: "corpus max", num: true,
+      title: "real text: the highest activation at any text position of the corpus" },
+    { key: "corpus_share", label: "above 0", num: true, pct: true,
+      title: "real text: share of the corpus's text positions where the activation is > 0" },
+    { key: "corpus_tokens", label: "max tokens in real text",
+      title: "the token at the max of each top context in the corpus (distinct, best context first)" },
+    { key: "corpus_context", label: "top context", title: "the best context in the corpus, around its max token" }
+  ];
+  // shown when the read-outs were scored on real text (a sweep and corpus examples; the index's atlas-meta says so);
+  // chance: the column holding each value's chance level, shown in grey beside it
+  var SCORE_COLUMNS = [
+    { key: "score_lookup", chance: "score_lookup_chance", label: "lookup r", num: true, fixed: 3,
+      title: "real text: correlation with the activation on held-out text of the corpus lookup table (the 10 " +
+        "tokens of highest mean activation on the train part): the reference from real text; grey: chance, the " +
+        "same read-out of another neuron of the layer" },
+    { key: "score_ft_nearest", chance: "score_ft_nearest_chance", label: "FT nearest r", num: true, fixed: 3,
+      title: "real text: correlation with the activation on held-out text of the best restart's 10 FT nearest " +
+        "tokens; grey: chance, the same read-out of another neuron of the layer" },
+    { key: "score_ft_best", chance: "score_ft_best_chance", which: "score_ft_best_readout", label: "best FT r",
+      num: true, fixed: 3,
+      title: "real text: the highest correlation with the activation on held-out text of the FT read-outs " +
+        "(nearest tokens, consensus, centroid tokens, and with the model's embeddings the FT and centroid " +
+        "vectors; hover a value for which); grey: chance, the highest of the same read-outs of another neuron" },
+    { key: "omega_squared", chance: "omega_squared_permuted", label: "token \u03c9\u00b2", num: true, fixed: 3,
+      title: "real text: share of the activation's variance over every text position that the token there " +
+        "explains (omega squared by token id; 1 = a word neuron); grey: the same with the token labels permuted" }
+  ];
+  var LISTS = ["nearest_tokens", "best_tokens", "consensus_tokens", "phrase_tokens", "corpus_tokens", "corpus_context"];
 
   function $(id) { return document.getElementById(id); }
 
-  // search key of a token or query: case, surrounding whitespace and a word-piece marker do not matter
-  function norm(t) { return String(t).trim().toLowerCase().replace(/^(##|\u0120|\u2581)/, ""); }
+  // search key of a token or query: case, surrounding whitespace and a word-start or word-piece marker do not
+  // matter (tokens arrive as shown, a leading space as \u2423; raw markers in a query are dropped too)
+  function norm(t) { return String(t).trim().toLowerCase().replace(/^(##|\u0120|\u2581|\u2423)/, ""); }
 
-  function fmt(v, fixed) {
-    // fixed: decimals for bounded statistics (cosine, retention, overlap); else 4 significant digits
+  function fmt(v, fixed, pct) {
+    // fixed: decimals for bounded statistics (cosine, retention, overlap); pct: a share as a percentage;
+    // else 4 significant digits
     if (v === null || v === undefined || !isFinite(v)) return "n/a";
+    if (pct) return (100 * v).toFixed(1) + "%";
     if (fixed !== undefined) return v.toFixed(fixed);
     var a = Math.abs(v);
     if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
@@ -66,23 +104,32 @@
   function prepare(data) {
     var c = {};
     data.columns.forEach(function (name, i) { c[name] = i; });
+    function value(r, key) { return c[key] === undefined || r[c[key]] === undefined ? null : r[c[key]]; }
+    function list(r, key) { return value(r, key) || []; }
     state.rows = data.rows.map(function (r, i) {
-      var act = r[c.activation], best = r[c.best_activation];
+      var act = value(r, "activation"), best = value(r, "best_activation");
       return {
         order: i, neuron: r[c.neuron], lname: String(r[c.neuron]).toLowerCase(),
         activation: act, best_activation: best,
         ratio: act > 0 && best > 0 ? act / best : null,
-        nearest_cosine: r[c.nearest_cosine], retention: r[c.retention], overlap_at_10: r[c.overlap_at_10],
-        nearest_tokens: r[c.nearest_tokens], best_tokens: r[c.best_tokens],
-        nnorm: r[c.nearest_tokens].map(norm), bnorm: r[c.best_tokens].map(norm),
-        stability_jaccard: c.stability_jaccard === undefined ? null : r[c.stability_jaccard],
-        stability_cosine: c.stability_cosine === undefined ? null : r[c.stability_cosine],
-        reproducible: c.reproducible === undefined ? null : r[c.reproducible],
-        consensus_tokens: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []),
-        cnorm: c.consensus_tokens === undefined ? [] : (r[c.consensus_tokens] || []).map(norm),
-        phrase_activation: c.phrase_activation === undefined ? null : r[c.phrase_activation],
-        phrase_tokens: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []),
-        pnorm: c.phrase_tokens === undefined ? [] : (r[c.phrase_tokens] || []).map(norm)
+        nearest_cosine: value(r, "nearest_cosine"), retention: value(r, "retention"),
+        overlap_at_10: value(r, "overlap_at_10"),
+        nearest_tokens: list(r, "nearest_tokens"), best_tokens: list(r, "best_tokens"),
+        nnorm: list(r, "nearest_tokens").map(norm), bnorm: list(r, "best_tokens").map(norm),
+        stability_jaccard: value(r, "stability_jaccard"),
+        stability_cosine: value(r, "stability_cosine"),
+        reproducible: value(r, "reproducible"),
+        consensus_tokens: list(r, "consensus_tokens"), cnorm: list(r, "consensus_tokens").map(norm),
+        phrase_activation: value(r, "phrase_activation"),
+        phrase_tokens: list(r, "phrase_tokens"), pnorm: list(r, "phrase_tokens").map(norm),
+        corpus_max: value(r, "corpus_max"), corpus_share: value(r, "corpus_share"),
+        corpus_tokens: list(r, "corpus_tokens"), xnorm: list(r, "corpus_tokens").map(norm),
+        corpus_context: value(r, "corpus_context"),
+        score_lookup: value(r, "score_lookup"), score_lookup_chance: value(r, "score_lookup_chance"),
+        score_ft_nearest: value(r, "score_ft_nearest"), score_ft_nearest_chance: value(r, "score_ft_nearest_chance"),
+        score_ft_best: value(r, "score_ft_best"), score_ft_best_chance: value(r, "score_ft_best_chance"),
+        score_ft_best_readout: value(r, "score_ft_best_readout"),
+        omega_squared: value(r, "omega_squared"), omega_squared_permuted: value(r, "omega_squared_permuted")
       };
     });
     readHash();
@@ -107,15 +154,16 @@
     var best = w === "both" || w === "best" ? position(row.bnorm, q, state.partial) : -1;
     var cons = w === "both" || w === "consensus" ? position(row.cnorm, q, state.partial) : -1;
     var phrase = w === "both" || w === "phrase" ? position(row.pnorm, q, state.partial) : -1;
+    var corpus = w === "corpus" ? position(row.xnorm, q, state.partial) : -1; // real text: its own target
     var named = null;
     if (qname) named = row.lname === qname ? -2 : (row.lname.indexOf(qname) === 0 ? -1 : null);
-    if (named === null && near < 0 && best < 0 && cons < 0 && phrase < 0) return null;
+    if (named === null && near < 0 && best < 0 && cons < 0 && phrase < 0 && corpus < 0) return null;
     // rank: where the token stands; at equal positions consensus first, then FT nearest, then best tokens;
-    // phrases last
+    // phrases last; in real text, the rank of the first top context that peaks at it
     var ranks = [cons >= 0 ? 3 * cons : Infinity, near >= 0 ? 3 * near + 1 : Infinity,
-                 best >= 0 ? 3 * best + 2 : Infinity, phrase >= 0 ? 1000 : Infinity];
-    var rank = named !== null ? named : Math.min(ranks[0], ranks[1], ranks[2], ranks[3]);
-    return { rank: rank, near: near, best: best, cons: cons, phrase: phrase };
+                 best >= 0 ? 3 * best + 2 : Infinity, phrase >= 0 ? 1000 : Infinity, corpus >= 0 ? corpus : Infinity];
+    var rank = named !== null ? named : Math.min.apply(null, ranks);
+    return { rank: rank, near: near, best: best, cons: cons, phrase: phrase, corpus: corpus };
   }
 
   function filter() {
@@ -182,10 +230,35 @@
     return td;
   }
 
+  function snippetText(s) {
+    // [left, max token, right] of the top context as one line: "left ⟦token⟧ right"
+    return s ? s[0] + "\u27e6" + s[1] + "\u27e7" + s[2] : "";
+  }
+
+  function snippetCell(s) {
+    var td = el("td", "snippet");
+    if (!s) { td.appendChild(el("span", "muted", "n/a")); return td; }
+    td.appendChild(document.createTextNode(s[0]));
+    td.appendChild(el("b", "", s[1]));
+    td.appendChild(document.createTextNode(s[2]));
+    td.title = snippetText(s);
+    return td;
+  }
+
   function phraseCell(tokens, hitAt) {
     // a phrase is read in order: every token is shown
     var td = el("td", "toks phrase");
     for (var i = 0; i < tokens.length; i++) td.appendChild(tokenChip(tokens[i], i === hitAt, i));
+    return td;
+  }
+
+  function numCell(r, col) {
+    var td = el("td", "num", fmt(r[col.key], col.fixed, col.pct));
+    if (col.chance && r[col.key] !== null) { // the value's chance level beside it, in grey
+      td.appendChild(el("span", "chance", fmt(r[col.chance], col.fixed)));
+      var which = col.which && r[col.which] !== null ? state.ftReadouts[r[col.which]] : null;
+      td.title = (which ? which + "; " : "") + "chance " + fmt(r[col.chance], col.fixed);
+    }
     return td;
   }
 
@@ -194,8 +267,7 @@
     COLUMNS.forEach(function (col) {
       var th = el("th", col.num ? "num" : "");
       th.title = col.title;
-      if (col.key === "nearest_tokens" || col.key === "best_tokens" || col.key === "consensus_tokens" ||
-          col.key === "phrase_tokens") {
+      if (LISTS.indexOf(col.key) >= 0) {
         th.textContent = col.label;
       } else {
         var b = el("button", "sort", col.label);
@@ -227,7 +299,7 @@
       td.appendChild(a);
       tr.appendChild(td);
       COLUMNS.forEach(function (col) { // cells in the header's order
-        if (col.num) { tr.appendChild(el("td", "num", fmt(r[col.key], col.fixed))); return; }
+        if (col.num) { tr.appendChild(numCell(r, col)); return; }
         if (col.key === "consensus_tokens") {
           var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
           if (r.reproducible === false) {
@@ -244,6 +316,13 @@
           tr.appendChild(tokenCell(r.best_tokens, r.m ? r.m.best : -1));
         } else if (col.key === "phrase_tokens") {
           tr.appendChild(phraseCell(r.phrase_tokens, r.m ? r.m.phrase : -1));
+        } else if (col.key === "corpus_tokens") {
+          var xtd = tokenCell(r.corpus_tokens, r.m ? r.m.corpus : -1);
+          var first = xtd.querySelector(".tok");
+          if (first && r.corpus_context) first.title += "; top context: " + snippetText(r.corpus_context);
+          tr.appendChild(xtd);
+        } else if (col.key === "corpus_context") {
+          tr.appendChild(snippetCell(r.corpus_context));
         }
       });
       frag.appendChild(tr);
@@ -269,7 +348,7 @@
   function readHash() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
     state.q = p.get("q") || "";
-    state.where = ["both", "consensus", "nearest", "best", "phrase"].indexOf(p.get("in")) >= 0 ? p.get("in") : "both";
+    state.where = WHERE.indexOf(p.get("in")) >= 0 ? p.get("in") : WHERE[0];
     state.partial = p.get("partial") === "1";
     $("q").value = state.q;
     $("where").value = state.where;
@@ -280,7 +359,7 @@
   function writeHash() {
     var p = new URLSearchParams();
     if (state.q) p.set("q", state.q);
-    if (state.where !== "both") p.set("in", state.where);
+    if (state.where !== WHERE[0]) p.set("in", state.where);
     if (state.partial) p.set("partial", "1");
     var h = p.toString();
     history.replaceState(null, "", h ? "#" + h : location.pathname + location.search);
@@ -289,7 +368,13 @@
   function init() {
     var meta = $("atlas-meta") ? JSON.parse($("atlas-meta").textContent) : {};
     state.phrases = !!meta.phrases;
+    if (meta.sweep === false) COLUMNS = COLUMNS.slice(0, 1); // corpus examples only: no FT columns
     if (state.phrases) COLUMNS = COLUMNS.concat(PHRASE_COLUMNS);
+    if (meta.examples) COLUMNS = COLUMNS.concat(CORPUS_COLUMNS);
+    if (meta.scores) COLUMNS = COLUMNS.concat(SCORE_COLUMNS);
+    state.ftReadouts = meta.ft_readouts || [];
+    WHERE = Array.prototype.map.call($("where").options, function (o) { return o.value; });
+    state.where = WHERE[0];
     renderHead();
     var timer = null;
     $("q").addEventListener("input", function () {
