@@ -39,8 +39,10 @@ def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argp
 
 
 def _cell(text: str) -> str:
-    """Text for a Markdown table cell that renders the same on GitHub and in MkDocs."""
-    return html.escape(" ".join(text.split()), quote=False).replace("|", "&#124;").replace("*", "&#42;")
+    """Text for a Markdown table cell that renders the same on GitHub and in MkDocs (``[a][b]`` would be a
+    reference link)."""
+    return (html.escape(" ".join(text.split()), quote=False).replace("|", "&#124;").replace("*", "&#42;")
+            .replace("[", "&#91;"))
 
 
 def _invocation(action: argparse.Action) -> str:

@@ -329,7 +329,8 @@ def _add_examples(sub):
     g = p.add_argument_group("what is kept")
     g.add_argument("--top", type=_positive_int, default=d.top, help=f"top contexts per neuron (default {d.top})")
     g.add_argument("--ranges", type=_positive_int, default=d.ranges,
-                   help=f"ranges below the top fifth, sampled uniformly (default {d.ranges})")
+                   help=f"ranges sampled uniformly below the top: (0, max] is cut into RANGES + 1 equal parts and "
+                        f"the top one left to the top contexts (default {d.ranges}: below the top fifth)")
     g.add_argument("--per-range", type=_positive_int, default=d.per_range,
                    help=f"contexts sampled per range (default {d.per_range})")
     g.add_argument("--random", type=_positive_int, default=d.random,
@@ -337,8 +338,10 @@ def _add_examples(sub):
     g.add_argument("--max-length", type=_positive_int, default=d.max_length,
                    help=f"text tokens per context at most; longer documents are cut into consecutive contexts "
                         f"(default {d.max_length})")
-    g.add_argument("--max-docs", type=_positive_int, default=None, help="read at most this many documents")
-    g.add_argument("--max-tokens", type=_positive_int, default=None, help="stop before passing this many text tokens")
+    g.add_argument("--max-docs", type=_positive_int, default=None,
+                   help="read at most the first this many documents (default: all)")
+    g.add_argument("--max-tokens", type=_positive_int, default=None,
+                   help="stop before passing this many text tokens (default: no limit)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed of the range and random contexts "
                                                              f"(default {d.seed})")
     g.add_argument("--split-seed", type=int, default=d.split_seed,
@@ -346,20 +349,22 @@ def _add_examples(sub):
     g.add_argument("--test-share", type=float, default=d.test_share,
                    help=f"share of documents held out as the test part (default {d.test_share})")
     g.add_argument("--token-stats", choices=("auto", "on", "off"), default="auto",
-                   help="per-token sums (token identity share, corpus lookup table): auto = when they fit in 1 GiB")
+                   help="per-token sums (token identity share, corpus lookup table): auto = when they fit in 1 GiB "
+                        "(default auto)")
     g = p.add_argument_group("execution")
     g.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"forward arithmetic (default {d.dtype})")
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help=f"contexts per forward batch at most (default {d.batch_size})")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local (default) or ray: chunks of the corpus on Ray actors, merged in order (with --out)")
-    g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors")
+    g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors (default 1)")
     g.add_argument("--ray-address", default=None, help="existing Ray cluster; default a local one on 127.0.0.1")
     g.add_argument("--chunk-size", type=_positive_int, default=d.chunk_size,
                    help=f"contexts per chunk, the unit of resumption and of Ray work (default {d.chunk_size})")
     g.add_argument("--checkpoint-every", type=_nonnegative_float, default=60.0, metavar="SECONDS",
                    help="with --out, save the pass's state at least this often (default 60; 0: after every chunk)")
-    g.add_argument("--force", action="store_true", help="discard examples in --out made with other settings")
+    g.add_argument("--force", action="store_true",
+                   help="discard examples in --out made with another model, corpus, settings or neuron set")
     g = p.add_argument_group("any direction")
     g.add_argument("--direction", default=None, metavar="FILE",
                    help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of --at")
@@ -479,7 +484,8 @@ def _add_words(sub):
     )
     p.add_argument("store", metavar="DIR", help="a store written by neurotext sweep")
     p.add_argument("--out", default=None, metavar="OUT",
-                   help="write words.json and PNG plots (one per statistic, and the word-like shares) here")
+                   help="write words.json and PNG plots here (one per statistic, the word-like shares, stability, "
+                        "and with corpus examples the real-text scores)")
     _add_json(p, "print one JSON document")
     p.add_argument("--min-retention", type=_positive_float, default=d.min_retention,
                    help=f"word-like: the nearest token keeps at least this share of the activation "
