@@ -1,4 +1,4 @@
-"""Print the README's findings tables (Markdown) from the documents the findings commands write.
+"""Print the findings tables of docs/findings/ (Markdown) from the documents the findings commands write.
 
     python scripts/findings_tables.py --words artifacts/findings/q1/words.json \
         --encode artifacts/findings/store/encode/encode.json
@@ -6,8 +6,8 @@
     python scripts/findings_tables.py --seeds artifacts/findings/smollm2 artifacts/findings/smollm2-seed1
     python scripts/findings_tables.py --corpus q1/words.json seed1=q1-seed1/words.json split1=q1-split1/words.json
 
-Every number in the README's findings tables comes from here, so the README's commands regenerate them
-exactly.
+Every number in the tables of the findings pages (docs/findings/*.md) comes from here, so the commands on
+those pages regenerate them exactly.
 """
 
 from __future__ import annotations

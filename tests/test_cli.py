@@ -103,3 +103,26 @@ def test_device_cpu_runs(capsys):
     assert main(["textualize", "L0.ffn.1", "--steps", "3", "--restarts", "1", "--device", "cpu", "--json",
                  "--no-vector"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["neuron"] == "L0.ffn.1"
+
+
+def test_version_prints_the_package_version():
+    import neurotext
+
+    out = subprocess.run([sys.executable, "-m", "neurotext", "--version"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0 and out.stdout.strip() == f"neurotext {neurotext.__version__}" == "neurotext 0.1.0"
+
+
+def _subcommands():
+    import argparse
+
+    from neurotext.cli import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_command_help_has_an_example(command):
+    text = _subcommands()[command].format_help()
+    assert "Example: neurotext " + command in " ".join(text.split()), text

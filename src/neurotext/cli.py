@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+from . import __version__
 from .engine.optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .errors import NeurotextError
 from .model.devices import DEVICES
@@ -115,9 +116,18 @@ def _ft_config(args) -> FTConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="neurotext",
-        description="Feature textualization of BERT-family neurons: find the vector in word-embedding "
-                    "space that maximizes a neuron, map it to real tokens, and measure how word-like it is.",
+        description="Make the neurons of transformer language models readable by feature textualization "
+                    "(Baeumel et al., BlackboxNLP 2023), for encoders (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, "
+                    "ELECTRA) and decoder LMs (GPT-2, GPT-NeoX, Llama, Qwen2, Mistral): textualize finds the vector "
+                    "in word-embedding space that maximizes a neuron and maps it to real tokens beside the best "
+                    "real tokens; phrase finds the best real token sequences; sweep textualizes whole models into "
+                    "a resumable store (show, query: SQL) that report and serve turn into a browsable atlas; words "
+                    "(Q1: do single neurons encode words?) and encode (Q2: how many neurons encode a word?) answer "
+                    "the paper's questions. The bundled all-MiniLM-L6-v2 is the default model; --model smollm2 is "
+                    "the bundled decoder.",
+        epilog="Example: neurotext textualize L3.ffn.42   (neurotext COMMAND --help for each command)",
     )
+    parser.add_argument("--version", action="version", version=f"neurotext {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -129,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nearest token, and the tokens the neuron's output weights promote and suppress.",
         epilog="Neurons are L{layer}.{site}.{unit}, counted from 0; sites: "
                + "; ".join(f"{k} = {v}" for k, v in SITES.items())
-               + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9.",
+               + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9. "
+               "Example: neurotext textualize L3.ffn.42 L2.out.5 --steps 64 --json",
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
@@ -150,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Textualize every neuron of a set (e.g. 'L*.ffn.*') into DIR: manifest.json and Parquet "
                     "shards. Kill it at any moment and rerun the same command to resume; a finished sweep "
                     "is not redone. A store made with another model, settings or neuron set is refused.",
+        epilog="Example: neurotext sweep 'L*.ffn.0-63' --out runs/minilm",
     )
     p.add_argument("neurons", nargs="+", metavar="NEURONS", help="neuron set, e.g. 'L*.ffn.*' (quote wildcards)")
     p.add_argument("--out", required=True, help="store directory")
@@ -172,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_sweep)
 
     p = sub.add_parser("show", help="show one neuron from a store",
-                       description="Render one neuron of a store as textualize does.")
+                       description="Render one neuron of a store as textualize does.",
+                       epilog="Example: neurotext show runs/minilm L3.ffn.42")
     p.add_argument("store", metavar="DIR")
     p.add_argument("neuron", metavar="NEURON")
     _add_json(p, "print the neuron's JSON object", vector=True)
@@ -199,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and one page per neuron. Corpus examples in DIR/examples (neurotext examples --out DIR) add "
                     "each neuron's real text; a DIR of examples alone gives an atlas of real text. It needs no "
                     "network; open SITE/index.html or run neurotext serve.",
+        epilog="Example: neurotext report runs/minilm --out runs/minilm-atlas",
     )
     p.add_argument("store", metavar="DIR")
     p.add_argument("--out", required=True, metavar="SITE", help="site folder (new, empty, or an earlier atlas)")
@@ -211,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve an atlas on 127.0.0.1",
         description="Serve an atlas folder, or the atlas of a store (built into DIR/site first, rebuilt when the "
                     "store changed), on 127.0.0.1 only. Prints the URL; Ctrl-C stops.",
+        epilog="Example: neurotext serve runs/minilm-atlas --port 8000",
     )
     p.add_argument("path", metavar="DIR_OR_SITE")
     p.add_argument("--port", type=int, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0: any free port)")
@@ -269,7 +284,8 @@ def _add_phrase(sub):
                     "vocabulary scan), n > 1 by a batched gradient-guided coordinate search (GCG, Zou et al. "
                     "2023). Shown beside the best single token and, with --with-ft, the FT activation.",
         epilog="Activation: post-activation for ffn, the hidden value for out. Position: 0-based index in the "
-               "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special.",
+               "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special. "
+               "Example: neurotext phrase L3.ffn.42 --lengths 1,2,4",
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
     _add_model(p)
@@ -313,7 +329,8 @@ def _add_examples(sub):
     g = p.add_argument_group("what is kept")
     g.add_argument("--top", type=_positive_int, default=d.top, help=f"top contexts per neuron (default {d.top})")
     g.add_argument("--ranges", type=_positive_int, default=d.ranges,
-                   help=f"ranges below the top fifth, sampled uniformly (default {d.ranges})")
+                   help=f"ranges sampled uniformly below the top: (0, max] is cut into RANGES + 1 equal parts and "
+                        f"the top one left to the top contexts (default {d.ranges}: below the top fifth)")
     g.add_argument("--per-range", type=_positive_int, default=d.per_range,
                    help=f"contexts sampled per range (default {d.per_range})")
     g.add_argument("--random", type=_positive_int, default=d.random,
@@ -321,8 +338,10 @@ def _add_examples(sub):
     g.add_argument("--max-length", type=_positive_int, default=d.max_length,
                    help=f"text tokens per context at most; longer documents are cut into consecutive contexts "
                         f"(default {d.max_length})")
-    g.add_argument("--max-docs", type=_positive_int, default=None, help="read at most this many documents")
-    g.add_argument("--max-tokens", type=_positive_int, default=None, help="stop before passing this many text tokens")
+    g.add_argument("--max-docs", type=_positive_int, default=None,
+                   help="read at most the first this many documents (default: all)")
+    g.add_argument("--max-tokens", type=_positive_int, default=None,
+                   help="stop before passing this many text tokens (default: no limit)")
     g.add_argument("--seed", type=int, default=d.seed, help=f"sampling seed of the range and random contexts "
                                                              f"(default {d.seed})")
     g.add_argument("--split-seed", type=int, default=d.split_seed,
@@ -330,20 +349,22 @@ def _add_examples(sub):
     g.add_argument("--test-share", type=float, default=d.test_share,
                    help=f"share of documents held out as the test part (default {d.test_share})")
     g.add_argument("--token-stats", choices=("auto", "on", "off"), default="auto",
-                   help="per-token sums (token identity share, corpus lookup table): auto = when they fit in 1 GiB")
+                   help="per-token sums (token identity share, corpus lookup table): auto = when they fit in 1 GiB "
+                        "(default auto)")
     g = p.add_argument_group("execution")
     g.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"forward arithmetic (default {d.dtype})")
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help=f"contexts per forward batch at most (default {d.batch_size})")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local (default) or ray: chunks of the corpus on Ray actors, merged in order (with --out)")
-    g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors")
+    g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors (default 1)")
     g.add_argument("--ray-address", default=None, help="existing Ray cluster; default a local one on 127.0.0.1")
     g.add_argument("--chunk-size", type=_positive_int, default=d.chunk_size,
                    help=f"contexts per chunk, the unit of resumption and of Ray work (default {d.chunk_size})")
     g.add_argument("--checkpoint-every", type=_nonnegative_float, default=60.0, metavar="SECONDS",
                    help="with --out, save the pass's state at least this often (default 60; 0: after every chunk)")
-    g.add_argument("--force", action="store_true", help="discard examples in --out made with other settings")
+    g.add_argument("--force", action="store_true",
+                   help="discard examples in --out made with another model, corpus, settings or neuron set")
     g = p.add_argument_group("any direction")
     g.add_argument("--direction", default=None, metavar="FILE",
                    help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of --at")
@@ -463,11 +484,13 @@ def _add_words(sub):
                     "textualization is reproducible) and the most word-like neurons.",
         epilog=f"Word-like: {d.criterion()} (change with --min-retention and --best-k). Statistics: "
                + "; ".join(f"{k} = {v}" for k, v in STATS.items()) + ". The controls load the sweep's model "
-               "(its weights must match the store's fingerprint).",
+               "(its weights must match the store's fingerprint). Example: neurotext words runs/minilm --out "
+               "runs/minilm-q1",
     )
     p.add_argument("store", metavar="DIR", help="a store written by neurotext sweep")
     p.add_argument("--out", default=None, metavar="OUT",
-                   help="write words.json and PNG plots (one per statistic, and the word-like shares) here")
+                   help="write words.json and PNG plots here (one per statistic, the word-like shares, stability, "
+                        "and with corpus examples the real-text scores)")
     _add_json(p, "print one JSON document")
     p.add_argument("--min-retention", type=_positive_float, default=d.min_retention,
                    help=f"word-like: the nearest token keeps at least this share of the activation "
@@ -511,7 +534,8 @@ def _add_encode(sub):
                + "; ".join(f"{k} = {v}" for k, v in OBJECTIVES.items())
                + ". Words that are not exactly one vocabulary token are reported as skipped, never dropped "
                  "silently. All rows (word, selection, k, restart) of a layer run as one optimizer batch "
-                 "(chunked at --batch-size rows).",
+                 "(chunked at --batch-size rows). Example: neurotext encode --words rain,king,blue --layers 0,3 "
+                 "--ks 1,16,64",
     )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--words", default=None, help="comma-separated words, e.g. rain,king,blue")

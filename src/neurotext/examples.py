@@ -140,7 +140,7 @@ class Examiner:
     """Corpus examples for one model: validates neurons, opens corpora, runs and finalizes passes.
 
     Example:
-        >>> [r] = Examiner().run("L3.ffn.42", max_docs=500)   # bundled model, default corpus
+        >>> [r] = Examiner(config=ExamplesConfig(max_docs=500)).run("L3.ffn.42")   # bundled model, default corpus
         >>> [(e["activation"], e["text"]) for e in r.top[:3]]
     """
 
@@ -701,7 +701,8 @@ def omega_squared(counts, sums, total, total_sq):
     Args:
         counts: (G,) values per group (groups with 0 are ignored).
         sums: (G,) sum of the values of each group, or (G, u) for u units at once.
-        total, total_sq: sum and sum of squares of all values (scalars, or (u,)).
+        total: sum of all values (a scalar, or (u,)).
+        total_sq: sum of their squares (likewise).
 
     Returns:
         Omega squared (a float, or a list for u units); None where the values do not vary.

@@ -34,7 +34,7 @@ def stability_line(st, restarts: int) -> str:
 
 def centroid_line(c, activation: float) -> str:
     """The headline read-out: the nearest tokens of the normalized mean of the counted restarts' optima
-    (measured more reproducible across seeds than any single optimum's, see the README)."""
+    (measured more reproducible across seeds than any single optimum's, see docs/findings/stability.md)."""
     if c is None or c.get("restarts", 0) < 2:
         return ""
     share = f" = {c['activation'] / activation:.2f} of the best restart's" if activation > 0 else ""

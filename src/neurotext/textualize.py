@@ -149,7 +149,7 @@ def resolve_neurons(model: Model, neurons) -> list[Neuron]:
 class Textualizer:
     """Feature textualization of one model; holds the model, the settings and the scan cache.
 
-    Example:
+    Examples:
         >>> tx = Textualizer()                      # bundled all-MiniLM-L6-v2
         >>> [r] = tx.run("L3.ffn.42")
         >>> r.nearest[0]["token"], r.activation, r.best_tokens[0]["activation"]

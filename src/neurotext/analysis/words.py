@@ -256,7 +256,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         directory: a store written by ``neurotext sweep``.
         config: :class:`WordsConfig` (criterion thresholds, top-list size, control seed).
         model: the sweep's model (Model, name or path); None = the one recorded in the store.
-        cache_dir, progress: as for :class:`Textualizer` (the controls need no vocabulary scan).
+        cache_dir: as for :class:`Textualizer` (the controls need no vocabulary scan).
+        progress: as for :class:`Textualizer`.
         device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is).
         examples: corpus examples (``neurotext examples --out``) for the real-text scores; default the
             store's own when it holds them (``DIR/examples``), else none.

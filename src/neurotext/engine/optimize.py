@@ -33,7 +33,7 @@ class FTConfig:
     #                      "normal" = an isotropic Gaussian vector scaled to the median token norm,
     #                      "scan" = restart j starts at the neuron's j-th best token of the vocabulary
     #                      scan (single-neuron textualization only; the scan is computed anyway;
-    #                      measured: fewer good basins than random tokens, see the README)
+    #                      measured: fewer good basins than random tokens, docs/performance.md)
     prune_at: float = 1.0  # after this share of the steps only each neuron's best restart goes on
     #                        (the others stop: fewer row-steps for the same steps); 1.0 = never prune
     dtype: str = "float32"  # arithmetic of the optimization steps: "bfloat16" runs them under autocast

@@ -33,7 +33,7 @@ _UNUSED = re.compile(r"^(\[unused\d+\]|<unused\d+>)$")
 
 @dataclass
 class PhraseConfig:
-    """Phrase-search settings; written next to every result (defaults chosen by measurement, see the README)."""
+    """Phrase-search settings; written next to every result (defaults chosen by measurement, see docs/cli/phrase.md)."""
 
     lengths: tuple[int, ...] = (1, 2, 4, 8)  # phrase lengths n; 1 = the exhaustive vocabulary scan
     iters: int = 32  # coordinate-search iterations per length (at most; rows stop early, see patience).

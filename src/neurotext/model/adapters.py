@@ -57,7 +57,7 @@ class DecoderArch:
     model; every other path is relative to one layer.
 
     For a gated MLP (``gate`` set) the ffn unit u is ``act(gate_u . h) * (up_u . h)``, the value the
-    down projection reads; it is both what FT maximizes and what is reported (README, "Decoder LMs").
+    down projection reads; it is both what FT maximizes and what is reported (docs/models.md, "Decoder LMs").
     """
 
     layers: str  # the ModuleList of blocks
@@ -482,7 +482,8 @@ class Model:
 
         Args:
             x: the span's vectors in word-embedding space: (B, n, d_emb).
-            layer, site: the target point; the pass stops there as in :meth:`capture`.
+            layer: the target layer; the pass stops there as in :meth:`capture`.
+            site: the target site (``ffn`` or ``out``).
 
         Returns:
             :class:`SiteActs` whose ``h`` is (B*n, d): row ``b*n + i`` is position ``x_pos + i`` of input b.

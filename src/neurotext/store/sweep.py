@@ -124,7 +124,7 @@ def ensure_dir(out: Path) -> None:
 
 
 def check_device(out: Path, old: dict, device: dict) -> None:
-    """Refuse to continue a store on another device type (cpu vs cuda); see the README.
+    """Refuse to continue a store on another device type (cpu vs cuda); see docs/cli/sweep.md.
 
     A store keeps results of one device type: CUDA and CPU kernels round differently, so the same
     neuron's optimum can differ in its last digits (and, where two basins are nearly equal, in its
