@@ -383,3 +383,17 @@ def test_corpus_imports_no_model_code():
         assert not names & {"torch", "transformers", "neurotext"}, path.name
         parents = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 2}
         assert parents <= {"errors"}, path.name
+
+
+def test_examples_config_bounds_an_opened_corpus(tmp_path):
+    """ExamplesConfig.max_docs bounds a Corpus given already opened (the tighter of both bounds wins)."""
+    from types import SimpleNamespace
+
+    from neurotext.examples import Examiner, ExamplesConfig
+
+    path = tmp_path / "a.txt"
+    path.write_text("".join(f"document {i}\n" for i in range(10)))
+    bound = lambda n, c: Examiner.open(SimpleNamespace(config=ExamplesConfig(max_docs=n)), c)  # noqa: E731
+    assert len(list(bound(4, open_corpus(str(path))).documents())) == 4
+    assert len(list(bound(4, open_corpus(str(path), max_docs=2)).documents())) == 2
+    assert len(list(bound(None, open_corpus(str(path))).documents())) == 10

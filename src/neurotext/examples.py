@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -195,7 +195,13 @@ class Examiner:
                             hist_every=c.hist_every, token_stats=bool(stats), dtype=c.dtype)
 
     def open(self, corpus) -> Corpus:
-        return corpus if isinstance(corpus, Corpus) else open_corpus(corpus, max_docs=self.config.max_docs)
+        """A corpus bounded by the config's ``max_docs`` (an opened :class:`Corpus` too: the tighter bound)."""
+        if not isinstance(corpus, Corpus):
+            return open_corpus(corpus, max_docs=self.config.max_docs)
+        limit = self.config.max_docs
+        if limit is not None and (corpus.max_docs is None or corpus.max_docs > limit):
+            corpus = replace(corpus, max_docs=limit)
+        return corpus
 
     # ------------------------------------------------------------------ running
     def run(self, neurons=None, corpus=None, directions=None) -> Results:
