@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -289,7 +288,6 @@ class CorpusPass:
         pad = model.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None and 0 <= int(pad) < self.vocab else int(self.prefix[0])
         self.hist_below = (1 << 62) // settings.hist_every  # sampling keys below this enter the position histogram
-        self._pool = None  # threads that fold the points of a batch side by side (made on first use)
 
     def empty_state(self) -> PassState:
         s = self.settings
@@ -379,12 +377,10 @@ class CorpusPass:
         for point, vals in found.items():  # the one pass over the values
             ps = state.points[point]
             reduced[point] = reduce(vals, batch.text, batch.ctx, order, ps.top[p].min(1).values, ps.slot[:, :, -1])
-        workers = min(torch.get_num_threads(), len(found))
-        with one_thread():  # the rest is many small operations: one thread each, the points side by side
-            self._fold(state, batch, found, reduced, order, workers)
+        with one_thread():  # the rest is many small operations, which threads only slow down
+            self._fold(state, batch, found, reduced, order)
 
-    def _fold(self, state: PassState, batch: Batch, found: dict, reduced: dict, order: torch.Tensor,
-              workers: int = 1) -> None:
+    def _fold(self, state: PassState, batch: Batch, found: dict, reduced: dict, order: torch.Tensor) -> None:
         s, p, text = self.settings, batch.part, batch.text
         ntext = text.sum(1)  # (B,)
         state.contexts[p] += len(batch.ctx)
@@ -400,7 +396,7 @@ class CorpusPass:
             perm_ids = tok_ids[torch.randperm(len(tok_ids), generator=gen)]
             state.tok_count[p] += torch.bincount(tok_ids, minlength=self.vocab)
 
-        def fold_point(point) -> None:  # touches only this point's state: points fold in parallel threads
+        def fold_point(point) -> None:  # touches only this point's state
             vals, ps = found[point], state.points[point]
             u = vals.shape[-1]
             cmax, cpos, rs, rss, rpos, sbin, bucket, enters, top, units = reduced[point]  # see _reduce
@@ -423,14 +419,8 @@ class CorpusPass:
                 ps.tok_sum[p].index_add_(0, tok_ids, flat_all)
                 ps.perm_sum.index_add_(0, perm_ids, flat_all)
 
-        if workers > 1:  # torch's kernels release the GIL: two points fold at once on two cores
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neurotext-fold",
-                                                initializer=torch.set_num_threads, initargs=(1,))
-            list(self._pool.map(fold_point, list(found)))
-        else:
-            for point in found:
-                fold_point(point)
+        for point in found:
+            fold_point(point)
 
     @staticmethod
     def _enter(cur: torch.Tensor, cand: torch.Tensor, k: int):
