@@ -286,18 +286,19 @@ def test_readme_tour_runs_something():
     assert ROOT / "README.md" in FAST and len(runnable(ROOT / "README.md", slow=False)) >= 5
 
 
-@pytest.mark.parametrize("page", FAST, ids=_page_id)
-def test_page_examples(page, tmp_path):
-    work, blocks = _workdir(tmp_path), runnable(page, slow=False)
+def _run_page(page, tmp_path, slow: bool) -> None:
+    work, blocks = _workdir(tmp_path), runnable(page, slow=slow)
     env = _env(work)
     for block in blocks:
         run_block(block, work, env)
+
+
+@pytest.mark.parametrize("page", FAST, ids=_page_id)
+def test_page_examples(page, tmp_path):
+    _run_page(page, tmp_path, slow=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", SLOW, ids=_page_id)
 def test_page_examples_with_slow_blocks(page, tmp_path):
-    work, blocks = _workdir(tmp_path), runnable(page, slow=True)
-    env = _env(work)
-    for block in blocks:
-        run_block(block, work, env)
+    _run_page(page, tmp_path, slow=True)
