@@ -383,6 +383,24 @@ def corpus_scores_figure(scores: list[dict], stat: str, title: str, path: Path) 
     return _save(plt, fig, path, (0, 0.02, 1, 1))
 
 
+def _median_band(ax, pts: list, color, label: str, alpha: float) -> None:
+    """A line of medians over a band of quartiles, at (layer, {"median", "q1", "q3"}) points (none: nothing)."""
+    if pts:
+        xs = [x for x, _ in pts]
+        ax.fill_between(xs, [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color, alpha=alpha)
+        ax.plot(xs, [q["median"] for _, q in pts], marker="o", color=color, label=label)
+
+
+def _layer_axis(ax, xs: list, ylabel: str) -> None:
+    """Layers on x, a dotted line at 1, the y label, a legend: the real-text figures' common frame."""
+    ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_xticks(xs, [f"L{x}" for x in xs])
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.25)
+    ax.legend(fontsize=7, frameon=False)
+    _despine(ax)
+
+
 def token_identity_figure(groups: list[dict], title: str, path: Path) -> Path:
     """Real text: per layer the omega squared of the activation by token id (median, quartiles) beside the same
     with the token labels permuted. ``groups``: ``corpus.token_identity`` of the words document."""
@@ -391,19 +409,9 @@ def token_identity_figure(groups: list[dict], title: str, path: Path) -> Path:
         xs = [g["layer"] for g in row]
         for key, color, label in (("omega_squared", SITE_COLORS.get(site, "#3b6fd4"), "token identity"),
                                   ("omega_squared_permuted", "#999999", "token labels permuted (chance)")):
-            pts = [(x, g[key]) for x, g in zip(xs, row) if g[key]["n"]]
-            if not pts:
-                continue
-            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
-                            alpha=0.15)
-            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
-        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+            _median_band(ax, [(x, g[key]) for x, g in zip(xs, row) if g[key]["n"]], color, label, 0.15)
         ax.set_ylim(min(-0.05, ax.get_ylim()[0]), 1.05)
-        ax.set_xticks(xs, [f"L{x}" for x in xs])
-        ax.set_ylabel(f"{site}: omega squared")
-        ax.grid(axis="y", alpha=0.25)
-        ax.legend(fontsize=7, frameon=False)
-        _despine(ax)
+        _layer_axis(ax, xs, f"{site}: omega squared")
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the token alone determines the activation",
              ha="center", fontsize=7, color="#666666")
@@ -423,19 +431,9 @@ def optimization_figure(groups: list[dict], title: str, path: Path) -> Path:
         series += [(f"best phrase, {n} tokens", cmap(0.3 + 0.6 * j / max(1, len(lengths) - 1)),
                     [g["phrase_over_corpus_max"].get(n) for g in row]) for j, n in enumerate(lengths)]
         for label, color, qs in series:
-            pts = [(x, q) for x, q in zip(xs, qs) if q and q["n"] and q["q1"] > 0]
-            if not pts:
-                continue
-            ax.fill_between([x for x, _ in pts], [q["q1"] for _, q in pts], [q["q3"] for _, q in pts], color=color,
-                            alpha=0.12)
-            ax.plot([x for x, _ in pts], [q["median"] for _, q in pts], marker="o", color=color, label=label)
-        ax.axhline(1.0, color="#999999", linewidth=0.8, linestyle=":")
+            _median_band(ax, [(x, q) for x, q in zip(xs, qs) if q and q["n"] and q["q1"] > 0], color, label, 0.12)
         ax.set_yscale("log")
-        ax.set_xticks(xs, [f"L{x}" for x in xs])
-        ax.set_ylabel(f"{site}: activation / corpus max")
-        ax.grid(axis="y", alpha=0.25)
-        ax.legend(fontsize=7, frameon=False)
-        _despine(ax)
+        _layer_axis(ax, xs, f"{site}: activation / corpus max")
     fig.suptitle(textwrap.fill(title, 100), fontsize=8)
     fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the highest activation found in the corpus",
              ha="center", fontsize=7, color="#666666")
