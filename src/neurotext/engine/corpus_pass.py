@@ -104,15 +104,11 @@ def _reduce(vals: torch.Tensor, text: torch.Tensor, ctx: torch.Tensor, order: to
     m = text.unsqueeze(-1)
     cmax, cpos = torch.where(m, vals, -float("inf")).max(dim=1)
     z = torch.where(m, vals, 0.0)
-    bits = cmax.view(torch.int32)  # the float's bits: the buckets and the order come from them
-    b = (((bits & 0x7FFFFFFF) >> (23 - SUB_BITS)).long() - ((127 + E_MIN) << SUB_BITS)).clamp(0, NB - 1)
-    pos, neg = cmax > 0, cmax < 0
-    sbin = torch.where(pos, NB + 1 + b, torch.where(neg, NB - 1 - b, torch.full_like(b, NB)))
-    sbin = sbin + torch.arange(cmax.shape[1], device=cmax.device).unsqueeze(0) * HIST_BINS
-    bucket = torch.where(pos, b, 0)
+    pos = cmax > 0
+    sbin = signed_bin(cmax) + torch.arange(cmax.shape[1], device=cmax.device).unsqueeze(0) * HIST_BINS
+    bucket = torch.where(pos, positive_bucket(cmax), 0)
     enters = pos & (order.unsqueeze(1) < torch.gather(slot_worst.T, 0, bucket))
-    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long()
-    top = ((ordered << CTX_BITS) | ((1 << CTX_BITS) - 1 - ctx.unsqueeze(1))).T
+    top = top_order(cmax, ctx.unsqueeze(1)).T
     units = (top > top_worst.unsqueeze(1)).any(1)
     return cmax, cpos, z.sum(1), (z * z).sum(1), (z > 0).sum(1), sbin, bucket, enters, top, units
 

@@ -224,10 +224,6 @@ def _load_checkpoint(out: Path, run) -> object | None:
         raise NeurotextError(f"{path} is unreadable ({type(e).__name__}); rerun with --force to start over") from e
 
 
-def _write_table(out: Path, name: str, table: pa.Table) -> Path:
-    return write_parquet(out / name, table)
-
-
 def _write_manifest(out: Path, manifest: dict) -> None:
     path = out / MANIFEST
     tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
@@ -350,8 +346,8 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         checkpoint(force_now=True)
         tables, contexts = run.finalize_tables(state)
         for (layer, site), table in tables.items():
-            _write_table(exdir, f"L{layer}.{site}.parquet", table)
-        _write_table(exdir, CONTEXTS, contexts)
+            write_parquet(exdir / f"L{layer}.{site}.parquet", table)
+        write_parquet(exdir / CONTEXTS, contexts)
         manifest = read_manifest(out)
         manifest.update(status="complete", contexts=int(state.contexts.sum()), tokens=int(state.tokens.sum()),
                         parts={"train": {"contexts": int(state.contexts[0]), "tokens": int(state.tokens[0])},
