@@ -50,7 +50,7 @@ from .engine.corpus_pass import (
 )
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
-from .model.names import Neuron
+from .model.names import Neuron, is_feature_site
 from .notebook import Results
 
 DTYPES = ("float32", "bfloat16")
@@ -172,7 +172,8 @@ class Examiner:
             for n in resolve_neurons(self.model, neurons):
                 groups.setdefault((n.layer, n.site), []).append(n)
             for (layer, site), group in groups.items():
-                probes.append(Probe(layer, site, units=torch.tensor([n.unit for n in group])))
+                dic = self.model.dictionary(layer, site) if is_feature_site(site) else None
+                probes.append(Probe(layer, site, units=torch.tensor([n.unit for n in group]), dictionary=dic))
                 names[(layer, site)] = [n.name for n in group]
         if directions is not None:
             (layer, site), rows, row_names = directions

@@ -24,22 +24,24 @@ from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .engine.writes import WritesCache, direction_writes, top_writes
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
-from .model.names import Neuron
+from .model.names import Neuron, is_feature_site, parse_name
 from .notebook import Results
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
-_NAME = re.compile(r"L(\d+)\.([a-z]+)(?:\.(\d+))?")
+_SITE = re.compile(r"L(\d+)\.([a-z]+(?:\.f)?)")
 
 
 def name_fields(name: str) -> dict:
-    """``neuron``, ``layer``, ``site`` and ``unit`` of a store row from a result's name: ``L3.ffn.42``, or for a
-    direction (``L3.out@probe.npy#0``) its layer and site with ``unit`` None."""
-    m = _NAME.match(name)
+    """``neuron``, ``layer``, ``site`` and ``unit`` of a store row from a result's name: ``L3.ffn.42`` (a feature
+    ``L3.ffn.f12``: site ``ffn.f``), or for a direction (``L3.out@probe.npy#0``) its layer and site with ``unit``
+    None."""
+    n = parse_name(name)
+    if n is not None:
+        return {"neuron": name, "layer": n.layer, "site": n.site, "unit": n.unit}
+    m = _SITE.match(name)
     if m is None:
         return {"neuron": name, "layer": None, "site": None, "unit": None}
-    canonical = m.end() == len(name) and m.group(3) is not None
-    return {"neuron": name, "layer": int(m.group(1)), "site": m.group(2),
-            "unit": int(m.group(3)) if canonical else None}
+    return {"neuron": name, "layer": int(m.group(1)), "site": m.group(2), "unit": None}
 
 
 @dataclass
@@ -218,8 +220,8 @@ class Textualizer:
     def activations_of(self, layer: int, site: str, x: torch.Tensor, units: torch.Tensor):
         """(pre_activation, activation) of ``units`` (N,) for inputs x (N, d_emb) in the template."""
         acts = self.model.capture(x, [(layer, site)])[(layer, site)]
-        pre = acts.units(units.view(-1, 1))[:, 0]
-        return pre, self.model.post(layer, site, pre)
+        idx = units.view(-1, 1)
+        return acts.units(idx)[:, 0], acts.reported(idx)[:, 0]
 
     # ------------------------------------------------------------------ internals
     def _starts(self, keys: list[str], units: torch.Tensor, scan) -> torch.Tensor:
@@ -241,9 +243,12 @@ class Textualizer:
         trace = best_of_restarts(model, layer, site, lambda rep: objectives.unit(units.repeat_interleave(rep)),
                                  x0, len(units), self.radius, cfg)
         x, pre, curve = trace.x, trace.value, trace.curve
-        if cfg.dtype != "float32":  # report float32 values at the chosen x, never the low-precision ones
-            pre, _ = self.activations_of(layer, site, x, units)
-        act = model.post(layer, site, pre)
+        if cfg.dtype != "float32" or is_feature_site(site):
+            # float32 values at the chosen x, never the low-precision ones; a feature's encoding needs every
+            # feature's pre-activation there
+            pre, act = self.activations_of(layer, site, x, units)
+        else:
+            act = model.post(layer, site, pre)
         seconds = (time.perf_counter() - t0) / len(neurons)
         cos, ids = self.nearest(x, cfg.top)  # (N, top)
         _, near_act = self.activations_of(layer, site, model.embeddings[ids[:, 0]].float(), units)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..model.adapters import _get, _hooks, _Stop
+from ..model.names import base_site
 
 # --------------------------------------------------------------------------- the value grid
 SUB_BITS = 3  # 2**3 = 8 buckets per octave: bucket edges (1 + i/8) * 2**e, consecutive edges 6-12% apart
@@ -214,12 +215,14 @@ class PassState:
 # --------------------------------------------------------------------------- probes
 @dataclass
 class Probe:
-    """What is read at one point: units (indices into the site) or directions (U, n) over the site's units."""
+    """What is read at one point: units (indices into the site) or directions (U, n) over the site's units; with
+    a dictionary (site ``ffn.f``) the units are its features, read from the dictionary's full encoding."""
 
     layer: int
     site: str
     units: torch.Tensor | None = None  # (u,) int64
     directions: torch.Tensor | None = None  # (U, n) float32: column j is direction j
+    dictionary: object = None  # neurotext.model.dictionary.Dictionary for feature units
 
     @property
     def size(self) -> int:
@@ -228,6 +231,8 @@ class Probe:
     def read(self, h: torch.Tensor) -> torch.Tensor:
         """The probe's values from the site's activations h (B, T, U): (B, T, u) float32."""
         h = h.float()
+        if self.dictionary is not None:
+            h = self.dictionary.encode(h)  # (B, T, F): TopK / JumpReLU thresholds included
         if self.directions is not None:
             return h @ self.directions.to(h.device)  # (B, T, n)
         if self.units.numel() == h.shape[-1] and bool((self.units == torch.arange(h.shape[-1])).all()):
@@ -324,28 +329,35 @@ class CorpusPass:
 
     @torch.no_grad()
     def forward(self, batch: Batch, probes: dict | None = None) -> dict:
-        """Run one batch only as deep as the deepest probe; {(layer, site): values (B, T, u) float32}."""
+        """Run one batch only as deep as the deepest probe; {(layer, site): values (B, T, u) float32}.
+
+        One hook per model point (layer, ``ffn`` or ``out``) reads every probe there: the neurons of ``ffn``
+        and the features of its dictionary (site ``ffn.f``) come from the same activations."""
         model = self.model
         probes = probes or self.probes
-        depth = max(layer for layer, _ in probes)
+        at: dict = {}  # {(layer, base site): [probe keys]}
+        for key in probes:
+            at.setdefault((key[0], base_site(key[1])), []).append(key)
+        depth = max(layer for layer, _ in at)
         dev = model.device
         found: dict = {}
-        stop_at = (depth, "out") if (depth, "out") in probes else (depth, "ffn")
+        stop_at = (depth, "out") if (depth, "out") in at else (depth, "ffn")
 
-        def grab(key):
+        def grab(point):
             def hook(module, args, output=None):
-                if key[1] == "ffn":
+                if point[1] == "ffn":
                     h = args[0]  # the FFN's output projection reads the post-activation: (B, T, U)
                 else:
                     h = output[0] if isinstance(output, (tuple, list)) else output  # the block's output (B, T, d)
-                found[key] = probes[key].read(h).cpu()
-                if key == stop_at:
+                for key in at[point]:
+                    found[key] = probes[key].read(h).cpu()
+                if point == stop_at:
                     raise _Stop
             return hook
 
         def install():
             handles = []
-            for layer, site in probes:
+            for layer, site in at:
                 mod = model.layers[layer]
                 if site == "ffn":
                     out = _get(mod, model.arch.ffn_out)

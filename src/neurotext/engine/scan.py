@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..model.bundled import default_cache_dir
-from ..model.names import SITES
+from ..model.names import is_feature_site
 
 SCAN_TOP = 64  # best tokens kept per unit in the cache (the CLI's --top can be at most this)
 SCAN_BATCH = 2048  # tokens per scan forward pass
@@ -57,12 +57,15 @@ class ScanCache:
             f"{self.model.fingerprint()}|{self.model.prefix_ids}|{self.model.suffix_ids}|{SCAN_TOP}".encode(),
             digest_size=12,
         ).hexdigest()
+        if is_feature_site(site):  # a dictionary's features: keyed by its weights too
+            return self.cache_dir / "scans" / key / f"L{layer}.{site}-{self.model.dictionary(layer, site).fingerprint()[:16]}.pt"
         return self.cache_dir / "scans" / key / f"L{layer}.{site}.pt"
 
     def prefetch(self, depth: int) -> None:
         """Make sure every layer up to ``depth`` is scanned, in one pass to the deepest missing layer
         (scanning layer by layer would run the early layers again for every depth)."""
-        missing = [(layer, site) for layer in range(depth + 1) for site in SITES if (layer, site) not in self._mem]
+        missing = [(layer, site) for layer in range(depth + 1) for site in self.model.sites(layer)
+                   if (layer, site) not in self._mem]
         if missing:
             self.get(max(layer for layer, _ in missing), missing[0][1])
             for layer, site in missing:
@@ -105,11 +108,11 @@ class ScanCache:
         model = self.model
         emb = model.embeddings  # (V, d_emb)
         n_vocab = emb.shape[0]
-        points = [(layer, site) for layer in range(depth + 1) for site in SITES]
+        points = [(layer, site) for layer in range(depth + 1) for site in model.sites(layer)]
         k = min(SCAN_TOP, n_vocab)
         state = {}
         for p in points:
-            u = model.sizes[p[1]]
+            u = model.width(*p)
             state[p] = dict(
                 vals=torch.full((u, 0), -float("inf")),
                 ids=torch.empty((u, 0), dtype=torch.long),
@@ -122,8 +125,8 @@ class ScanCache:
             ids = torch.arange(start, min(start + SCAN_BATCH, n_vocab))
             found = model.capture(emb[ids], points)
             for p in points:
-                obj = found[p].all().float()  # (b, U) objective quantity
-                rep = model.post(p[0], p[1], obj)  # (b, U) reported activation
+                obj = found[p].all().float()  # (b, U) objective quantity (a feature's pre-activation)
+                rep = model.post(p[0], p[1], obj)  # (b, U) reported activation (a feature's encoding)
                 st = state[p]
                 st["s"] += obj.double().sum(0).cpu()
                 st["ss"] += (obj.double() ** 2).sum(0).cpu()

