@@ -58,7 +58,8 @@ class ScanCache:
             digest_size=12,
         ).hexdigest()
         if is_feature_site(site):  # a dictionary's features: keyed by its weights too
-            return self.cache_dir / "scans" / key / f"L{layer}.{site}-{self.model.dictionary(layer, site).fingerprint()[:16]}.pt"
+            fp = self.model.dictionary(layer, site).fingerprint()[:16]
+            return self.cache_dir / "scans" / key / f"L{layer}.{site}-{fp}.pt"
         return self.cache_dir / "scans" / key / f"L{layer}.{site}.pt"
 
     def prefetch(self, depth: int) -> None:

@@ -3,7 +3,8 @@
 A neuron has two sides. FT and the vocabulary scan show what it reads; this module shows what it writes.
 For an ffn unit u the written vector is column u of the FFN's output projection; for an ``out`` unit it
 is the residual-stream basis vector e_u; for a direction it is the direction itself (at ``ffn``: the
-output projection applied to it); for a dictionary feature its decoder direction, read the same way. The vector is read out as ``transform(v) @ W_U.T`` with the model's
+output projection applied to it); for a dictionary feature its decoder direction, read the same way.
+The vector is read out as ``transform(v) @ W_U.T`` with the model's
 :meth:`~neurotext.model.adapters.Model.readout` (decoders: the final norm's scale and the unembedding;
 encoders: the input embeddings), the logit-lens reading of weights (Geva et al. 2022). One (V, d) x
 (d, U) product per layer and site, chunked over units, kept in memory.
