@@ -12,6 +12,7 @@ import os
 import sys
 
 from . import __version__
+from .engine.directions import DIRECTION_SITES, model_site
 from .engine.optimize import DTYPES, INITS, SCHEDULES, FTConfig
 from .errors import NeurotextError
 from .model.devices import DEVICES
@@ -19,6 +20,9 @@ from .model.names import SITES
 from .store.sweep import EXECUTORS
 
 _DEFAULTS = FTConfig()
+AT_HELP = ("where the directions live and which values they project: L{layer}.out (the layer's output), "
+           "L{layer}.ffn (the FFN's post-activation values, what its output projection and a dictionary on "
+           "mlp.hook_post read) or L{layer}.ffn.pre (its pre-activations)")
 
 
 def _positive_int(s: str) -> int:
@@ -50,6 +54,23 @@ def _add_model(p):
     p.add_argument("--model", default=None,
                    help="hub name (local cache only), local model directory, smollm2 (the bundled decoder "
                         "SmolLM2-135M-Instruct), or omitted for the bundled all-MiniLM-L6-v2 (no network needed)")
+
+
+def _add_dictionary(p):
+    p.add_argument("--dictionary", action="append", default=None, metavar="DIR",
+                   help="a SAELens dictionary directory, or a folder of them (one subfolder per hook): its features "
+                        "become units named L{layer}.{site}.f{index}, e.g. L3.ffn.f12 (repeat for several sites; "
+                        "neurotext dictionary train makes one)")
+
+
+def _load(args, prefix: str | None = None):
+    """The model of --model/--device with the dictionaries of --dictionary attached."""
+    from .model.adapters import load_model
+
+    model = load_model(args.model, device=args.device, prefix=prefix)
+    if getattr(args, "dictionary", None):
+        model.attach(args.dictionary)
+    return model
 
 
 def _add_device(p):
@@ -142,16 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
                + ". Ranges, wildcards and comma lists expand: L3.ffn.0-9, L0-5.ffn.*, L*.out.7, L3.ffn.1,5,9. "
                "Example: neurotext textualize L3.ffn.42 L2.out.5 --steps 64 --json",
     )
-    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
+    p.add_argument("neurons", nargs="*", metavar="NEURON",
+                   help="neuron names, e.g. L3.ffn.42, or dictionary features, e.g. L3.ffn.f12 (with --dictionary)")
     _add_model(p)
     _add_device(p)
+    _add_dictionary(p)
     p.add_argument("--prefix", default=None, metavar="TEXT",
                    help="decoder LMs: fixed text between BOS and x (template BOS TEXT x; default BOS x)")
     g = p.add_argument_group("any direction (probe weights, SAE encoder rows)")
     g.add_argument("--direction", default=None, metavar="FILE",
                    help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of "
                         "--at; each is textualized like a neuron and named SITE@FILE#row")
-    g.add_argument("--at", default=None, metavar="SITE", help="where the directions live: L{layer}.{site}, e.g. L3.out")
+    g.add_argument("--at", default=None, metavar="SITE", help=AT_HELP)
     _add_ft(p)
     _add_json(p, "print one JSON document (a list, one object per neuron)", vector=True)
     p.set_defaults(run=_cmd_textualize)
@@ -163,10 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "is not redone. A store made with another model, settings or neuron set is refused.",
         epilog="Example: neurotext sweep 'L*.ffn.0-63' --out runs/minilm",
     )
-    p.add_argument("neurons", nargs="+", metavar="NEURONS", help="neuron set, e.g. 'L*.ffn.*' (quote wildcards)")
+    p.add_argument("neurons", nargs="+", metavar="NEURONS",
+                   help="neuron set, e.g. 'L*.ffn.*' (quote wildcards), or features, e.g. 'L*.ffn.f*'")
     p.add_argument("--out", required=True, help="store directory")
     _add_model(p)
     _add_device(p)
+    _add_dictionary(p)
     _add_ft(p)
     p.add_argument("--shard-size", type=_positive_int, default=None,
                    help="neurons per shard (default: one optimizer batch, batch-size / restarts)")
@@ -287,8 +312,10 @@ def _add_phrase(sub):
                "whole input ([CLS] or BOS = 0). Special tokens are never used unless --include-special. "
                "Example: neurotext phrase L3.ffn.42 --lengths 1,2,4",
     )
-    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42")
+    p.add_argument("neurons", nargs="*", metavar="NEURON",
+                   help="neuron names, e.g. L3.ffn.42, or dictionary features, e.g. L3.ffn.f12 (with --dictionary)")
     _add_model(p)
+    _add_dictionary(p)
     _add_phrase_settings(p, ",".join(map(str, d.lengths)))
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--with-ft", action="store_true",
@@ -317,7 +344,8 @@ def _add_examples(sub):
                "package, a small demonstration corpus); give your own with --corpus. "
                "Example: neurotext examples L3.ffn.42 --max-docs 2000",
     )
-    p.add_argument("neurons", nargs="*", metavar="NEURON", help="neuron names, e.g. L3.ffn.42 or 'L0-5.ffn.*'")
+    p.add_argument("neurons", nargs="*", metavar="NEURON",
+                   help="neuron names, e.g. L3.ffn.42 or 'L0-5.ffn.*', or features, e.g. L3.ffn.f7 (with --dictionary)")
     p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
     p.add_argument("--text-column", default=None, metavar="NAME",
                    help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
@@ -326,6 +354,7 @@ def _add_examples(sub):
                         "the same command after an interruption")
     _add_model(p)
     _add_device(p)
+    _add_dictionary(p)
     g = p.add_argument_group("what is kept")
     g.add_argument("--top", type=_positive_int, default=d.top, help=f"top contexts per neuron (default {d.top})")
     g.add_argument("--ranges", type=_positive_int, default=d.ranges,
@@ -368,7 +397,7 @@ def _add_examples(sub):
     g = p.add_argument_group("any direction")
     g.add_argument("--direction", default=None, metavar="FILE",
                    help=".npy or safetensors file with one vector or a matrix of them (rows) over the units of --at")
-    g.add_argument("--at", default=None, metavar="SITE", help="where the directions live: L{layer}.{site}, e.g. L3.out")
+    g.add_argument("--at", default=None, metavar="SITE", help=AT_HELP)
     _add_json(p, "print one JSON list, one object per neuron")
     p.add_argument("--parts", action="store_true", help="with --json, also the train and test parts' top and "
                                                         "random contexts")
@@ -398,11 +427,16 @@ def _cmd_examples(args) -> int:
     from .model.adapters import load_model
 
     model = load_model(args.model, device="cpu" if args.executor == "ray" else args.device)
+    if args.dictionary:
+        model.attach(args.dictionary)
     ex = Examiner(model, cfg)  # checks --max-length against the model's positions
     neurons = model.parse(args.neurons) if args.neurons else []  # validated before any work starts
     directions = None
     if args.direction is not None:
         (layer, site), rows = _directions(args, model)
+        if site == "ffn.pre":
+            raise NeurotextError("examples read the FFN's post-activation values: use --at "
+                                 f"L{layer}.ffn (the corpus pass does not keep pre-activations)")
         names = [f"L{layer}.{site}@{args.direction}#{i}" for i in range(len(rows))]
         directions = ((layer, site), rows, names, {"file": args.direction, "at": args.at})
     if args.out is not None:
@@ -449,10 +483,8 @@ def _cmd_phrase(args) -> int:
 
     if not args.neurons:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext phrase L3.ffn.42")
-    from .model.adapters import load_model
-
     cfg = _phrase_config(args, args.lengths)
-    ph = Phraser(load_model(args.model, device=args.device), cfg)
+    ph = Phraser(_load(args), cfg)
     neurons = ph.model.parse(args.neurons)  # validated before any work starts
     ft = None
     if args.with_ft:
@@ -568,10 +600,8 @@ def _cmd_textualize(args) -> int:
     from .textualize import Textualizer
 
     _check_units(args, "textualize")
-    from .model.adapters import load_model
-
     cfg = _ft_config(args)
-    tx = Textualizer(load_model(args.model, device=args.device, prefix=args.prefix), cfg)
+    tx = Textualizer(_load(args, prefix=args.prefix), cfg)
     neurons = tx.model.parse(args.neurons) if args.neurons else []  # validated before any work starts
     directions = _directions(args, tx.model) if args.direction is not None else None
     results = tx.run(neurons) if neurons else []
@@ -597,12 +627,12 @@ def _directions(args, model):
 
     if args.at is None:
         raise NeurotextError("--direction needs --at L{layer}.{site}, e.g. --at L3.out")
-    m = re.fullmatch(r"L(\d+)\.(\w+)", args.at)
-    if not m or int(m.group(1)) >= model.n_layers or m.group(2) not in model.sizes:
+    m = re.fullmatch(r"L(\d+)\.(\w+(?:\.pre)?)", args.at)
+    if not m or int(m.group(1)) >= model.n_layers or m.group(2) not in DIRECTION_SITES:
         raise NeurotextError(f"--at {args.at!r} is not a site of {model.name}: use L{{layer}}.{{site}} with layer "
-                             f"0-{model.n_layers - 1} and site one of {', '.join(model.sizes)}, e.g. L3.out")
+                             f"0-{model.n_layers - 1} and site one of {', '.join(DIRECTION_SITES)}, e.g. L3.out")
     layer, site = int(m.group(1)), m.group(2)
-    return (layer, site), load_directions(args.direction, model.sizes[site], f"L{layer}.{site}")
+    return (layer, site), load_directions(args.direction, model.sizes[model_site(site)], f"L{layer}.{site}")
 
 
 def _dump_json(doc) -> None:
@@ -617,7 +647,8 @@ def _cmd_sweep(args) -> int:
                         shard_size=args.shard_size, executor=args.executor, ray_address=args.ray_address,
                         workers=args.workers, force=args.force, log=lambda m: print(m, file=sys.stderr, flush=True),
                         device=args.device, wait=args.wait, gpus_per_worker=args.gpus_per_worker,
-                        phrases=None if args.phrases is None else _phrase_config(args, args.phrases))
+                        phrases=None if args.phrases is None else _phrase_config(args, args.phrases),
+                        dictionaries=args.dictionary)
     if summary["computed"]:
         print(f"neurotext: swept {summary['computed']} neurons in {summary['seconds']:.1f} s "
               f"({summary['computed'] / max(summary['seconds'], 1e-9):.2f} neurons/s); "

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import memory, objectives, stability
-from .engine.directions import vocabulary_projection
+from .engine.directions import DIRECTION_SITES, model_site, projected, vocabulary_projection
 from .engine.optimize import FTConfig, best_of_restarts, initial_points
 from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .engine.writes import WritesCache, direction_writes, top_writes
@@ -305,43 +305,49 @@ class Textualizer:
         """Textualize directions over the units of (layer, site) like neurons (``objectives.direction``).
 
         Args:
+            site: which values the directions project (:data:`neurotext.engine.directions.DIRECTION_SITES`):
+                ``out``, ``ffn`` (post-activations) or ``ffn.pre`` (pre-activations).
             directions: (N, units) array or tensor, one direction per row (probe weights, SAE encoder rows).
             names: one name per row, e.g. ``L3.out@probe.npy#0``; with the seed it fixes each row's starts.
 
         Returns:
-            One :class:`NeuronResult` per row: ``activation`` is the projection of the reported activations
-            onto the direction (``pre_activation``: of the objective's quantity), ``best_tokens`` the
-            vocabulary tokens with the highest projection, ``promotes``/``suppresses`` what the direction
-            writes (at ``ffn``: through the FFN's output projection).
+            One :class:`NeuronResult` per row: ``pre_activation`` is the projection FT maximizes, ``activation``
+            the projection of the reported activations (they differ only at ``ffn.pre``: post-activations),
+            ``best_tokens`` the vocabulary tokens with the highest projection of the reported activations,
+            ``promotes``/``suppresses`` what the direction writes (at ``ffn``: through the FFN's output
+            projection).
         """
         cfg, model = self.config, self.model
-        if not 0 <= layer < model.n_layers or site not in model.sizes:
+        if not 0 <= layer < model.n_layers or site not in DIRECTION_SITES:
             raise NeurotextError(f"no site L{layer}.{site} in {model.name}: layers 0-{model.n_layers - 1}, "
-                                 f"sites {', '.join(model.sizes)}")
+                                 f"sites {', '.join(DIRECTION_SITES)}")
+        base = model_site(site)
         d = torch.as_tensor(np.asarray(directions), dtype=torch.float32, device=model.device)  # (N, U)
-        if d.ndim != 2 or d.shape[1] != model.sizes[site] or len(d) != len(names):
-            raise NeurotextError(f"directions at L{layer}.{site} must be (N, {model.sizes[site]}) with one name per "
+        if d.ndim != 2 or d.shape[1] != model.sizes[base] or len(d) != len(names):
+            raise NeurotextError(f"directions at L{layer}.{site} must be (N, {model.sizes[base]}) with one name per "
                                  f"row, got {tuple(d.shape)} and {len(names)} names")
         t0 = time.perf_counter()
         r = cfg.restarts
         keys = [f"{name}|{j}" for name in names for j in range(r)]
         x0 = initial_points(model.embeddings, keys, cfg.seed, "token" if cfg.init == "scan" else cfg.init)
-        trace = best_of_restarts(model, layer, site, lambda rep: objectives.direction(d.repeat_interleave(rep, 0)),
+        post = site != "ffn.pre"
+        trace = best_of_restarts(model, layer, base,
+                                 lambda rep: objectives.direction(d.repeat_interleave(rep, 0), reported=post),
                                  x0, len(d), self.radius, cfg)
         x = trace.x
         seconds = (time.perf_counter() - t0) / len(d)
 
         @torch.no_grad()
-        def project(inputs, dirs=d):  # (pre-activation, activation) projections onto each row's direction
-            pre = model.capture(inputs, [(layer, site)])[(layer, site)].all().float()  # (N, U)
-            return (pre * dirs).sum(1), (model.post(layer, site, pre) * dirs).sum(1)
+        def project(inputs, dirs=d):  # (maximized, reported) projections onto each row's direction
+            acts = model.capture(inputs, [(layer, base)])[(layer, base)]
+            return (projected(acts, site).float() * dirs).sum(1), (acts.reported_all().float() * dirs).sum(1)
 
         pre, act = project(x)
         details, stab, cents = self._restarts(lambda xs, rep: project(xs, d.repeat_interleave(rep, 0)), trace)
         cos, ids = self.nearest(x, cfg.top)
         _, near_act = project(model.embeddings[ids[:, 0]].float())
         best_vals, best_ids = vocabulary_projection(model, layer, site, d, max(cfg.top, OVERLAP_K))
-        writes = top_writes(model, direction_writes(model, site, layer, d), cfg.top)
+        writes = top_writes(model, direction_writes(model, base, layer, d), cfg.top)
         out = []
         for i, name in enumerate(names):
             a, na = float(act[i]), float(near_act[i])

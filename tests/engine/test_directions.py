@@ -14,15 +14,15 @@ from neurotext.engine.optimize import FTConfig
 from neurotext.textualize import Textualizer
 
 
-@pytest.mark.parametrize("arch, site, unit", [("llama", "out", 5), ("llama", "ffn", 9), ("gpt2", "ffn", 3)])
+@pytest.mark.parametrize("arch, site, unit", [("llama", "out", 5), ("llama", "ffn", 9), ("gpt2", "ffn.pre", 3)])
 def test_unit_vector_direction_equals_the_neuron(tiny_decoders, arch, site, unit):
     m = load_model(str(tiny_decoders[arch]))
     tx = Textualizer(m, FTConfig(steps=40, restarts=2, top=5), cache_dir=False)
-    name = f"L1.{site}.{unit}"
+    name = f"L1.{site.split('.')[0]}.{unit}"
     [neuron] = tx.run(name)
-    e = np.zeros((1, m.sizes[site]), np.float32)
+    e = np.zeros((1, m.sizes[site.split(".")[0]]), np.float32)
     e[0, unit] = 1
-    [direction] = tx.run_directions(1, site, e, [name])  # same name: same starts
+    [direction] = tx.run_directions(1, site, e, [name])  # same name: same starts (a gated unit: post = pre)
     np.testing.assert_allclose(direction.vector, neuron.vector, rtol=1e-3, atol=1e-4)
     assert direction.activation == pytest.approx(neuron.activation, rel=1e-4, abs=1e-5)
     assert [d["id"] for d in direction.nearest] == [d["id"] for d in neuron.nearest]
@@ -44,6 +44,26 @@ def test_direction_projection_matches_an_independent_forward(tiny_decoders):
     for i, r in enumerate(results):
         assert r.best_tokens[0]["id"] == int(acts[:, i].argmax())
         assert r.best_tokens[0]["activation"] == pytest.approx(float(acts[:, i].max()), rel=1e-4)
+
+
+def test_ffn_direction_projects_post_activations(tiny_decoders):
+    """At ffn a direction reads the post-activation values (what a dictionary on mlp.hook_post reads): FT maximizes
+    their projection, which an independent GELU of the pre-activations reproduces; ffn.pre projects the
+    pre-activations."""
+    m = load_model(str(tiny_decoders["gpt2"]))
+    rng = np.random.default_rng(1)
+    dirs = rng.standard_normal((2, m.sizes["ffn"])).astype(np.float32)
+    tx = Textualizer(m, FTConfig(steps=20, restarts=1, top=3), cache_dir=False)
+    post = tx.run_directions(1, "ffn", dirs, ["a", "b"])
+    pre_run = tx.run_directions(1, "ffn.pre", dirs, ["a", "b"])
+    x = torch.from_numpy(np.stack([r.vector for r in post]))
+    pre = m.capture(x, [(1, "ffn")])[(1, "ffn")].all()
+    gelu = torch.nn.functional.gelu(pre, approximate="tanh").numpy()  # GPT-2's gelu_new
+    np.testing.assert_allclose([r.pre_activation for r in post], (gelu * dirs).sum(1), rtol=1e-4, atol=1e-4)
+    assert [r.activation for r in post] == [r.pre_activation for r in post]
+    x2 = torch.from_numpy(np.stack([r.vector for r in pre_run]))
+    pre2 = m.capture(x2, [(1, "ffn")])[(1, "ffn")].all().numpy()
+    np.testing.assert_allclose([r.pre_activation for r in pre_run], (pre2 * dirs).sum(1), rtol=1e-4, atol=1e-4)
 
 
 def test_direction_files(tmp_path):

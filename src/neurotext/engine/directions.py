@@ -1,7 +1,9 @@
 """Any direction: read direction files (probe weights, SAE encoder rows) and scan the vocabulary along them.
 
 A direction over a site's units is textualized like a neuron with :func:`objectives.direction`: FT
-maximizes the projection of the site's activations (pre-activations for ``ffn``) onto it.
+maximizes the projection of the site's values onto it, the values :data:`DIRECTION_SITES` names: at ``ffn``
+the FFN's post-activation values (what its output projection reads, and what a dictionary on
+``mlp.hook_post`` encodes), at ``ffn.pre`` its pre-activations.
 """
 
 from __future__ import annotations
@@ -16,6 +18,23 @@ from ..errors import NeurotextError
 from .scan import SCAN_BATCH, tqdm_disable
 
 SUFFIXES = (".npy", ".safetensors")
+
+#: Where a direction can live (``--at L3.ffn``) and which values it projects.
+DIRECTION_SITES = {
+    "out": "the layer's output hidden state",
+    "ffn": "the FFN's post-activation values (what its output projection reads; SAELens's mlp.hook_post)",
+    "ffn.pre": "the FFN's pre-activation values (before the activation function)",
+}
+
+
+def model_site(site: str) -> str:
+    """The model site a direction site reads: ``ffn.pre`` -> ``ffn``."""
+    return site.split(".")[0]
+
+
+def projected(acts, site: str):
+    """The values a direction at ``site`` projects, from the model site's :class:`SiteActs`: (B, U)."""
+    return acts.all() if site == "ffn.pre" else acts.reported_all()
 
 
 def load_directions(path: str | Path, size: int, where: str = "") -> np.ndarray:
@@ -64,7 +83,7 @@ def vocabulary_projection(model, layer: int, site: str, directions: torch.Tensor
                           progress: bool | None = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Every vocabulary token in the template, projected onto each direction (N, U) at (layer, site).
 
-    The projection is of the reported activations (post-activation for ``ffn``), as the scan's
+    The projection is of the reported activations (post-activation at ``ffn`` and ``ffn.pre``), as the scan's
     ``best_tokens`` are. Returns (values, ids) of the top k tokens per direction, each (N, k), best first.
     """
     emb = model.embeddings
@@ -75,8 +94,9 @@ def vocabulary_projection(model, layer: int, site: str, directions: torch.Tensor
     starts = range(0, n_vocab, SCAN_BATCH)
     for start in tqdm(starts, desc="direction scan", unit="batch", disable=tqdm_disable(progress)):
         ids = torch.arange(start, min(start + SCAN_BATCH, n_vocab))
-        acts = model.capture(emb[ids.to(emb.device)], [(layer, site)])[(layer, site)]
-        proj = (model.post(layer, site, acts.all().float()) @ d.T).T.cpu()  # (N, b)
+        point = (layer, model_site(site))
+        acts = model.capture(emb[ids.to(emb.device)], [point])[point]
+        proj = (acts.reported_all().float() @ d.T).T.cpu()  # (N, b)
         vals = torch.cat([vals, proj], dim=1)
         ids_all = torch.cat([ids_all, ids.unsqueeze(0).expand(len(d), -1)], dim=1)
         top = vals.topk(min(k, vals.shape[1]), dim=1)

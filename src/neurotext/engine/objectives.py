@@ -85,8 +85,11 @@ def pattern(idx: torch.Tensor, target: torch.Tensor) -> Objective:
     return Objective(fn, f"pattern of {idx.shape[1]} units")
 
 
-def direction(vectors: torch.Tensor) -> Objective:
-    """Row i maximizes the projection of the whole site onto ``vectors[i]``: (B, units)."""
+def direction(vectors: torch.Tensor, reported: bool = False) -> Objective:
+    """Row i maximizes the projection of the whole site onto ``vectors[i]``: (B, units). The site's objective
+    quantity (pre-activations for ``ffn``), or with ``reported`` its reported values (post-activations)."""
+    if reported:
+        return Objective(lambda acts: (acts.reported_all() * vectors).sum(dim=1), "direction (reported values)")
     return Objective(lambda acts: (acts.all() * vectors).sum(dim=1), "direction")
 
 
