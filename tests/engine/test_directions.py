@@ -100,6 +100,6 @@ def test_cli_direction(tiny_decoders, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "shape (2, 32)" in err and "64 columns at L1.ffn" in err
     assert main(args + ["--at", "L9.out"]) == 2
-    assert "layer 0-2 and site one of ffn, out" in capsys.readouterr().err
+    assert "layer 0-2 and site one of out, ffn, ffn.pre" in capsys.readouterr().err
     assert main(args[:-2] + ["--at", "L1.out", "--direction", str(tmp_path / "missing.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
