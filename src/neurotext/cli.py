@@ -687,8 +687,10 @@ def _cmd_show(args) -> int:
     else:
         from .model.names import parse_neurons
 
-        model = ex_store.read_manifest(args.store)["model"]
-        found = parse_neurons(args.neuron, model["n_layers"], model["sizes"], model["name"])
+        manifest = ex_store.read_manifest(args.store)
+        model = manifest["model"]
+        found = parse_neurons(args.neuron, model["n_layers"], model["sizes"], model["name"],
+                              store.recorded_features(manifest))
         if len(found) != 1:
             raise NeurotextError(f"{args.neuron!r} names {len(found)} neurons; show takes exactly one")
         neuron = found[0].name

@@ -42,6 +42,21 @@ def centroid_line(c, activation: float) -> str:
             f"{c['activation']:.4f}{share}):\n    " + ", ".join(t["token"] for t in c["nearest"]))
 
 
+def support_lines(support: dict | None, name: str) -> list[str]:
+    """A dictionary feature's neuron support (:func:`neurotext.model.dictionary.neuron_support`), two lines;
+    nothing for a neuron."""
+    if not support:
+        return []
+    prefix = name.rsplit(".f", 1)[0]  # L3.ffn.f12 -> L3.ffn: the neurons of the feature's site
+    out = [f"  neuron support (of {support['d']} neurons of {prefix}: fewest carrying 90% of the squared weight; "
+           "participation ratio):"]
+    for side in ("encoder", "decoder"):
+        s = support[side]
+        tops = ", ".join(f"{prefix}.{u} {w:+.3f}" for u, w in zip(s["top_units"][:5], s["top_weights"][:5]))
+        out.append(f"    {side:<8} {s['k90']:>5} neurons, PR {s['participation_ratio']:.1f}; top: {tops}")
+    return out
+
+
 def _all_tokens(r) -> list[str]:
     lists = [r.nearest, r.best_tokens, getattr(r, "promotes", []), getattr(r, "suppresses", [])]
     return [d["token"] for side in lists for d in side]
@@ -89,6 +104,7 @@ def render_result(r) -> str:
                                                                 for d in side))
     if getattr(r, "readout", ""):
         lines.append(f"  (read out through the {r.readout})")
+    lines += support_lines(getattr(r, "support", None), r.neuron)
     if kind in DECODED:
         lines.append(f"  ({CONVENTION})")
     lines.append(f"  steps {r.steps} x {r.restarts} restarts, seed {r.seed}, {r.seconds:.2f} s")

@@ -24,6 +24,7 @@ from .engine.scan import SCAN_TOP, ScanCache, tqdm_disable
 from .engine.writes import WritesCache, direction_writes, top_writes
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
+from .model.dictionary import neuron_support
 from .model.names import Neuron, is_feature_site, parse_name
 from .notebook import Results
 
@@ -76,6 +77,9 @@ class NeuronResult:
     # how the tokens are shown (neurotext.model.tokens.KINDS: "byte-level", ...); "" = unknown, detected from them
     token_kind: str = ""
     model_type: str = ""  # the model's config.model_type (how a card words an ffn unit's values); "" = unknown
+    # a dictionary feature's neuron support (neurotext.model.dictionary.neuron_support): how many of the site's
+    # neurons its encoder and decoder rows spread over; None for a neuron
+    support: dict | None = None
 
     def to_dict(self, vector: bool = True) -> dict:
         d = asdict(self)
@@ -116,7 +120,7 @@ class NeuronResult:
                 "activation": c["activation"], "pre_activation": c["pre_activation"],
                 **tokens("nearest", c["nearest"], "cosine"), "restarts": c["restarts"]},
             **tokens("promotes", self.promotes, "logit"), **tokens("suppresses", self.suppresses, "logit"),
-            "readout": self.readout,
+            "readout": self.readout, "support": self.support,
         }
 
     def _repr_html_(self) -> str:
@@ -255,6 +259,8 @@ class Textualizer:
         details, stab, cents = self._restarts(
             lambda xs, rep: self.activations_of(layer, site, xs, units.repeat_interleave(rep)), trace)
         writes = self.writes.get(layer, site)
+        support = (neuron_support(model.dictionary(layer, site), [n.unit for n in neurons])
+                   if is_feature_site(site) else [None] * len(neurons))
         out = []
         for i, n in enumerate(neurons):
             a = float(act[i])
@@ -286,6 +292,7 @@ class Textualizer:
                 **self._writes_fields(writes, n.unit),
                 token_kind=model.token_kind,
                 model_type=model.model_type,
+                support=support[i],
             ))
         return out
 

@@ -38,7 +38,7 @@ EXAMPLES = "examples"
 MANIFEST = "manifest.json"
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "neurotext-examples/1"
-SHARD_RE = re.compile(r"^L(\d+)\.(\w+)\.parquet$")
+SHARD_RE = re.compile(r"^L(\d+)\.(\w+(?:\.f)?)\.parquet$")
 PART_LISTS = ("top_train", "top_test", "random_train", "random_test")
 
 
@@ -165,10 +165,12 @@ def find_examples(directory, name: str):
     manifest = read_manifest(directory)
     if manifest.get("status") != "complete":
         return None
-    m = re.match(r"^L(\d+)\.(\w+)\.", name)
+    from ..textualize import name_fields
+
+    f = name_fields(name)
     for p in shard_paths(directory):
         layer, site = SHARD_RE.match(p.name).groups()
-        if m and (int(layer), site) != (int(m.group(1)), m.group(2)):
+        if f["layer"] is not None and (int(layer), site) != (f["layer"], f["site"]):
             continue
         table = _read(p)
         rows = table.filter(pc.equal(table["neuron"], name)).to_pylist()
@@ -178,11 +180,13 @@ def find_examples(directory, name: str):
 
 
 # --------------------------------------------------------------------------- identity and files
-def identity(model, corpus, config, names: list[str], directions: dict | None) -> dict:
-    """What must match for a rerun to continue a pass: model weights, corpus content, settings, neurons."""
+def identity(model, corpus, config, names: list[str], directions: dict | None, points=()) -> dict:
+    """What must match for a rerun to continue a pass: model weights, corpus content, settings, neurons (and the
+    dictionaries of the feature points among ``points``)."""
     digest = hashlib.blake2b("\n".join(names).encode(), digest_size=16).hexdigest()
     c = corpus.describe()
-    return {
+    dictionaries = layout.dictionaries_record(model, points)
+    return {**({"dictionaries": dictionaries} if dictionaries else {}),
         "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
                   "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
                   "vocab_size": int(model.embeddings.shape[0])},
@@ -281,7 +285,7 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
     out = Path(out)
     ensure_dir(out)
     _check_sweep(out, m)
-    ident = identity(m, corp, cfg, all_names, None if directions is None else directions[3])
+    ident = identity(m, corp, cfg, all_names, None if directions is None else directions[3], names)
     exdir = examples_dir(out)
     exdir.mkdir(exist_ok=True)
     t0 = time.perf_counter()
@@ -296,8 +300,8 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         if (exdir / MANIFEST).exists():
             old = read_manifest(out)
             for key, what in (("model", "model"), ("corpus", "corpus"), ("settings", "settings"),
-                              ("neurons", "neuron set")):
-                if old.get(key) != ident[key]:
+                              ("neurons", "neuron set"), ("dictionaries", "dictionaries")):
+                if layout.comparable(old.get(key), key) != layout.comparable(ident.get(key), key):
                     raise NeurotextError(f"{exdir} holds corpus examples with another {what}; refusing to mix "
                                          "results (use another --out, or --force to discard them)")
             if old.get("status") == "complete":
@@ -335,8 +339,9 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         else:
             from .ray_executor import run_examples_on_ray
 
+            paths = [str(d.path) for d in m.dictionaries.values()]
             for contexts, chunk_state, position in run_examples_on_ray(run, m.source, probes, cfg, workers,
-                                                                       ray_address):
+                                                                       ray_address, dictionaries=paths):
                 run.engine.merge(state, chunk_state)
                 run.position = position
                 run.keep(state, contexts)

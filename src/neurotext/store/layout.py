@@ -23,7 +23,7 @@ from ..model.tokens import manifest_kind
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 FORMAT = "neurotext-store/1"
-SHARD_RE = re.compile(r"^L(\d+)\.(\w+)\.(\d+)-(\d+)\.parquet$")
+SHARD_RE = re.compile(r"^L(\d+)\.(\w+(?:\.f)?)\.(\d+)-(\d+)\.parquet$")
 
 
 def shard_name(layer: int, site: str, first_unit: int, last_unit: int) -> str:
@@ -53,7 +53,63 @@ def schema(d_emb: int) -> pa.Schema:
         ("promotes_ids", pa.list_(i32)), ("promotes_tokens", pa.list_(pa.string())), ("promotes_logits", pa.list_(f32)),
         ("suppresses_ids", pa.list_(i32)), ("suppresses_tokens", pa.list_(pa.string())),
         ("suppresses_logits", pa.list_(f32)), ("readout", pa.string()),
+        ("support", SUPPORT_TYPE),  # a dictionary feature's neuron support; null for a neuron
     ])
+
+
+_SUPPORT_SIDE = pa.struct([("k90", pa.int32()), ("participation_ratio", pa.float64()),
+                           ("top_units", pa.list_(pa.int32())), ("top_weights", pa.list_(pa.float32()))])
+#: How many of the site's neurons a feature's encoder and decoder rows spread over
+#: (:func:`neurotext.model.dictionary.neuron_support`).
+SUPPORT_TYPE = pa.struct([("d", pa.int32()), ("encoder", _SUPPORT_SIDE), ("decoder", _SUPPORT_SIDE)])
+
+
+# --------------------------------------------------------------------------- dictionaries of a store
+def dictionaries_record(model, sites) -> list[dict]:
+    """What a manifest records of the dictionaries whose features a run holds: one entry per (layer, site) in
+    ``sites`` that is a feature site (``(3, "ffn.f")``)."""
+    from ..model.names import is_feature_site
+
+    keys = sorted({(layer, site) for layer, site in sites if is_feature_site(site)})
+    return [model.dictionary(layer, site).describe() for layer, site in keys]
+
+
+def comparable(value, key: str):
+    """An identity entry of a manifest as compared on resume: a dictionary is the same by its weights, wherever
+    it lies."""
+    if key == "dictionaries" and value:
+        return [{k: v for k, v in d.items() if k != "path"} for d in value]
+    return value
+
+
+def recorded_features(manifest: dict) -> dict:
+    """{(layer, site): features} of the dictionaries a manifest records (for parsing ``L3.ffn.f12``)."""
+    out = {}
+    for d in manifest.get("dictionaries") or []:
+        layer, _, site = d["site"][1:].partition(".")
+        out[(int(layer), site)] = int(d["width"])
+    return out
+
+
+def attach_recorded(model, manifest: dict, paths=None) -> None:
+    """Attach the dictionaries a manifest records to ``model`` (from ``paths``, the ``--dictionary`` values, when
+    given; else from where they were), checked by their weight fingerprints."""
+    recorded = manifest.get("dictionaries") or []
+    if not recorded:
+        return
+    if paths:
+        model.attach(paths)
+    for d in recorded:
+        layer, _, site = d["site"][1:].partition(".")
+        key = (int(layer), site)
+        if key not in model.dictionaries:
+            if not d.get("path") or not Path(d["path"]).is_dir():
+                raise NeurotextError(f"the dictionary on {d['site']} that the store records is gone from "
+                                     f"{d.get('path')}: give it with --dictionary DIR")
+            model.attach(d["path"])
+        if model.dictionaries[key].fingerprint() != d["fingerprint"]:
+            raise NeurotextError(f"the dictionary on {d['site']} at {model.dictionaries[key].path} is not the one the "
+                                 "store was made with (other weights)")
 
 
 # Columns added after the first stores were written; a store without them still opens (see missing_columns).
@@ -175,7 +231,7 @@ def row_to_result(row: dict, model: str, token_kind: str = "", model_type: str =
         stability=row.get("stability"),
         centroid=_centroid_of(row.get("centroid")),
         promotes=_side_of(row, "promotes"), suppresses=_side_of(row, "suppresses"), readout=row.get("readout") or "",
-        token_kind=token_kind, model_type=model_type,
+        token_kind=token_kind, model_type=model_type, support=row.get("support"),
     )
 
 
@@ -274,8 +330,9 @@ def find_neuron(directory, spec: str) -> dict:
 
     from ..model.names import parse_neurons
 
-    model = read_manifest(directory)["model"]
-    neurons = parse_neurons(spec, model["n_layers"], model["sizes"], model["name"])
+    manifest = read_manifest(directory)
+    model = manifest["model"]
+    neurons = parse_neurons(spec, model["n_layers"], model["sizes"], model["name"], recorded_features(manifest))
     if len(neurons) != 1:
         raise NeurotextError(f"{spec!r} names {len(neurons)} neurons; show takes exactly one")
     n = neurons[0]

@@ -57,14 +57,17 @@ class _Worker:
     """Holds one Textualizer (model loaded once, on the actor's GPU if it has one) and turns shards into
     Arrow tables."""
 
-    def __init__(self, source, cfg, cache_dir, threads, device="cpu", phrases=None):
+    def __init__(self, source, cfg, cache_dir, threads, device="cpu", phrases=None, dictionaries=None):
         import torch
 
         from ..model.adapters import load_model
         from ..textualize import Textualizer
 
         torch.set_num_threads(threads)
-        self.tx = Textualizer(load_model(source, device=device), cfg, cache_dir=cache_dir, progress=False)
+        model = load_model(source, device=device)
+        if dictionaries:
+            model.attach(dictionaries)
+        self.tx = Textualizer(model, cfg, cache_dir=cache_dir, progress=False)
         self.phraser = None
         if phrases is not None:
             from ..phrases import Phraser
@@ -119,16 +122,17 @@ def cluster(address=None, workers: int = 1, gpus_per_worker: float = 0.0):
 
 
 def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpus_per_worker: float = 0.0,
-               phrases=None):
+               phrases=None, dictionaries=None):
     """Yield (shard, table) as shards finish on Ray actors (each with ``gpus_per_worker`` GPUs; with
-    ``phrases``, a PhraseConfig, each shard also holds its neurons' best real phrases)."""
+    ``phrases``, a PhraseConfig, each shard also holds its neurons' best real phrases; ``dictionaries``: paths
+    every actor attaches, for feature units)."""
     import torch
 
     with cluster(address, workers, gpus_per_worker) as ray:
         threads = torch.get_num_threads()
         device = "cuda" if gpus_per_worker else "cpu"
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_Worker)
-        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, device, phrases)
+        pool = ray.util.ActorPool([actor.remote(source, cfg, cache_dir, threads, device, phrases, dictionaries)
                                    for _ in range(max(workers, 1))])
         by_index = dict(enumerate(shards))
         results = pool.map_unordered(lambda a, item: a.run.remote(item[1].neurons), list(by_index.items()))
@@ -141,21 +145,28 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpu
 class _ExamplesWorker:
     """Holds one corpus pass (model loaded once) and turns chunks of contexts into chunk states."""
 
-    def __init__(self, source, probes, names, config, threads, device="cpu"):
+    def __init__(self, source, probes, names, config, threads, device="cpu", dictionaries=None):
         import torch
 
         from ..examples import CorpusRun, Examiner
         from ..model.adapters import load_model
 
         torch.set_num_threads(threads)
-        ex = Examiner(load_model(source, device=device), config, progress=False)
+        model = load_model(source, device=device)
+        if dictionaries:  # the probes of features read this actor's own copy of their dictionary
+            model.attach(dictionaries)
+            for p in probes:
+                if p.dictionary is not None:
+                    p.dictionary = model.dictionary(p.layer, p.site)
+        ex = Examiner(model, config, progress=False)
         self.run = CorpusRun(ex, probes, names, corpus=None)
 
     def compute(self, contexts):
         return self.run.process(self.run.new_state(), contexts, keep=False, progress=False)
 
 
-def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=None, gpus_per_worker: float = 0.0):
+def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=None, gpus_per_worker: float = 0.0,
+                        dictionaries=None):
     """Yield (contexts, chunk state, position after the chunk) for every chunk of ``run`` in chunk order, computed by
     Ray actors (at most two chunks in flight per actor, so memory does not grow with the corpus)."""
     import collections
@@ -165,7 +176,7 @@ def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=N
     with cluster(address, workers, gpus_per_worker) as ray:
         device = "cuda" if gpus_per_worker else "cpu"
         actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_ExamplesWorker)
-        actors = [actor.remote(source, probes, run.names, config, torch.get_num_threads(), device)
+        actors = [actor.remote(source, probes, run.names, config, torch.get_num_threads(), device, dictionaries)
                   for _ in range(max(workers, 1))]
         pending = collections.deque()
         for i, (_, contexts) in enumerate(run.chunks()):

@@ -50,11 +50,15 @@ def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
 
 def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int, phrases=None) -> dict:
     """What must match for a rerun to continue a store: model weights, settings, neuron set, sharding
-    (and the phrase settings, recorded only for a sweep with ``--phrases``)."""
+    (and the phrase settings, recorded only for a sweep with ``--phrases``; the dictionaries, only for a sweep of
+    features)."""
     import hashlib
 
     digest = hashlib.blake2b("\n".join(n.name for n in neurons).encode(), digest_size=16).hexdigest()
     extra = {} if phrases is None else {"phrases": phrase_settings(phrases)}
+    dictionaries = layout.dictionaries_record(model, {(n.layer, n.site) for n in neurons})
+    if dictionaries:
+        extra["dictionaries"] = dictionaries
     return {**extra,
         "model": {"name": model.name, "source": model.source, "model_type": model.model_type,
                   "fingerprint": model.fingerprint(), "n_layers": model.n_layers, "sizes": model.sizes,
@@ -161,8 +165,8 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
     if (out / layout.MANIFEST).exists():
         old = layout.read_manifest(out)
         for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size"),
-                          ("phrases", "phrase settings")):
-            if old.get(key) != identity.get(key):
+                          ("phrases", "phrase settings"), ("dictionaries", "dictionaries")):
+            if layout.comparable(old.get(key), key) != layout.comparable(identity.get(key), key):
                 raise NeurotextError(
                     f"{out} holds a sweep with another {what}; refusing to mix results "
                     f"(use another --out, or --force to discard the existing store)")
@@ -198,7 +202,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
 def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_size: int | None = None,
               executor: str = "local", ray_address: str | None = None, workers: int = 1, force: bool = False,
               cache_dir=None, log=print, device: str | None = "auto", wait: bool = False,
-              gpus_per_worker: float = 0.0, phrases=None) -> dict:
+              gpus_per_worker: float = 0.0, phrases=None, dictionaries=None) -> dict:
     """Textualize every neuron of ``neurons`` into the store ``out``; resumable.
 
     Args:
@@ -217,6 +221,8 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
         gpus_per_worker: GPUs per Ray actor (fractions share a GPU); 0 = CPU actors.
         phrases: a :class:`neurotext.engine.phrase.PhraseConfig`: also store each neuron's best real
             phrases of its lengths (None: no phrases).
+        dictionaries: ``--dictionary`` paths whose features the neuron set may name (``L3.ffn.f*``); the
+            store records them (path and weight fingerprint).
 
     Returns:
         {"computed": neurons computed now, "total": neurons in the sweep, "seconds": wall time}.
@@ -240,6 +246,8 @@ def run_sweep(neurons, out, model=None, config: FTConfig | None = None, shard_si
             raise NeurotextError("--gpus-per-worker is for --executor ray; the local executor uses --device")
         m = model if isinstance(model, Model) else load_model(model, device=device)
         run_on = m.device
+    if dictionaries:
+        m.attach(dictionaries)
     record = describe(run_on, cfg.dtype)
     parsed = m.parse(neurons)
     shards = plan_shards(parsed, shard_size)
@@ -280,8 +288,9 @@ def _compute(pending, parsed, out, m, cfg, executor, ray_address, workers, cache
         else:
             from .ray_executor import run_on_ray
 
+            paths = [str(d.path) for d in m.dictionaries.values()]
             for s, table in run_on_ray(pending, m.source, cfg, ray_address, workers, cache_dir,
-                                       gpus_per_worker=gpus_per_worker, phrases=phrases):
+                                       gpus_per_worker=gpus_per_worker, phrases=phrases, dictionaries=paths):
                 layout.write_shard(out, s.name, table)
                 progress.update(len(s.neurons))
     finally:
