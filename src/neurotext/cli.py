@@ -544,6 +544,7 @@ def _add_words(sub):
                         "every read-out scored on held-out text against chance (default: the store's own examples, "
                         "when it holds them)")
     _add_device(p)
+    _add_dictionary(p)
     p.set_defaults(run=_cmd_words)
 
 
@@ -753,7 +754,8 @@ def _cmd_words(args) -> int:
     resolve_device(args.device)  # a bad --device fails before the store is read
     cfg = WordsConfig(min_retention=args.min_retention, best_k=args.best_k, top=args.top, seed=args.seed,
                       repro_quantile=args.repro_quantile)
-    result = analyze_store(args.store, cfg, model=args.model, device=args.device, examples=args.examples)
+    result = analyze_store(args.store, cfg, model=args.model, device=args.device, examples=args.examples,
+                           dictionaries=args.dictionary)
     doc = result.to_dict()
     if args.out:
         for path in write_outputs(result, args.out, doc):

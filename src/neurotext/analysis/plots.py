@@ -20,7 +20,7 @@ Q1_PANELS = (
     ("overlap_at_10", "Overlap of FT nearest and best real tokens", "overlap@10", False, ()),
     ("act_ratio", "FT activation vs best real token", "FT activation / best-token activation (log)", True, (1.0,)),
 )
-SITE_COLORS = {"ffn": "#3b6fd4", "out": "#d9822b"}
+SITE_COLORS = {"ffn": "#3b6fd4", "out": "#d9822b", "ffn.f": "#2a9d5c", "out.f": "#b5489a"}  # features: their own
 WHISKERS = (5, 95)  # box-plot whiskers: percentiles (outliers are not drawn)
 
 

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from ..engine import stability
+from ..model.names import unit_name
 from .stats import quartiles, share
+
+#: Offsets of the chance baseline's seed per site (ffn and out as they always were; features their own).
+SITE_SEEDS = {"ffn": 0, "out": 7, "ffn.f": 11, "out.f": 13}
 
 #: The measures compared with the baseline (the one list the tables, JSON and plots read).
 REPRO_STATS = {
@@ -104,10 +108,10 @@ def analyze(table, seed: int = 0, quantile: float = QUANTILE) -> list[dict]:
         ft = {s: [_record_values(r)[s] for r in recs] for s in REPRO_STATS}
         sizes = [max(2, (r or {}).get("restarts", 0)) for r in recs]  # a baseline group has at least two
         base = group_baseline(vectors[rows], [cols["nearest_ids"][i] for i in rows], sizes,
-                              seed + 1000003 * layer + (0 if site == "ffn" else 7))
+                              seed + 1000003 * layer + SITE_SEEDS.get(site, 17))
         limit = threshold(base["jaccard_at_10"], quantile)
         out.append({
-            "layer": layer, "site": site, "neurons": [f"L{layer}.{site}.{cols['unit'][i]}" for i in rows],
+            "layer": layer, "site": site, "neurons": [unit_name(layer, site, cols["unit"][i]) for i in rows],
             "ft": ft, "baseline": base, "threshold": limit,
             "reproducible": [is_reproducible(r, limit) for r in recs],
         })

@@ -396,11 +396,11 @@ def store_unit_embeddings(directory) -> np.ndarray | None:
 def neuron_scores(sweep_dir, examples_dir, neuron: str, unit_emb=None, seed: int = 0) -> dict | None:
     """One neuron's record (scores beside chance, omega squared, ratios) from :func:`corpus_arm` over its layer
     and site, or None when it is not in both stores."""
-    import re
+    from ..model.names import parse_name
 
-    m = re.match(r"^L(\d+)\.(\w+)\.", neuron)
+    n = parse_name(neuron)
     try:
-        arm = corpus_arm(sweep_dir, examples_dir, unit_emb, seed, point=(int(m.group(1)), m.group(2)) if m else None)
+        arm = corpus_arm(sweep_dir, examples_dir, unit_emb, seed, point=(n.layer, n.site) if n else None)
     except NeurotextError:
         return None
     return next((r for r in arm.neurons if r["neuron"] == neuron), None)
@@ -452,31 +452,31 @@ def render_text(doc: dict) -> str:
     groups = sorted({(r["layer"], r["site"]) for r in doc["corpus_scores"]})
     for stat, text in SCORES.items():
         lines += ["", f"{stat}: {text}", "  median [q1, q3]; chance: the read-out of another neuron of the layer"]
-        lines.append(f"  {'layer':<5} {'site':<4} {'read-out':<16} {'n':>5}   {'score':<22}  {'chance':<22}")
+        lines.append(f"  {'layer':<5} {'site':<5} {'read-out':<16} {'n':>5}   {'score':<22}  {'chance':<22}")
         for layer, site in groups:
             rows = {r["readout"]: r for r in doc["corpus_scores"] if (r["layer"], r["site"]) == (layer, site)}
             for name in doc["definitions"]["readouts"]:
                 r, ch = rows.get(name), rows.get(name + CHANCE)
                 if r is None:
                     continue
-                lines.append(f"  {layer:<5} {site:<4} {name:<16} {r['n']:>5}   {_q(r[stat])}  {_q(ch[stat])}")
+                lines.append(f"  {layer:<5} {site:<5} {name:<16} {r['n']:>5}   {_q(r[stat])}  {_q(ch[stat])}")
     lines += ["", "token identity: omega squared of the activation over every text position by token id (1 = a "
               "word neuron), beside the same with the token labels permuted",
-              f"  {'layer':<5} {'site':<4} {'n':>5}   {'omega^2':<22}  {'permuted':<22}  {'> 0.5':>6}"]
+              f"  {'layer':<5} {'site':<5} {'n':>5}   {'omega^2':<22}  {'permuted':<22}  {'> 0.5':>6}"]
     for t in doc["token_identity"]:
         above = "n/a" if t["above_half"] is None else f"{t['above_half']:.3f}"
         extra = ""
         if "word_like_ft" in t:
             wl = t["word_like_ft"]
             extra = f"  FT word-like {'n/a' if wl is None else format(wl, '.3f')}"
-        lines.append(f"  {t['layer']:<5} {t['site']:<4} {t['n']:>5}   {_q(t['omega_squared'])}  "
+        lines.append(f"  {t['layer']:<5} {t['site']:<5} {t['n']:>5}   {_q(t['omega_squared'])}  "
                      f"{_q(t['omega_squared_permuted'])}  {above:>6}{extra}")
     lines += ["", "optimization against real text: activation / the corpus maximum (median [q1, q3])"]
     lengths = sorted({n for o in doc["optimization"] for n in o["phrase_over_corpus_max"]}, key=int)
-    lines.append(f"  {'layer':<5} {'site':<4} {'n':>5}   {'FT':<22}  {'best token':<22}  "
+    lines.append(f"  {'layer':<5} {'site':<5} {'n':>5}   {'FT':<22}  {'best token':<22}  "
                  + "  ".join(f"{'phrase n=' + n:<22}" for n in lengths))
     for o in doc["optimization"]:
-        lines.append(f"  {o['layer']:<5} {o['site']:<4} {o['n']:>5}   {_q(o['ft_over_corpus_max'], '.2f')}  "
+        lines.append(f"  {o['layer']:<5} {o['site']:<5} {o['n']:>5}   {_q(o['ft_over_corpus_max'], '.2f')}  "
                      f"{_q(o['scan_best_over_corpus_max'], '.2f')}  "
                      + "  ".join(_q(o["phrase_over_corpus_max"].get(n, {}), ".2f") for n in lengths))
     return "\n".join(line.rstrip() for line in lines)

