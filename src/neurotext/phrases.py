@@ -143,7 +143,7 @@ class Phraser:
                 for s in range(0, len(pool), 2048):
                     p = pool[s : s + 2048]
                     acts = model.capture(model.embeddings[p].float(), [(layer, site)])[(layer, site)]
-                    rep = model.post(layer, site, acts.all()[:, u.to(model.device)]).T.cpu()  # (M, b)
+                    rep = acts.reported_all()[:, u.to(model.device)].T.cpu()  # (M, b)
                     best_v = torch.cat([best_v, rep], dim=1)
                     best_i = torch.cat([best_i, p.cpu().expand(len(missing), -1)], dim=1)
                     top = best_v.topk(min(k, best_v.shape[1]), dim=1)

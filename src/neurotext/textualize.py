@@ -225,7 +225,8 @@ class Textualizer:
         """(pre_activation, activation) of ``units`` (N,) for inputs x (N, d_emb) in the template."""
         acts = self.model.capture(x, [(layer, site)])[(layer, site)]
         idx = units.view(-1, 1)
-        return acts.units(idx)[:, 0], acts.reported(idx)[:, 0]
+        pre = acts.units(idx)
+        return pre[:, 0], acts.reported(idx, pre)[:, 0]
 
     # ------------------------------------------------------------------ internals
     def _starts(self, keys: list[str], units: torch.Tensor, scan) -> torch.Tensor:

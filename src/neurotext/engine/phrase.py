@@ -125,8 +125,9 @@ class PhraseSearch:
     # ------------------------------------------------------------------ exact evaluation
     def _scores(self, acts, units: torch.Tensor, b: int, n: int):
         """(objective, reported) values (B, n) of each row's unit at the span's positions."""
-        pre = acts.units(units.repeat_interleave(n).view(-1, 1))[:, 0].view(b, n)  # (B, n)
-        return pre, self.model.post(self.layer, self.site, pre)
+        idx = units.repeat_interleave(n).view(-1, 1)  # (B*n, 1)
+        pre = acts.units(idx)  # (B*n, 1)
+        return pre.view(b, n), acts.reported(idx, pre).view(b, n)
 
     @torch.no_grad()
     def evaluate(self, ids: torch.Tensor, units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -159,9 +159,9 @@ class SiteActs:
         """Values of every unit: (B, U)."""
         return self.h if self.weight is None else F.linear(self.h, self.weight, self.bias)
 
-    def reported(self, idx: torch.Tensor) -> torch.Tensor:
-        """Reported activations of units ``idx`` (B, k): (B, k)."""
-        v = self.units(idx)
+    def reported(self, idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """Reported activations of units ``idx`` (B, k): (B, k); ``values``: their :meth:`units`, when at hand."""
+        v = self.units(idx) if values is None else values
         return v if self.post is None else self.post(v)
 
     def reported_all(self) -> torch.Tensor:
@@ -207,8 +207,8 @@ class FeatureActs:
             self._pre = self.dictionary.pre(self._a)  # (B, F)
         return self._pre
 
-    def reported(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.reported_all().gather(1, idx)
+    def reported(self, idx: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reported_all().gather(1, idx)  # the encoding needs every feature, not only ``values``
 
     def reported_all(self) -> torch.Tensor:
         return self.dictionary.activate(self.all())

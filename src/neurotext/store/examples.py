@@ -300,7 +300,7 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
         if (exdir / MANIFEST).exists():
             old = read_manifest(out)
             for key, what in (("model", "model"), ("corpus", "corpus"), ("settings", "settings"),
-                              ("neurons", "neuron set"), ("dictionaries", "dictionaries")):
+                              ("neurons", "neuron set"), ("dictionaries", "dictionary")):
                 if layout.comparable(old.get(key), key) != layout.comparable(ident.get(key), key):
                     raise NeurotextError(f"{exdir} holds corpus examples with another {what}; refusing to mix "
                                          "results (use another --out, or --force to discard them)")

@@ -165,7 +165,7 @@ def prepare_store(out: Path, identity: dict, shards: list[Shard], force: bool, l
     if (out / layout.MANIFEST).exists():
         old = layout.read_manifest(out)
         for key, what in (("model", "model"), ("config", "settings"), ("neurons", "neuron set or shard size"),
-                          ("phrases", "phrase settings"), ("dictionaries", "dictionaries")):
+                          ("phrases", "phrase settings"), ("dictionaries", "dictionary")):
             if layout.comparable(old.get(key), key) != layout.comparable(identity.get(key), key):
                 raise NeurotextError(
                     f"{out} holds a sweep with another {what}; refusing to mix results "
