@@ -7,9 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import WORDS
 
 from neurotext.cli import main
+
+from conftest import WORDS
 
 sae_lens = pytest.importorskip("sae_lens")
 

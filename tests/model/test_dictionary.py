@@ -182,9 +182,9 @@ def test_feature_ft_reads_the_pre_activation_and_beats_real_tokens(tmp_path, tin
 def test_feature_top_contexts_equal_a_brute_force_pass(tmp_path, tiny_models):
     """The corpus pass's top contexts of features equal a plain Hugging Face forward over every context with
     SAELens's own encode, context by context."""
-    from conftest import WORDS
-
     from neurotext.examples import Examiner, ExamplesConfig
+
+    from conftest import WORDS
 
     rng = np.random.default_rng(0)
     corpus = tmp_path / "c.txt"
@@ -196,7 +196,7 @@ def test_feature_top_contexts_equal_a_brute_force_pass(tmp_path, tiny_models):
     sae = sae_lens.SAE.load_from_disk(str(path))
     best = []
     tok = m.tokenizer
-    for i, line in enumerate(corpus.read_text().splitlines()):
+    for line in corpus.read_text().splitlines():
         ids = tok(line, return_tensors="pt")  # [CLS] text [SEP], one context per line (under 16 tokens)
         a = _hf_site(tiny_models["bert"], {"input_ids": ids["input_ids"]}, 1)[0, 1:-1]
         with torch.no_grad():
