@@ -29,10 +29,14 @@ from importlib import resources
 
 import numpy as np
 
+from .model.names import base_site, is_feature_site, unit_name
 from .model.tokens import CONVENTION, DECODED, PLAIN, display_token
 
-#: Short description of each site for page subtitles (DESIGN.md section 2).
-SITE_LABELS = {"ffn": "FFN intermediate neuron", "out": "output hidden-state dimension"}
+#: Short description of each site for page subtitles (DESIGN.md section 2); a feature site (``ffn.f``: the
+#: features of the dictionary on ``ffn``) has its own.
+SITE_LABELS = {"ffn": "FFN intermediate neuron", "out": "output hidden-state dimension",
+               "ffn.f": "dictionary feature on the FFN intermediate neurons",
+               "out.f": "dictionary feature on the output hidden state"}
 #: The card's stylesheet (in the package), every rule scoped under ``.nt``.
 CSS_FILE = ("atlas", "assets", "card.css")
 
@@ -104,21 +108,48 @@ def unit_words(model_type: str | None) -> dict:
     }
 
 
+def site_words(site: str | None, words: dict | None = None) -> dict:
+    """How a card words the values of a unit at ``site``: what its activation and pre-activation are, what the
+    optimization curve shows, and whether the curve's objective is the activation itself (then the best real
+    token's activation is drawn on it). ``words``: :func:`unit_words` of the architecture (for ffn units).
+
+    A dictionary feature (site ``ffn.f``) is valued by its dictionary: its activation is the dictionary's encoding
+    of the site's values (TopK, JumpReLU: exactly 0 where the feature is off), its pre-activation the encoder's,
+    which feature textualization maximizes."""
+    words = words or unit_words(None)
+    if site is not None and is_feature_site(site):
+        return {"noun": "feature",
+                "activation": "the feature's value at x's position: the dictionary's encoding of the site's values "
+                              "(its activation function, e.g. TopK or JumpReLU, applied to the encoder's "
+                              "pre-activation; exactly 0 where the feature is off)",
+                "pre_activation": "the encoder's pre-activation W_enc (a - b_dec) + b_enc (the optimized quantity)",
+                "objective": "encoder pre-activation", "after": " (the dictionary's encoding)", "reference": False}
+    if site == "ffn":
+        return {"noun": "neuron", "activation": "the neuron's value at x's position" + words["activation"],
+                "pre_activation": words["pre_activation"], "objective": words["objective"],
+                "after": words["after"], "reference": False}
+    return {"noun": "neuron", "activation": "the neuron's value at x's position",
+            "pre_activation": "equal to the activation for an output dimension", "objective": "activation",
+            "after": "", "reference": site == "out"}
+
+
 # --------------------------------------------------------------------------- one neuron
 def neuron_header(row: dict, brand: str) -> str:
-    """The card's header: ``brand`` (e.g. ``neurotext atlas · MODEL``), the neuron's name, its layer, site and
-    unit (a direction's row has no unit)."""
+    """The card's header: ``brand`` (e.g. ``neurotext atlas · MODEL``), the unit's name, its layer, site and
+    unit, or for a dictionary feature its index (a direction's row has no unit)."""
     site, unit = row.get("site"), row.get("unit")
     what = [f"layer {esc(row.get('layer'))}", esc(SITE_LABELS.get(site, site))] if unit is not None else \
         [f"layer {esc(row.get('layer'))}", f"a direction over the {esc(site)} site"]
-    where = " &middot; ".join(what + ([f"unit {esc(unit)}"] if unit is not None else []))
+    which = "feature" if site is not None and is_feature_site(site) else "unit"
+    where = " &middot; ".join(what + ([f"{which} {esc(unit)}"] if unit is not None else []))
     return (f'<header><div class="brand">{esc(brand)}</div><h1>{esc(row["neuron"])}</h1>'
             f'<p class="lead">{where}</p></header>')
 
 
-def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = None, real_text: str = "") -> str:
-    """One neuron's card: tokens with bars, metrics, stability, what it writes, phrases, real text (when given),
-    the optimization curve.
+def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = None, real_text: str = "",
+                unit_href: Callable[[str], str | None] | None = None) -> str:
+    """One neuron's card: tokens with bars, metrics, stability, what it writes, for a dictionary feature its
+    neuron support (:func:`support_section`), phrases, real text (when given), the optimization curve.
 
     Args:
         row: a store row (see :func:`neurotext.store.schema`; ``vector`` is not needed), or
@@ -127,6 +158,8 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
         chips: how tokens are shown and linked (default: as in the vocabulary, no links).
         model_type: the model's ``config.model_type``: words the ffn values for its architecture.
         real_text: the neuron's :func:`examples_section`, placed after the phrases.
+        unit_href: where a neuron named in the support section links (its canonical name -> URL, or None for
+            plain text); default: no links.
 
     Returns:
         HTML without a script, every value escaped.
@@ -134,6 +167,7 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
     chips = chips or Chips()
     words = unit_words(model_type)
     site = row["site"]
+    values = site_words(site, words)
     near = list(zip(row["nearest_tokens"] or [], row["nearest_ids"] or [], row["nearest_cosines"] or []))
     best = list(zip(row["best_tokens"] or [], row["best_ids"] or [], row["best_activations"] or []))
     shared = {i for _, i, _ in near[:10]} & {i for _, i, _ in best[:10]}
@@ -160,9 +194,8 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
         return "".join(out)
 
     metrics = [
-        ("activation", fmt(act), "the neuron's value at x's position" + (words["activation"] if site == "ffn" else "")),
-        ("pre-activation", fmt(row["pre_activation"]), words["pre_activation"]
-         if site == "ffn" else "equal to the activation for an output dimension"),
+        ("activation", fmt(act), values["activation"]),
+        ("pre-activation", fmt(row["pre_activation"]), values["pre_activation"]),
         ("best real token", fmt(best_act), "highest activation of any single vocabulary token"),
         ("FT / best token", fmt(ratio, ".3g"), "how far the FT vector exceeds every real token"),
         ("nearest-token activation", fmt(row["nearest_activation"]), "activation with x replaced by its nearest token"),
@@ -173,14 +206,14 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
     cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
                     f'<div class="hint">{esc(h)}</div></div>' for k, v, h in metrics)
     reproducible_html, restarts_html = stability_html(row, chips)
-    curve_label = words["objective"] if site == "ffn" else "activation"
-    svg = curve_svg(row.get("curve") or [], reference=best_act if site == "out" else None, label=curve_label,
+    curve_label = values["objective"]
+    svg = curve_svg(row.get("curve") or [], reference=best_act if values["reference"] else None, label=curve_label,
                     width=720, height=200, max_points=120)
     curve_note = (f"Objective of the best restart at every Adam step: the {curve_label} at x's position"
-                  + (". The dashed line is the best real token's activation." if site == "out" else
-                     f"; the best real token reaches an activation{words['after']} of {fmt(best_act)}."))
+                  + (". The dashed line is the best real token's activation." if values["reference"] else
+                     f"; the best real token reaches an activation{values['after']} of {fmt(best_act)}."))
     note = "Highlighted tokens are in both top-10 lists." \
-        + (" A token links to the other neurons it appears for." if chips.href else "") \
+        + (" A token links to the other units it appears for." if chips.href else "") \
         + (f" The {CONVENTION}." if chips.kind in DECODED else "")
     return (f'{reproducible_html}'
             f'<section class="metrics">{cards}</section>'
@@ -189,7 +222,7 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
             f'<table class="toks near">{rows_near()}</table></div>'
             f'<div><h2>Best real tokens</h2><p class="note">exhaustive vocabulary scan: activation of each token '
             f'in the template, beside the FT vector</p><table class="toks best">{rows_best()}</table></div></section>'
-            f'<p class="note">{esc(note)}</p>{writes_section(row, chips)}'
+            f'<p class="note">{esc(note)}</p>{writes_section(row, chips)}{support_section(row, unit_href)}'
             f'{restarts_html}'
             f'{phrases_section(row, act, best_act, words, chips)}{real_text}'
             f'<section><h2>Optimization curve</h2>{svg}<p class="note">{esc(curve_note)}</p></section>'
@@ -198,7 +231,10 @@ def neuron_card(row: dict, chips: Chips | None = None, model_type: str | None = 
 
 
 def writes_section(row: dict, chips: Chips) -> str:
-    """The output side: tokens the neuron's output vector promotes and suppresses (empty for older stores)."""
+    """The output side: tokens the neuron's output vector (a dictionary feature's decoder direction) promotes and
+    suppresses (empty for older stores)."""
+    feature = is_feature_site(row.get("site") or "")
+    vector = "decoder direction" if feature else "output vector"
     sides = []
     for key, title in (("promotes", "Promotes"), ("suppresses", "Suppresses")):
         toks = list(zip(row.get(f"{key}_tokens") or [], row.get(f"{key}_logits") or []))
@@ -209,13 +245,73 @@ def writes_section(row: dict, chips: Chips) -> str:
                        f'<td class="barcell">{bar(abs(v) / scale, "cos")}</td>'
                        f'<td class="num">{fmt(v, "+.3f")}</td></tr>'
                        for rank, (t, v) in enumerate(toks, 1))
-        sides.append(f'<div><h2>{title}</h2><p class="note">what it writes: logit of each token when its output '
-                     f'vector is read out</p><table class="toks">{body}</table></div>')
+        sides.append(f'<div><h2>{"Decoder direction " + title.lower() if feature else title}</h2><p class="note">'
+                     f'what it writes: logit of each token when its {vector} is read out</p>'
+                     f'<table class="toks">{body}</table></div>')
     if not sides:
         return ""
     how = f" through the {esc(row['readout'])}" if row.get("readout") else ""
-    return (f'<section class="cols writes">{"".join(sides)}</section><p class="note">Output side: the neuron\'s '
-            f'output weight vector read out into the vocabulary{how}; the input side (above) is what it reads.</p>')
+    what = ("the feature\'s decoder direction (its row of W_dec, what it adds to the site when it fires) read out "
+            "into the vocabulary") if feature else "the neuron\'s output weight vector read out into the vocabulary"
+    return (f'<section class="cols writes" id="writes">{"".join(sides)}</section><p class="note">Output side: '
+            f'{what}{how}; the input side (above) is what it reads.</p>')
+
+
+#: What the support section's figures mean (shown under it).
+SUPPORT_NOTE = ("k90: the fewest of the row's weights, taken largest magnitude first, whose squares make 90% of the "
+                "row's squared norm, out of the site's d neurons. Participation ratio (sum w\u00b2)\u00b2 / sum "
+                "w\u2074: the number of equally weighted neurons with the same spread (1 for a single neuron, d for "
+                "a row spread evenly over all). A feature carried by a few neurons reads like them; one spread over "
+                "many is a direction no single neuron shows.")
+
+
+def support_section(row: dict, unit_href: Callable[[str], str | None] | None = None) -> str:
+    """A dictionary feature's neuron support: for its encoder row (what it reads) and its decoder row (what it
+    writes), how many of the site's neurons carry it (k90 of d), the participation ratio and the top neurons with
+    their signed weights (:func:`neurotext.model.dictionary.neuron_support`); empty for a row without support.
+
+    Args:
+        row: a store row of a feature (``support``: ``{"d", "encoder", "decoder"}``; ``layer``, ``site``).
+        unit_href: a neuron's canonical name -> the URL of its page, or None when there is none (plain text).
+    """
+    sup = row.get("support")
+    if not sup:
+        return ""
+    d, site = sup.get("d"), base_site(row.get("site") or "")
+    where = f"L{row.get('layer')}.{site}"
+    sides = []
+    for key, title, what in (("encoder", "Encoder row", "what the feature reads"),
+                             ("decoder", "Decoder row", "what the feature writes")):
+        s = sup.get(key)
+        if not s:
+            continue
+        pairs = [(u, w) for u, w in zip(s.get("top_units") or [], s.get("top_weights") or []) if w]  # no zeros
+        scale = max((abs(w) for _, w in pairs), default=0.0) or 1e-12
+        body = []
+        for rank, (u, w) in enumerate(pairs, 1):
+            name = unit_name(row["layer"], site, u)
+            href = unit_href(name) if unit_href else None
+            label = f'<a class="unit" href="{esc(href)}">{esc(name)}</a>' if href else \
+                f'<span class="unit">{esc(name)}</span>'
+            body.append(f'<tr><td class="rank">{rank}</td><td>{label}</td>'
+                        f'<td class="barcell">{bar(abs(w) / scale, "act" if w > 0 else "cos")}</td>'
+                        f'<td class="num">{fmt(w, "+.3f")}</td></tr>')
+        figures = [("k90", f"{fmt(s.get('k90'), 'd')} of {fmt(d, 'd')}",
+                    "fewest neurons holding 90% of the row's squared norm"),
+                   ("participation ratio", fmt(s.get("participation_ratio"), ".3g"),
+                    "effective number of neurons (1 = one, d = all alike)")]
+        cards = "".join(f'<div class="card"><div class="label">{esc(k)}</div><div class="value">{esc(v)}</div>'
+                        f'<div class="hint">{esc(h)}</div></div>' for k, v, h in figures)
+        sides.append(f'<div class="side {key}"><h3>{title} <span class="muted">({what})</span></h3>'
+                     f'<div class="supportcards">{cards}</div><p class="note">top neurons by |weight|, signed '
+                     f'(orange positive, blue negative)</p><table class="toks support">{"".join(body)}</table></div>')
+    if not sides:
+        return ""
+    return (f'<section class="support" id="support"><h2>Neuron support</h2><p class="lead">How many of the '
+            f'{esc(fmt(d, "d"))} neurons of {esc(where)} carry this feature: its encoder row '
+            f'(the weights it reads the site\'s values with) and its decoder row (the direction it writes back), '
+            f'each over the site\'s neurons.</p><div class="cols">{"".join(sides)}</div>'
+            f'<p class="note">{esc(SUPPORT_NOTE)}</p></section>')
 
 
 def stability_html(row: dict, chips: Chips) -> tuple[str, str]:
@@ -290,6 +386,7 @@ def phrases_section(row: dict, ft_act, best_act, words: dict | None = None, chip
     """The best real phrase of each length with its activation, beside the FT vector's and the best single
     token's (empty when the row holds no phrases). ``words``: :func:`unit_words` of the architecture."""
     words = words or unit_words(None)
+    values = site_words(row.get("site"), words)
     chips = chips or Chips()
     first = esc(words["first"])
     lengths = row.get("phrase_lengths") or []
@@ -312,8 +409,9 @@ def phrases_section(row: dict, ft_act, best_act, words: dict | None = None, chip
                    f'@{esc(pos)}</td></tr>')
     note = (f"The best real token sequence of each length n (left column) in {words['template']}, by "
             "gradient-guided coordinate search over the vocabulary (n = 1: the exhaustive scan); its activation is "
-            f"the neuron's value at the best of the positions t1..tn (@: that position, {words['first']} = 0)"
-            + (words["after"] if row.get("site") == "ffn" else "") + ". Special tokens are excluded unless the "
+            f"the {values['noun']}'s value at the best of the positions t1..tn (@: that position, "
+            f"{words['first']} = 0)"
+            + values["after"] + ". Special tokens are excluded unless the "
             "sweep included them.")
     return (f'<section id="phrases"><h2>Best real phrases</h2><table class="toks phrases">{"".join(out)}</table>'
             f'<p class="note">{esc(note)}</p></section>')
@@ -534,7 +632,7 @@ def histogram_svg(hist: dict, width: int = 560, height: int = 150) -> str:
             group[-1][1], group[-1][2] = b, group[-1][2] + c
         bars += group
     dens = [c / (b - a) for a, b, c in bars]
-    top = max(dens) or 1.0
+    top = max(dens, default=0.0) or 1.0  # a dead feature: every position exactly 0, no bar
     pad_l, pad_r, pad_t, pad_b = 12, 12, 8, 24
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
 

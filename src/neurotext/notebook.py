@@ -1,7 +1,8 @@
 """Jupyter display of results.
 
 A textualization result (:class:`neurotext.NeuronResult`) shows its card, the same as its page in the atlas
-(one renderer, :mod:`neurotext.card`); a phrase result the card's phrases section; a neuron's corpus
+(one renderer, :mod:`neurotext.card`; a dictionary feature's card has its neuron support, the neurons as plain
+text); a phrase result the card's phrases section; a neuron's corpus
 examples (:class:`neurotext.examples.NeuronExamples`) the page's real-text section; a list of results
 (:class:`Results`, what ``Textualizer.run``, ``textualize``, ``Phraser.run``, ``Examiner.run`` and
 ``examples`` return) a table of its neurons, one row each.
@@ -13,8 +14,6 @@ untrusted. Tokens are shown by the convention of :mod:`neurotext.model.tokens`.
 """
 
 from __future__ import annotations
-
-import re
 
 from .card import (
     Chips,
@@ -29,6 +28,7 @@ from .card import (
     phrases_section,
     unit_words,
 )
+from .model.names import parse_name
 from .model.tokens import CONVENTION, DECODED, detect_kind
 
 SHOWN_TOKENS = 3  # tokens per list in a row of a results table (as in the atlas index)
@@ -87,11 +87,11 @@ def _examples_chips(ex) -> Chips:
 
 
 def _examples_header(ex) -> str:
-    m = re.match(r"^L(\d+)\.(\w+)\.(\d+)$", ex.neuron)
-    if m is None:  # a direction's examples
+    n = parse_name(ex.neuron) if isinstance(ex.neuron, str) else None
+    if n is None:  # a direction's examples
         return (f'<header><div class="brand">neurotext \u00b7 {esc(ex.model)}</div><h1>{esc(ex.neuron)}</h1>'
                 '</header>')
-    row = {"neuron": ex.neuron, "layer": int(m.group(1)), "site": m.group(2), "unit": int(m.group(3))}
+    row = {"neuron": ex.neuron, "layer": n.layer, "site": n.site, "unit": n.unit}
     return neuron_header(row, f"neurotext \u00b7 {ex.model}")
 
 

@@ -1,8 +1,10 @@
-"""HTML of the atlas: the index page and one page per neuron.
+"""HTML of the atlas: the index page and one page per neuron or dictionary feature.
 
 A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) and,
 when the store holds corpus examples of it, its real text, with the atlas's navigation around them; a store of
-corpus examples alone gives pages of real text and an index without the Q1 sections. Token strings are
+corpus examples alone gives pages of real text and an index without the Q1 sections. A dictionary feature
+(``L3.ffn.f12``) has the same page, plus its neuron support linked to the pages of the neurons that carry it, and
+the index lists the dictionaries the store records and lets the table show features or neurons. Token strings are
 untrusted (vocabularies hold ``<``, ``>``, ``&`` and quotes, and a user's model can hold anything), so every
 value goes through :func:`esc` in HTML and :func:`script_json` in JSON meant for a page. Pages carry a
 Content-Security-Policy that allows only the site's own scripts (none at all on a neuron page), as a second
@@ -15,7 +17,8 @@ import json
 from urllib.parse import quote
 
 from ..analysis.scores import CHANCE, READOUTS, SCORES
-from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header
+from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header, support_section
+from ..model.names import is_feature_site
 from ..model.tokens import CONVENTION, DECODED, PLAIN
 from . import realtext
 from .readouts import FT_READOUTS, SCORE_LABELS, score_definitions, scores_section
@@ -190,9 +193,25 @@ def stability_section(stab: dict | None) -> str:
             f'<tbody>{body}</tbody></table><p class="note">{esc(stab["rule"])}; medians.</p>')
 
 
+def dictionaries_table(recorded: list[dict]) -> str:
+    """The index's list of the dictionaries whose features the atlas shows (site, features, input width,
+    architecture, k, hook, path, weight fingerprint)."""
+    head = ["site", "features", "d_in", "architecture", "k", "hook", "path", "fingerprint"]
+    rows = "".join("<tr>" + "".join(f"<td>{esc('' if d.get(k) is None else d.get(k))}</td>" for k in (
+        "site", "width", "d_in", "architecture", "k", "hook", "path", "fingerprint")) + "</tr>" for d in recorded)
+    return (f'<section id="dictionaries"><h2>Dictionaries</h2><p class="lead">The sparse dictionaries (SAELens '
+            f'format) whose features are units here: a feature <code>L3.ffn.f12</code> is feature 12 of the '
+            f'dictionary on <code>L3.ffn</code>; its activation is the dictionary\'s encoding of the site\'s values, '
+            f'its pre-activation the encoder\'s (what feature textualization maximizes). Each feature\'s page adds '
+            f'what its decoder direction writes and its neuron support.</p>'
+            f'<table class="stats dicts"><thead><tr>{"".join(f"<th>{esc(h)}</th>" for h in head)}</tr></thead>'
+            f'<tbody>{rows}</tbody></table></section>')
+
+
 def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
                word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN,
-               examples: dict | None = None, scores: dict | None = None) -> str:
+               examples: dict | None = None, scores: dict | None = None, n_features: int = 0,
+               dictionaries: list[dict] | None = None) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
@@ -209,6 +228,10 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
         examples: the manifest of the store's corpus examples (``DIR/examples``), None without them.
         scores: the read-out scores on real text (see :func:`real_text_section`), None for a store without both a
             sweep and corpus examples (no real-text section, no score columns).
+        n_features: how many of the ``n_neurons`` units are dictionary features (the table then gets a site
+            column and a neurons/features filter).
+        dictionaries: the dictionaries the store records (``manifest["dictionaries"]`` entries), listed in their
+            own section.
     """
     sweep = manifest is not None
     model = (manifest if sweep else examples or {}).get("model", {})
@@ -221,7 +244,8 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
                   ("embedding size", model.get("d_emb", "?"))]
     if sweep:
         n_swept = sum(s["n"] for s in stats)
-        sweep_rows = [("neurons", f"{n_swept} of {manifest.get('neurons', {}).get('count', '?')} planned")]
+        sweep_rows = [("neurons" if not n_features else "units",
+                       f"{n_swept} of {manifest.get('neurons', {}).get('count', '?')} planned")]
         sweep_rows += [(k, v) for k, v in sorted(cfg.items())]
         sweep_rows += [("created", manifest.get("created", "?")),
                        ("neurotext", manifest.get("neurotext_version", "?"))]
@@ -254,11 +278,13 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
                    f'nearest token (left) or among its 10 nearest (right).</p>'
                    f'<img class="plot" src="{esc(q2["plot"])}" alt="Q2 recovery curves" width="1100" height="400">'
                    + _kv_table([(k, v) for k, v in info if v is not None]) + "</section>")
-    table = ('<section id="neurons"><h2>Neurons</h2>'
+    table = (f'<section id="neurons"><h2>{"Neurons and features" if n_features else "Neurons"}</h2>'
              '<div class="controls">'
              '<input id="q" type="search" autocomplete="off" spellcheck="false" '
-             'placeholder="token (e.g. rain) or neuron (e.g. L3.ffn.42)" aria-label="search neurons">'
-             '<select id="where" aria-label="which tokens to search">'
+             + ('placeholder="token (e.g. rain) or unit (e.g. L3.ffn.42, L3.ffn.f12)" aria-label="search units">'
+                if n_features else
+                'placeholder="token (e.g. rain) or neuron (e.g. L3.ffn.42)" aria-label="search neurons">')
+             + '<select id="where" aria-label="which tokens to search">'
              + ('<option value="both">consensus, nearest &amp; best tokens</option>'
                 '<option value="consensus">consensus of restarts</option>'
                 '<option value="nearest">FT nearest tokens (best restart)</option>'
@@ -267,7 +293,10 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
              + ('<option value="corpus">max tokens in real text (top contexts)</option>' if examples else "")
              + '</select>'
              '<label><input id="partial" type="checkbox"> partial match</label>'
-             '<span id="count" class="muted" aria-live="polite">loading neurons&hellip;</span></div>'
+             + ('<select id="units" aria-label="which units to list"><option value="all">neurons &amp; features'
+                '</option><option value="neurons">neurons only</option><option value="features">dictionary '
+                'features only</option></select>' if n_features else "")
+             + '<span id="count" class="muted" aria-live="polite">loading neurons&hellip;</span></div>'
              '<div class="tablewrap"><table id="table" class="neurons"><thead><tr></tr></thead><tbody></tbody>'
              '</table></div>'
              '<div class="pager"><button id="prev" type="button">&larr; previous</button>'
@@ -280,29 +309,37 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
              'neurons/NAME.html.</p></noscript></section>')
     scored = scores is not None and scores.get("doc") is not None
     meta = {"n": n_neurons, "model": name, "phrases": sweep and "phrases" in manifest, "sweep": sweep,
-            "examples": examples is not None, "scores": scored, "ft_readouts": list(FT_READOUTS)}
+            "examples": examples is not None, "scores": scored, "ft_readouts": list(FT_READOUTS),
+            "features": n_features > 0}
     q2_link = '<a href="#q2">Q2</a>' if q2 else ""
     corpus_name = ((examples or {}).get("corpus") or {}).get("name", "?")
+    n_swept_features = sum(s["n"] for s in stats if is_feature_site(s["site"]))
     if sweep:
-        lead = (f'Feature textualization of {n_swept} neurons: for each, the vector in word-embedding space that '
+        units = (f"{n_swept} units ({n_swept - n_swept_features} neurons, {n_swept_features} dictionary features)"
+                 if n_features else f"{n_swept} neurons")
+        lead = (f'Feature textualization of {units}: for each, the vector in word-embedding space that '
                 f'maximizes it, the real tokens nearest to that vector, and the best real tokens'
                 + (f'; and real text: each neuron\'s max-activating contexts in the corpus {esc(corpus_name)}, '
-                   f'samples below the top, random contexts and statistics ({n_neurons} neurons in all).'
-                   if examples else "."))
+                   f'samples below the top, random contexts and statistics ({n_neurons} '
+                   f'{"units" if n_features else "neurons"} in all).' if examples else "."))
     else:
-        lead = (f'Real text of {n_neurons} neurons: each neuron\'s max-activating contexts in the corpus '
+        units = (f"{n_neurons} units ({n_neurons - n_features} neurons, {n_features} dictionary features)"
+                 if n_features else f"{n_neurons} neurons")
+        lead = (f'Real text of {units}: each neuron\'s max-activating contexts in the corpus '
                 f'{esc(corpus_name)}, samples from ranges below the top, random contexts and statistics.</p>'
                 f'<p class="note">{esc(NO_SWEEP_NOTE)}')
     config = [("Model", model_rows)] + ([("Sweep", sweep_rows)] if sweep else []) \
         + ([("Corpus", realtext.corpus_rows(examples))] if examples else [])
     toc = (f'<a href="#config">model{" &amp; sweep" if sweep else ""}{" &amp; corpus" if examples else ""}</a>'
+           + ('<a href="#dictionaries">dictionaries</a>' if dictionaries else "")
            + ('<a href="#q1">Q1</a>' if sweep else "") + f'{q2_link}'
            + ('<a href="#real-text">real text</a>' if scores is not None else "") + '<a href="#neurons">neurons</a>')
     body = (f'<header><div class="brand">neurotext atlas</div><h1>{esc(name)}</h1>'
             f'<p class="lead">{lead}</p><nav class="toc">{toc}</nav></header>'
             f'<main><section id="config" class="cols">'
             + "".join(f'<div><h2>{esc(t)}</h2>{_kv_table(rows)}</div>' for t, rows in config)
-            + f'</section>{q1}{q2_html}{real_text_section(scores) if scores is not None else ""}{table}</main>'
+            + f'</section>{dictionaries_table(dictionaries) if dictionaries else ""}{q1}{q2_html}'
+            f'{real_text_section(scores) if scores is not None else ""}{table}</main>'
             f'<script type="application/json" id="atlas-meta">{script_json(meta)}</script>')
     return document(f"neurotext atlas: {name}", body, STYLESHEETS, CSP_INDEX, ("assets/atlas.js",), "index")
 
@@ -318,7 +355,7 @@ def _neighbour(name: str | None, arrow: str, before: bool) -> str:
 def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: str | None,
                 model_type: str | None = None, token_kind: str = PLAIN, examples=None,
                 corpus: bool = False, sweep: bool = True, scores: dict | None = None,
-                readout_tokens: dict | None = None) -> str:
+                readout_tokens: dict | None = None, unit_href=None) -> str:
     """One neuron: its card (:func:`neurotext.card.neuron_card`) with links to neighbouring units and, from
     every token, to the index's search for it; its real text (:func:`neurotext.card.examples_section`) when
     the store holds corpus examples of it, and before it each read-out's scores on held-out text beside chance
@@ -336,6 +373,8 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
         sweep: whether the store holds a sweep (a neuron that is not in it then says so).
         scores: the neuron's record of the read-out scores (:func:`neurotext.analysis.scores.corpus_arm`), or None.
         readout_tokens: the tokens of its token-set read-outs (:func:`neurotext.analysis.scores.readout_tokens`).
+        unit_href: for a dictionary feature, where a neuron of its support links (a canonical name -> the URL of
+            its page, or None when the atlas has none).
     """
     swept = "activation" in row
     chips = Chips(token_kind, href=search_href)
@@ -344,7 +383,7 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
               'store did not include this neuron (neurotext examples NEURONS --out DIR).</p></section>'
               if corpus else "")
     if scores is not None:
-        real = scores_section(scores, readout_tokens, chips) + real
+        real = scores_section(scores, readout_tokens, chips, is_feature_site(row["site"])) + real
     jump = ('<span class="sep"></span><a href="#scores">scores &darr;</a>' if scores is not None else "") \
         + ('<span class="sep"></span><a href="#real-text">real text &darr;</a>' if swept and examples is not None
            else "")
@@ -352,10 +391,12 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
            f'{_neighbour(prev_name, "&lsaquo;", True)}<span class="sep"></span>'
            f'{_neighbour(next_name, "&rsaquo;", False)}{jump}</nav>')
     if swept:
-        main = neuron_card(row, chips, model_type, real_text=real)
+        main = neuron_card(row, chips, model_type, real_text=real, unit_href=unit_href)
     else:
-        main = (f'<p class="note">The sweep in this store does not include this neuron (neurotext sweep '
-                f'{esc(row["neuron"])} --out DIR adds it): its real text only.</p>' if sweep else "") + real
+        noun = "feature" if is_feature_site(row["site"]) else "neuron"
+        main = (f'<p class="note">The sweep in this store does not include this {noun} (neurotext sweep '
+                f'{esc(row["neuron"])} --out DIR adds it): its real text only.</p>' if sweep else "") \
+            + support_section(row, unit_href) + real
     body = f'{nav}{neuron_header(row, f"neurotext atlas · {model_name}")}<main>{main}</main>'
     return document(f"{row['neuron']} \u00b7 neurotext atlas", body, tuple(f"../{c}" for c in STYLESHEETS),
                     CSP_NEURON, kind="neuron")

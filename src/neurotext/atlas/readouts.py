@@ -148,7 +148,7 @@ def _score_cell(value, chance, spec: str = ".3f") -> str:
     return f'<td class="num score{" above" if above else ""}">{fmt(value, spec)}</td>'
 
 
-def scores_section(rec: dict, tokens: dict | None = None, chips: Chips | None = None) -> str:
+def scores_section(rec: dict, tokens: dict | None = None, chips: Chips | None = None, feature: bool = False) -> str:
     """Which reading predicts real text? Every read-out of a neuron scored on held-out corpus text, each score
     beside its chance level in the same row, then the token identity share and optimization over the corpus max.
 
@@ -158,21 +158,24 @@ def scores_section(rec: dict, tokens: dict | None = None, chips: Chips | None = 
         tokens: the token strings of its token-set read-outs
             (:func:`neurotext.analysis.scores.readout_tokens`), shown as chips beside their scores.
         chips: how tokens are shown and linked.
+        feature: the unit is a dictionary feature (its chance partner is another feature of the same dictionary).
 
     Returns:
         HTML without a script, every value escaped; one row per read-out scored (``data-readout`` its name).
     """
     chips, tokens = chips or Chips(), tokens or {}
+    noun, partner = ("feature", "another feature of the same dictionary") if feature else \
+        ("neuron", "another neuron of this layer")
     ev = rec.get("evaluation")
     if ev is None:
-        lead = ('<p class="muted">No test context for this neuron: the test part of the corpus pass holds none of its '
+        lead = (f'<p class="muted">No test context for this {noun}: the test part of the corpus pass holds none of its '
                 'top contexts, so its read-outs are not scored on held-out text.</p>')
     else:
-        lead = (f'<p class="lead">Each reading of this neuron used as a prediction of its activation on held-out '
+        lead = (f'<p class="lead">Each reading of this {noun} used as a prediction of its activation on held-out '
                 f'corpus text: {esc(ev["top"])} top + {esc(ev["random"])} random test contexts, '
                 f'{esc(ev["positions"])} text positions. A token set predicts 1 where the token there is in it, a '
                 f'vector its cosine with the input embedding of the token there. Beside every score its chance '
-                f'level: the same read-out of another neuron of this layer.</p>')
+                f'level: the same read-out of {partner}.</p>')
     rows = []
     for name, text in READOUTS.items():
         s, c = rec["scores"].get(name), rec["scores"].get(name + CHANCE)
@@ -192,7 +195,7 @@ def scores_section(rec: dict, tokens: dict | None = None, chips: Chips | None = 
     table = (f'<table class="scores readouts"><thead><tr><th>read-out</th><th>its tokens</th>{heads}</tr></thead>'
              f'<tbody>{"".join(rows)}</tbody></table>'
              f'<p class="note">{esc(defs)}. A score above its chance level is bold; n/a: the store holds no such '
-             f'read-out for this neuron (or its partner), or the activation is constant there.</p>') if rows else ""
+             f'read-out for this {noun} (or its partner), or the activation is constant there.</p>') if rows else ""
     opt = rec.get("optimization") or {}
     measures = [("token identity \u03c9\u00b2", rec.get("omega_squared"), ".3f",
                  f'labels permuted (chance): {fmt(rec.get("omega_squared_permuted"), ".3f")}',

@@ -9,12 +9,11 @@ small for thousands of neurons; the examples are read a batch of rows at a time,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from ..card import context_snippet, max_tokens
 from ..errors import NeurotextError
-from ..model.names import SITES
+from ..model.names import SITES, base_site, parse_name
 from ..model.tokens import manifest_kind
 from ..store import examples as ex_store
 
@@ -22,7 +21,6 @@ from ..store import examples as ex_store
 DATA_COLUMNS = ["corpus_max", "corpus_share", "corpus_tokens", "corpus_context"]
 #: Rows read at a time when the pages are written.
 BATCH_ROWS = 64
-_NAME = re.compile(r"^L(\d+)\.([a-z]+)\.(\d+)$")
 _KIND_ROWS = 16  # rows whose top contexts' tokens tell the vocabulary kind when no manifest records it
 
 
@@ -42,27 +40,30 @@ def complete_manifest(store_dir, log=print, required: bool = False) -> dict | No
     return manifest
 
 
-def _canonical(name, layer, site, unit) -> bool:
-    m = _NAME.match(name or "")
-    return m is not None and m.group(2) in SITES and unit is not None and \
-        (int(m.group(1)), m.group(2), int(m.group(3))) == (layer, site, unit)
+def is_canonical(name, layer, site, unit) -> bool:
+    """Whether a row is a unit with a page: a neuron (``L3.ffn.42``) or a dictionary feature (``L3.ffn.f12``) on a
+    known site whose name is the canonical name of its (layer, site, unit) (a name becomes a filename in the site);
+    a direction's row is not."""
+    n = parse_name(name) if isinstance(name, str) else None
+    return n is not None and base_site(n.site) in SITES and (n.layer, n.site, n.unit) == (layer, site, unit)
 
 
 def neurons(store_dir, log=print) -> list[dict]:
-    """``{"neuron", "layer", "site", "unit"}`` of every neuron with examples, in (layer, site, unit) order;
-    directions (no unit) have no page and are skipped with a message."""
+    """``{"neuron", "layer", "site", "unit"}`` of every neuron and feature with examples, in (layer, site, unit)
+    order (the store's: a feature site ``ffn.f`` after ``ffn``); directions (no unit) have no page and are skipped
+    with a message."""
     import pyarrow.parquet as pq
 
     out, skipped = [], 0
     for p in ex_store.shard_paths(store_dir):
         for r in pq.read_table(p, columns=["neuron", "layer", "site", "unit"]).to_pylist():
-            if _canonical(r["neuron"], r["layer"], r["site"], r["unit"]):
+            if is_canonical(r["neuron"], r["layer"], r["site"], r["unit"]):
                 out.append(r)
             else:
                 skipped += 1
     if skipped:
         log(f"neurotext: {skipped} examples of directions (not neurons) have no atlas page")
-    return sorted(out, key=lambda r: (r["layer"], list(SITES).index(r["site"]), r["unit"]))
+    return sorted(out, key=lambda r: (r["layer"], r["site"], r["unit"]))
 
 
 def _page_columns() -> list[str]:
@@ -81,7 +82,7 @@ def iter_examples(store_dir, manifest: dict, batch_rows: int = BATCH_ROWS) -> It
             batches = pq.ParquetFile(p).iter_batches(batch_size=batch_rows, columns=columns)
             for batch in batches:
                 for row in batch.to_pylist():
-                    if not _canonical(row["neuron"], row["layer"], row["site"], row["unit"]):
+                    if not is_canonical(row["neuron"], row["layer"], row["site"], row["unit"]):
                         continue
                     row.update(dict.fromkeys(ex_store.PART_LISTS))
                     yield ex_store.row_to_examples(row, manifest, contexts)

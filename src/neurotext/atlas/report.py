@@ -10,6 +10,8 @@ Layout of a site::
                             real text?), the token identity share and optimization over the corpus max
     neurons/L3.ffn.42.html  one page per neuron (no script): its card and, when the store holds corpus examples
                             (``DIR/examples``), its real text and each read-out's scores beside chance
+    neurons/L3.ffn.f12.html one page per dictionary feature, the same page plus what its decoder direction writes
+                            and its neuron support (linked to the pages of the neurons that carry it)
     atlas.json              marks the folder as an atlas; records what it was built from
 
 Nothing in a site refers to the network; it works from the folder (``file://``) or from ``neurotext serve``.
@@ -21,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from importlib import resources
@@ -35,10 +36,11 @@ from ..analysis import scores as analysis_scores
 from ..analysis.encode import SELECTIONS
 from ..analysis.words import WordsConfig, word_like
 from ..errors import NeurotextError
-from ..model.names import SITES
+from ..model.names import base_site, is_feature_site, unit_name
 from ..model.tokens import display_tokens, manifest_kind
 from ..store import examples as ex_store
 from . import pages, readouts, realtext
+from .realtext import is_canonical
 
 # Filenames of a site live here and nowhere else.
 MARKER = "atlas.json"
@@ -64,6 +66,8 @@ COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "n
 #: The output side (what a neuron writes), read when the store has it (stores before it lack these columns).
 WRITE_COLUMNS = ["promotes_tokens", "promotes_ids", "promotes_logits", "suppresses_tokens", "suppresses_ids",
                  "suppresses_logits", "readout"]
+#: A dictionary feature's neuron support (stores before features lack it; null for a neuron).
+SUPPORT_COLUMN = "support"
 #: Columns of each row in ``data/neurons.js`` (atlas.js reads them by these names).
 DATA_COLUMNS = ["neuron", "layer", "site", "unit", "activation", "best_activation", "nearest_cosine", "retention",
                 "overlap_at_10", "nearest_tokens", "best_tokens", "stability_jaccard", "stability_cosine",
@@ -83,7 +87,6 @@ REPRODUCIBLE_RULE = (
     "reproducible: at least two restarts reached within the stability tolerance of the best activation, a token is "
     "in the top-10 of at least half of them, and their mean pairwise Jaccard@10 exceeds the 95th percentile of the "
     "chance baseline (the same measure over optima of different neurons of the layer and site)")
-_NAME = re.compile(r"^L(\d+)\.([a-z]+)\.(\d+)$")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -99,16 +102,52 @@ def read_rows(store_dir) -> tuple[dict, list[dict]]:
     table = store.read_table(store_dir, columns=COLUMNS + (["stability"] if has_restarts else [])
                              + (["centroid"] if "centroid" in have else [])
                              + (PHRASE_COLUMNS if "phrases" in manifest else [])
-                             + [c for c in WRITE_COLUMNS if c in have])
+                             + [c for c in WRITE_COLUMNS + [SUPPORT_COLUMN] if c in have])
     if has_restarts:
         table = table.append_column("restarts_detail", _restarts_without_vectors(store_dir))
     rows = table.to_pylist()
     for r in rows:
-        m = _NAME.match(r["neuron"] or "")
-        if not m or m.group(2) not in SITES or (int(m.group(1)), m.group(2), int(m.group(3))) != \
-                (r["layer"], r["site"], r["unit"]):
+        if not is_canonical(r["neuron"], r["layer"], r["site"], r["unit"]):
             raise NeurotextError(f"{store_dir}: the store holds a malformed neuron name {r['neuron']!r}")
     return manifest, rows
+
+
+def dictionaries(*manifests) -> list[dict]:
+    """The dictionaries the manifests record (a sweep's and its corpus examples'), each once (by site and weight
+    fingerprint), in site order."""
+    seen: dict[tuple, dict] = {}
+    for m in manifests:
+        for d in (m or {}).get("dictionaries") or []:
+            seen.setdefault((d.get("site"), d.get("fingerprint")), d)
+    return [seen[k] for k in sorted(seen, key=lambda k: (str(k[0]), str(k[1])))]
+
+
+def add_support(entries: list[dict], recorded: list[dict], log=print) -> None:
+    """Give the features among ``entries`` that have no neuron support (those with corpus examples only: the
+    support is kept in sweep rows) the support of their dictionary, when it is still where the manifest recorded
+    it with the same weights; otherwise their pages go without it (with a message)."""
+    need: dict[tuple[int, str], list[dict]] = {}
+    for r in entries:
+        if is_feature_site(r["site"]) and not r.get(SUPPORT_COLUMN):
+            need.setdefault((r["layer"], r["site"]), []).append(r)
+    if not need:
+        return
+    from ..model.dictionary import load_dictionary, neuron_support
+
+    by_site = {d.get("site"): d for d in recorded}
+    for (layer, site), rs in sorted(need.items()):
+        d = by_site.get(f"L{layer}.{base_site(site)}")
+        try:
+            if d is None or not d.get("path") or not Path(d["path"]).is_dir():
+                raise NeurotextError("not where the store recorded it")
+            dic = load_dictionary(d["path"])
+            if dic.fingerprint() != d.get("fingerprint"):
+                raise NeurotextError(f"{d['path']} holds other weights now")
+            for r, sup in zip(rs, neuron_support(dic, [r["unit"] for r in rs])):
+                r[SUPPORT_COLUMN] = sup
+        except (NeurotextError, OSError, ValueError, RuntimeError) as e:
+            log(f"neurotext: the neuron support of {len(rs)} features of L{layer}.{base_site(site)} is not shown: "
+                f"their dictionary is {e}")
 
 
 def _restarts_without_vectors(store_dir):
@@ -358,6 +397,8 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     scored = score is not None and score.arm is not None
     only_examples = [r for r in realtext.neurons(store_dir, log) if r["neuron"] not in swept] if ex_manifest else []
     entries = rows + only_examples  # every neuron with a page: the sweep's, then those with real text only
+    recorded = dictionaries(manifest, ex_manifest)
+    add_support(only_examples, recorded, log)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -389,22 +430,26 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                          "plots": readouts.write_plots(doc, model_name, tmp, dict(CORPUS_PLOTS)) if scored else None}
         _write(tmp / "index.html", pages.index_page(manifest, layer_stats(rows), len(entries), q1_plot, q2,
                                                     WORD_LIKE_RULE, stab_summary, token_kind=kind,
-                                                    examples=ex_manifest, scores=real_text))
+                                                    examples=ex_manifest, scores=real_text,
+                                                    n_features=sum(is_feature_site(r["site"]) for r in entries),
+                                                    dictionaries=recorded))
         names = {r["neuron"] for r in entries}
         (tmp / NEURONS).mkdir()
 
         phrases = has_sweep and "phrases" in manifest
 
+        def unit_href(name):  # a neuron of a feature's support: its page when the atlas has one
+            return f"{name}.html" if name in names else None
+
         def page(r, ex):
-            prefix = f"L{r['layer']}.{r['site']}."
-            prev_name, next_name = f"{prefix}{r['unit'] - 1}", f"{prefix}{r['unit'] + 1}"
+            prev_name, next_name = (unit_name(r["layer"], r["site"], r["unit"] + d) for d in (-1, 1))
             rec = score.record(r["neuron"]) if scored and ex is not None else None
             tokens = analysis_scores.readout_tokens(r if r["neuron"] in swept else None,
                                                     (ex.token_stats or {}).get("lookup"), phrases) if rec else None
             html = pages.neuron_page(r, model_name, prev_name if prev_name in names else None,
                                      next_name if next_name in names else None, model_type=model.get("model_type"),
                                      token_kind=kind, examples=ex, corpus=ex_manifest is not None, sweep=has_sweep,
-                                     scores=rec, readout_tokens=tokens)
+                                     scores=rec, readout_tokens=tokens, unit_href=unit_href)
             _write(tmp / NEURONS / f"{r['neuron']}.html", html)
 
         corpus: dict[str, list] = {}
@@ -434,7 +479,9 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     what = " with their real text and read-out scores" if scored else \
         " with their real text" if ex_manifest is not None and has_sweep else \
         " (real text only: no sweep)" if not has_sweep else ""
-    log(f"neurotext: atlas of {len(entries)} neurons{what} written to {out} in {seconds:.1f} s "
+    n_features = sum(is_feature_site(r["site"]) for r in entries)
+    units = f"{len(entries)} units ({n_features} dictionary features)" if n_features else f"{len(entries)} neurons"
+    log(f"neurotext: atlas of {units}{what} written to {out} in {seconds:.1f} s "
         f"(open {out / 'index.html'}, or: neurotext serve {out})")
     return {"index": out / "index.html", "neurons": len(entries), "q2": q2 is not None,
             "examples": ex_manifest is not None, "scores": scored, "seconds": seconds}

@@ -7,11 +7,15 @@
  * A store with corpus examples adds the real-text columns (corpus max, share above 0, the max tokens of the
  * top contexts and a snippet of the best one); a store of examples only has those columns alone. A store with both
  * adds the read-out scores on held-out text (numbers only), each shown with its chance level in grey.
+ * A store with dictionary features (L3.ffn.f12, site ffn.f) adds a sortable site column and a filter that lists
+ * neurons, features or both.
  */
 (function () {
   "use strict";
 
-  var state = { rows: [], view: [], sort: "neuron", dir: 1, page: 0, per: 100, q: "", where: "both", partial: false };
+  var state = { rows: [], view: [], sort: "neuron", dir: 1, page: 0, per: 100, q: "", where: "both", partial: false,
+                units: "all", noun: "neurons" };
+  var UNITS = ["all", "neurons", "features"]; // the units filter (a store with dictionary features)
   var WHERE = []; // the search targets the page offers (the select's options); the first is the default
   var SHOWN_TOKENS = 3; // tokens shown per list in a row (the search covers all of them)
   var COLUMNS = [
@@ -69,6 +73,10 @@
       title: "real text: share of the activation's variance over every text position that the token there " +
         "explains (omega squared by token id; 1 = a word neuron); grey: the same with the token labels permuted" }
   ];
+  // shown when the store holds dictionary features: ffn, out for neurons, ffn.f for the features of a dictionary on ffn
+  var SITE_COLUMN = { key: "site", label: "site", text: true,
+    title: "the unit's site: ffn, out for neurons; ffn.f for features of the dictionary on ffn (sorts neurons and " +
+      "features apart)" };
   var LISTS = ["nearest_tokens", "best_tokens", "consensus_tokens", "phrase_tokens", "corpus_tokens", "corpus_context"];
 
   function $(id) { return document.getElementById(id); }
@@ -110,6 +118,7 @@
       var act = value(r, "activation"), best = value(r, "best_activation");
       return {
         order: i, neuron: r[c.neuron], lname: String(r[c.neuron]).toLowerCase(),
+        site: value(r, "site"), feature: /\.f$/.test(String(value(r, "site"))),
         activation: act, best_activation: best,
         ratio: act > 0 && best > 0 ? act / best : null,
         nearest_cosine: value(r, "nearest_cosine"), retention: value(r, "retention"),
@@ -166,10 +175,15 @@
     return { rank: rank, near: near, best: best, cons: cons, phrase: phrase, corpus: corpus };
   }
 
+  function listed(r) {
+    // the units filter: neurons, dictionary features or both
+    return state.units === "all" || (state.units === "features") === r.feature;
+  }
+
   function filter() {
     var q = norm(state.q.trim());
     if (!q) {
-      state.view = state.rows.slice();
+      state.view = state.rows.filter(listed);
       state.rows.forEach(function (r) { r.m = null; });
       return;
     }
@@ -177,7 +191,7 @@
     var qname = /^l\d/.test(raw) ? raw : null; // "L3", "L3.ffn.4", ...: also a neuron-name prefix
     state.view = [];
     state.rows.forEach(function (r) {
-      r.m = match(r, q, qname);
+      r.m = listed(r) ? match(r, q, qname) : null;
       if (r.m) state.view.push(r);
     });
   }
@@ -191,6 +205,9 @@
         return (a.order - b.order) * dir;
       }
       var x = a[key], y = b[key];
+      if (key === "site") { // text: by site, then in store order
+        return x === y ? a.order - b.order : (String(x) < String(y) ? -1 : 1) * dir;
+      }
       var xn = x === null || x === undefined || !isFinite(x), yn = y === null || y === undefined || !isFinite(y);
       if (xn || yn) return xn === yn ? a.order - b.order : (xn ? 1 : -1); // missing values last
       return x === y ? a.order - b.order : (x < y ? -1 : 1) * dir;
@@ -292,7 +309,7 @@
     var start = state.page * per, rows = state.view.slice(start, start + per);
     var frag = document.createDocumentFragment();
     rows.forEach(function (r) {
-      var tr = el("tr");
+      var tr = el("tr", r.feature ? "feature" : "");
       var td = el("td", "name");
       var a = el("a", "", r.neuron);
       a.href = "neurons/" + encodeURIComponent(r.neuron) + ".html";
@@ -300,6 +317,7 @@
       tr.appendChild(td);
       COLUMNS.forEach(function (col) { // cells in the header's order
         if (col.num) { tr.appendChild(numCell(r, col)); return; }
+        if (col.key === "site") { tr.appendChild(el("td", "site", r.site === null ? "" : r.site)); return; }
         if (col.key === "consensus_tokens") {
           var ctd = tokenCell(r.consensus_tokens, r.m ? r.m.cons : -1);
           if (r.reproducible === false) {
@@ -334,11 +352,13 @@
       else th.removeAttribute("aria-sort");
     });
     var q = state.q.trim();
+    var shown = state.units === "all" ? state.rows.length : state.rows.filter(listed).length;
+    var noun = state.units === "all" ? state.noun : state.units;
     $("count").textContent = q
-      ? total + " of " + state.rows.length + " neurons match \u201c" + q + "\u201d"
-      : state.rows.length + " neurons";
+      ? total + " of " + shown + " " + noun + " match \u201c" + q + "\u201d"
+      : shown + " " + noun;
     $("page").textContent = total ? (start + 1) + "\u2013" + (start + rows.length) + " of " + total
-      + " \u00b7 page " + (state.page + 1) + " of " + pages : "no neurons";
+      + " \u00b7 page " + (state.page + 1) + " of " + pages : "no " + noun;
     $("prev").disabled = state.page === 0;
     $("next").disabled = state.page >= pages - 1;
     document.documentElement.setAttribute("data-atlas-query", state.q); // what the table now shows (tests wait on it)
@@ -350,6 +370,8 @@
     state.q = p.get("q") || "";
     state.where = WHERE.indexOf(p.get("in")) >= 0 ? p.get("in") : WHERE[0];
     state.partial = p.get("partial") === "1";
+    state.units = $("units") && UNITS.indexOf(p.get("units")) >= 0 ? p.get("units") : "all";
+    if ($("units")) $("units").value = state.units;
     $("q").value = state.q;
     $("where").value = state.where;
     $("partial").checked = state.partial;
@@ -361,6 +383,7 @@
     if (state.q) p.set("q", state.q);
     if (state.where !== WHERE[0]) p.set("in", state.where);
     if (state.partial) p.set("partial", "1");
+    if (state.units !== "all") p.set("units", state.units);
     var h = p.toString();
     history.replaceState(null, "", h ? "#" + h : location.pathname + location.search);
   }
@@ -369,6 +392,10 @@
     var meta = $("atlas-meta") ? JSON.parse($("atlas-meta").textContent) : {};
     state.phrases = !!meta.phrases;
     if (meta.sweep === false) COLUMNS = COLUMNS.slice(0, 1); // corpus examples only: no FT columns
+    if (meta.features) { // neurons and dictionary features: a site column after the name
+      COLUMNS = [COLUMNS[0], SITE_COLUMN].concat(COLUMNS.slice(1));
+      state.noun = "units";
+    }
     if (state.phrases) COLUMNS = COLUMNS.concat(PHRASE_COLUMNS);
     if (meta.examples) COLUMNS = COLUMNS.concat(CORPUS_COLUMNS);
     if (meta.scores) COLUMNS = COLUMNS.concat(SCORE_COLUMNS);
@@ -383,6 +410,9 @@
     });
     $("where").addEventListener("change", function () { state.where = $("where").value; writeHash(); update(true); });
     $("partial").addEventListener("change", function () { state.partial = $("partial").checked; writeHash(); update(true); });
+    if ($("units")) {
+      $("units").addEventListener("change", function () { state.units = $("units").value; writeHash(); update(true); });
+    }
     $("per").addEventListener("change", function () { state.per = +$("per").value; update(true); });
     $("prev").addEventListener("click", function () { state.page--; render(); });
     $("next").addEventListener("click", function () { state.page++; render(); });
