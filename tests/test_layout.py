@@ -21,6 +21,7 @@ TIERS = {
     "notebook": 3,
     "phrases": 3,
     "examples": 3,
+    "dictionaries": 3,
     "store": 4,
     "analysis": 5,
     "atlas": 6,

@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encode(sub)
     _add_phrase(sub)
     _add_examples(sub)
+    _add_dictionary_commands(sub)
+    _add_probe(sub)
     return parser
 
 
@@ -789,6 +791,268 @@ def _cmd_encode(args) -> int:
         _dump_json(doc)
     else:
         print(render_text(doc))
+    return 0
+
+
+def _add_probe(sub):
+    from .analysis.probe import DEFINITIONS, SAMPLING, ProbeConfig
+    from .corpus import SPEC_HELP
+
+    d = ProbeConfig()
+    p = sub.add_parser(
+        "probe", help="Q2 on real text: how many neurons (and features) a probe needs to find a word in a corpus",
+        description="Q2 on real text (NeuroX's probe ranking: Dalvi et al. 2019, Durrani et al. 2020): for each word "
+                    "and site, a binary probe 'the token at this position is the word' over the site's units "
+                    "(elastic-net logistic regression, class-weighted, units standardized) is trained on text "
+                    "positions of the corpus's train part and scored on the held-out part; units are ranked by the "
+                    "absolute weight and the probe retrained on the top k for k = 1, 2, 4, ... up to the site width. "
+                    "Reports the full probe's average precision and AUROC, each k's, the smallest k keeping 95% "
+                    "and 99% of the full average precision, the same with k random units, the best single unit, "
+                    "and a control task (a random word type of the same corpus frequency) for selectivity (Hewitt "
+                    "and Liang 2019). With --dictionary the features of a dictionary on a site are probed the same "
+                    "way; with --encode, FT's smallest recovering k stands beside the probe's.",
+        epilog=f"Sampling: {SAMPLING}. Words: a word is probed on the single vocabulary tokens it appears as (the word "
+               "alone and after a space); a word that splits into several tokens, an unknown word and a word without "
+               "a train or a held-out occurrence are skipped with the reason (a record with 'skipped' in --json). "
+               f"Ranking: {DEFINITIONS['ranking']}. One corpus pass (train part, then test part) serves every word "
+               "and site. Example: neurotext probe rain king blue --at L3.ffn,L3.out --max-docs 2000",
+    )
+    p.add_argument("words", nargs="*", metavar="WORD",
+                   help="words to probe (default: the --num-words most frequent English words that are single "
+                        "tokens, as neurotext encode)")
+    p.add_argument("--word-file", default=None, metavar="F",
+                   help="text file of words (separated by newlines, spaces or commas; # starts a comment)")
+    p.add_argument("--num-words", type=_positive_int, default=100,
+                   help="without words: the N most frequent English words (wordfreq) that are single tokens, "
+                        "alphabetic and at least 3 letters (default 100)")
+    p.add_argument("--at", required=True, metavar="SITES",
+                   help="sites, comma-separated: L{layer}.{site} with site ffn (the FFN's post-activation values) or "
+                        "out (the layer's output), layers as 3, 0-5 or *, e.g. L3.ffn or 'L*.ffn,L*.out'; a site "
+                        "with a --dictionary adds its features; L3.ffn.f probes the features alone")
+    p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    p.add_argument("--encode", default=None, metavar="FILE",
+                   help="encode.json of neurotext encode --out (or its folder): FT's smallest recovering k beside "
+                        "the probe's, with the overlap of the units each selects")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write probe.json (the --json records), probe_per_word.csv, probe.png and one "
+                        "probe_curves_L{layer}_{site}.png per layer and site here")
+    _add_model(p)
+    _add_device(p)
+    _add_dictionary(p)
+    g = p.add_argument_group("probe settings")
+    g.add_argument("--ks", default=None,
+                   help="comma-separated k values (default: powers of two below each site's width); the width "
+                        "itself, the full probe, is always run")
+    g.add_argument("--negatives", type=_positive_int, default=d.negatives,
+                   help=f"negatives per positive, a fixed multiple (default {d.negatives}: chance AP "
+                        f"{1 / (1 + d.negatives):.2f})")
+    g.add_argument("--test-negatives", type=_positive_int, default=d.test_negatives,
+                   help=f"held-out negatives per positive (default {d.test_negatives}: chance AP "
+                        f"{1 / (1 + d.test_negatives):.2f}; average precision depends on this share)")
+    g.add_argument("--max-positives", type=_positive_int, default=d.max_positives,
+                   help=f"positives per word and part at most; more occurrences are sampled (default "
+                        f"{d.max_positives})")
+    g.add_argument("--alpha", type=_positive_float, default=d.alpha,
+                   help=f"elastic-net strength per averaged, class-weighted sample; scikit-learn's C = 1 / (alpha n) "
+                        f"(default {d.alpha:g})")
+    g.add_argument("--l1-ratio", type=float, default=d.l1_ratio,
+                   help=f"share of the penalty that is L1 (default {d.l1_ratio:g})")
+    g.add_argument("--steps", type=_positive_int, default=d.steps,
+                   help=f"proximal-gradient steps per working-set round at most (default {d.steps})")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the positives' and negatives' samples, the random units and the control words "
+                        f"(default {d.seed})")
+    g = p.add_argument_group("corpus pass")
+    g.add_argument("--max-docs", type=_positive_int, default=None,
+                   help="read at most the first this many documents (default: all)")
+    g.add_argument("--max-tokens", type=_positive_int, default=None,
+                   help="per part: stop before passing this many text tokens (default: no limit)")
+    g.add_argument("--max-length", type=_positive_int, default=d.max_length,
+                   help=f"text tokens per context at most (default {d.max_length})")
+    g.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help=f"seed of the train/test split of the documents (default {d.split_seed})")
+    g.add_argument("--test-share", type=float, default=d.test_share,
+                   help=f"share of documents held out as the test part (default {d.test_share})")
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"contexts per forward batch at most (default {d.batch_size})")
+    _add_json(p, "print one JSON list: a record per word, layer, site and kind of unit (neurons, features)")
+    p.set_defaults(run=_cmd_probe)
+
+
+def _cmd_probe(args) -> int:
+    from .analysis.encode import parse_ks, read_word_file
+    from .analysis.probe import ProbeConfig, read_encode, render_text, run_probe, write_outputs
+    from .corpus import open_corpus
+
+    words = list(args.words) + (read_word_file(args.word_file) if args.word_file is not None else [])
+    cfg = ProbeConfig(ks=None if args.ks is None else parse_ks(args.ks), negatives=args.negatives,
+                      test_negatives=args.test_negatives, max_positives=args.max_positives, alpha=args.alpha,
+                      l1_ratio=args.l1_ratio, steps=args.steps, seed=args.seed, max_length=args.max_length,
+                      split_seed=args.split_seed, test_share=args.test_share, max_tokens=args.max_tokens,
+                      batch_size=args.batch_size)
+    encode = read_encode(args.encode) if args.encode is not None else None
+    model = _load(args)
+    corpus = open_corpus(args.corpus, text_column=args.text_column, max_docs=args.max_docs)
+    result = run_probe(model, words or None, at=args.at, corpus=corpus, config=cfg, num_words=args.num_words,
+                       encode=encode, log=lambda m: print(f"neurotext: {m}", file=sys.stderr, flush=True))
+    _report_problems(corpus.problems)
+    if args.out:
+        for path in write_outputs(result.records, args.out):
+            print(f"neurotext: wrote {path}", file=sys.stderr)
+    if args.json:
+        _dump_json(result.records)
+    else:
+        print(render_text(result.records))
+    return 0
+
+
+def _add_dictionary_commands(sub):
+    from .corpus import SPEC_HELP
+    from .dictionaries import DEFAULT_TOKENS, TRAINABLE, DictionaryConfig
+
+    d = DictionaryConfig()
+    p = sub.add_parser(
+        "dictionary", help="train a dictionary (sparse autoencoder, SAELens format) on a site, and evaluate one",
+        description="Dictionaries are sparse autoencoders whose features are units like neurons (L3.ffn.f12 with "
+                    "--dictionary DIR). train fits one with SAELens on a site's activations over the train part of a "
+                    "corpus and writes it in SAELens's format; eval measures one on the held-out (test) part.",
+        epilog="Example: neurotext dictionary train L3.ffn --tokens 20000 --out dictionaries/L3.ffn   (neurotext "
+               "dictionary SUBCOMMAND --help for each)",
+    )
+    dsub = p.add_subparsers(dest="dictionary_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    dsub.required = True
+
+    t = dsub.add_parser(
+        "train", help="train a dictionary on one site over the train part of a corpus",
+        description="Train a sparse autoencoder with SAELens's training classes and trainer on the site's "
+                    "activations at every text position of the train part of a corpus (the document split of "
+                    "neurotext examples; the test part is never read), from neurotext's own forward pass through "
+                    "SAELens's shuffling buffer. Then evaluate it on the held-out part and write DIR: SAELens's "
+                    "cfg.json and sae_weights.safetensors (SAE.load_from_disk loads it) and neurotext.json (model, "
+                    "site, corpus, settings, timing and the evaluation). DIR appears only when training is complete.",
+        epilog="Architectures: " + "; ".join(f"{k} = {v.about}" for k, v in TRAINABLE.items())
+               + ". Sites: L{layer}.ffn (the FFN's post-activation values, blocks.L.mlp.hook_post) and "
+                 "L{layer}.out (the layer's output, blocks.L.hook_resid_post). Example: neurotext dictionary "
+                 "train L3.ffn --tokens 20000 --out dictionaries/L3.ffn",
+    )
+    t.add_argument("site", metavar="SITE", help="where the dictionary reads: L{layer}.ffn or L{layer}.out, e.g. L3.ffn")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="the dictionary's directory, new or empty (default dictionaries/SITE, e.g. "
+                        "dictionaries/L3.ffn)")
+    t.add_argument("--force", action="store_true", help="replace a non-empty --out (once the new one is complete)")
+    t.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
+    t.add_argument("--text-column", default=None, metavar="NAME",
+                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    _add_model(t)
+    _add_device(t)
+    g = t.add_argument_group("dictionary settings")
+    g.add_argument("--architecture", choices=list(TRAINABLE), default=d.architecture,
+                   help=f"SAE architecture (default {d.architecture}; see below)")
+    g.add_argument("--width", default=d.width,
+                   help=f"features: a multiple of the site width, e.g. 4x, or a count, e.g. 6144 (default {d.width})")
+    g.add_argument("--k", type=_positive_int, default=d.k,
+                   help=f"active features per position, topk and batchtopk (batchtopk: on average) (default {d.k})")
+    g.add_argument("--l1", type=_nonnegative_float, default=d.l1,
+                   help=f"standard: the L1 penalty's coefficient (default {d.l1:g})")
+    g.add_argument("--sparsity", type=_nonnegative_float, default=d.sparsity,
+                   help=f"jumprelu: the L0 penalty's coefficient (default {d.sparsity:g})")
+    g.add_argument("--threshold", type=_nonnegative_float, default=d.threshold,
+                   help=f"jumprelu: the initial threshold (default {d.threshold:g})")
+    g = t.add_argument_group("training")
+    g.add_argument("--tokens", type=_positive_int, default=None,
+                   help="training tokens (default: one pass over the train part; more than it holds reads it again)")
+    g.add_argument("--lr", type=_positive_float, default=d.lr, help=f"Adam's learning rate (default {d.lr:g})")
+    g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"activations per training step (default {d.batch_size})")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the initialization and the shuffling (default {d.seed})")
+    g.add_argument("--max-length", type=_positive_int, default=d.max_length,
+                   help=f"text tokens per context at most; longer documents are cut (default {d.max_length})")
+    g.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help=f"seed of the train/test split of the documents (default {d.split_seed})")
+    g.add_argument("--test-share", type=float, default=d.test_share,
+                   help=f"share of documents held out as the test part (default {d.test_share})")
+    g.add_argument("--eval-tokens", type=_positive_int, default=d.eval_tokens,
+                   help=f"held-out tokens the final evaluation reads, a uniform sample of the test part's contexts "
+                        f"(default {d.eval_tokens})")
+    _add_json(t, "print neurotext.json (settings, timing and the evaluation) as one JSON document")
+    t.set_defaults(run=_cmd_dictionary_train)
+
+    e = dsub.add_parser(
+        "eval", help="a dictionary's FVU, L0, dead and dense features and downstream loss on held-out text",
+        description="Evaluate a dictionary on the held-out (test) part of a corpus, at the text positions: fraction "
+                    "of variance unexplained (sum of squared errors over the variance around the mean), mean L0, the "
+                    "shares of dead features (never active) and dense ones (active at more than 10% of positions), "
+                    "and the model run to its end with the site replaced by the reconstruction beside zero-ablation: "
+                    "for decoders the next-token cross-entropy and the loss recovered (CE_zero - CE_recon) / (CE_zero "
+                    "- CE_clean), for encoders the cosine of the mean-pooled last hidden states to the clean ones.",
+        epilog="The model, corpus and split are those recorded in DIR/neurotext.json (a dictionary trained "
+               "elsewhere: --model, default the bundled model, and the default corpus); the dictionary must belong "
+               "to the model. Example: neurotext dictionary eval dictionaries/L3.ffn --tokens 4000",
+    )
+    e.add_argument("dictionary", metavar="DIR", help="a SAELens dictionary directory")
+    e.add_argument("--corpus", default=None, metavar="SOURCE",
+                   help=f"the corpus whose test part is read (default: the one recorded in DIR): {SPEC_HELP}")
+    e.add_argument("--text-column", default=None, metavar="NAME",
+                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    e.add_argument("--tokens", type=_positive_int, default=DEFAULT_TOKENS,
+                   help=f"held-out tokens to read at most, a uniform sample of the test part's contexts (default "
+                        f"{DEFAULT_TOKENS})")
+    e.add_argument("--model", default=None,
+                   help="the dictionary's model (default: the one recorded in DIR/neurotext.json, else the bundled "
+                        "all-MiniLM-L6-v2)")
+    _add_device(e)
+    _add_json(e, "print the evaluation as one JSON document")
+    e.set_defaults(run=_cmd_dictionary_eval)
+
+
+def _cmd_dictionary_train(args) -> int:
+    from .corpus import open_corpus
+    from .dictionaries import DictionaryConfig, check_out, parse_site, summary, train_dictionary
+    from .model.adapters import load_model
+
+    cfg = DictionaryConfig(architecture=args.architecture, width=args.width, k=args.k, tokens=args.tokens, lr=args.lr,
+                           batch_size=args.batch_size, seed=args.seed, max_length=args.max_length,
+                           split_seed=args.split_seed, test_share=args.test_share, l1=args.l1,
+                           sparsity=args.sparsity, threshold=args.threshold, eval_tokens=args.eval_tokens)
+    out = args.out if args.out is not None else os.path.join("dictionaries", args.site)
+    check_out(out, args.force)  # before the model loads
+    model = load_model(args.model, device=args.device)
+    layer, site = parse_site(args.site, model)
+    corpus = open_corpus(args.corpus, text_column=args.text_column)
+    d = train_dictionary(model, (layer, site), corpus, cfg, out=out, force=args.force)
+    _report_problems(corpus.problems)
+    m = d.manifest
+    print(f"neurotext: trained {m['site']} ({m['width']} features, {m['architecture']}) on {m['tokens']} tokens in "
+          f"{m['seconds']:.1f} s ({m['tokens_per_s']:.0f} tokens/s); wrote {out}", file=sys.stderr)
+    if args.json:
+        _dump_json(m)
+    else:
+        print(summary(m["eval"]))
+    return 0
+
+
+def _cmd_dictionary_eval(args) -> int:
+    from .corpus import open_corpus
+    from .dictionaries import evaluate_dictionary, read_manifest, recorded_model, summary
+    from .model.adapters import load_model
+    from .model.devices import resolve_device
+    from .model.dictionary import load_dictionary
+
+    resolve_device(args.device)  # a bad --device fails before anything is read
+    manifest = read_manifest(args.dictionary) if os.path.isdir(args.dictionary) else None
+    model = load_model(args.model if args.model is not None else recorded_model(manifest), device=args.device)
+    dictionary = load_dictionary(args.dictionary, model)  # checks that it belongs to the model
+    corpus = None
+    if args.corpus is not None or args.text_column is not None:
+        corpus = open_corpus(args.corpus, text_column=args.text_column)
+    metrics = evaluate_dictionary(model, dictionary, corpus, tokens=args.tokens)
+    if args.json:
+        _dump_json(metrics)
+    else:
+        print(summary(metrics))
     return 0
 
 

@@ -11,8 +11,8 @@ neurotext's manifest beside it (:data:`neurotext.model.dictionary.MANIFEST`).
 Command line: ``neurotext dictionary train L3.ffn`` and ``neurotext dictionary eval DIR`` (docs/cli/dictionary.md).
 """
 
-from .evaluate import DENSE_SHARE, evaluate_dictionary, recorded_model
-from .train import TRAINABLE, DictionaryConfig, parse_site, parse_width, train_dictionary
+from .evaluate import DEFAULT_TOKENS, DENSE_SHARE, evaluate_dictionary, read_manifest, recorded_model, summary
+from .train import TRAINABLE, DictionaryConfig, check_out, parse_site, parse_width, train_dictionary
 
-__all__ = ["DENSE_SHARE", "TRAINABLE", "DictionaryConfig", "evaluate_dictionary", "parse_site", "parse_width",
-           "recorded_model", "train_dictionary"]
+__all__ = ["DEFAULT_TOKENS", "DENSE_SHARE", "TRAINABLE", "DictionaryConfig", "check_out", "evaluate_dictionary",
+           "parse_site", "parse_width", "read_manifest", "recorded_model", "summary", "train_dictionary"]
