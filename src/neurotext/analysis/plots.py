@@ -438,3 +438,77 @@ def optimization_figure(groups: list[dict], title: str, path: Path) -> Path:
     fig.text(0.5, 0.005, "line: median; band: quartiles; 1 = the highest activation found in the corpus",
              ha="center", fontsize=7, color="#666666")
     return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+# --------------------------------------------------------------------------- neurotext probe (Q2 on real text)
+PROBE_COLORS = {"probe, neurons": "#3b6fd4", "random neurons": "#888888", "probe, features": "#2a9d5c",
+                "FT (encode)": "#c0392b", "neurons, ranked": "#3b6fd4", "neurons, random": "#888888",
+                "features, ranked": "#2a9d5c", "features, random": "#8fd1ab"}
+
+
+def probe_summary_figure(groups: list[dict], path: Path, title: str) -> Path:
+    """Q2 on real text, per layer: the median and quartiles over words of the smallest k keeping 95% of the full
+    probe's average precision (ranked neurons, random neurons, features) beside FT's smallest recovering k.
+
+    Args:
+        groups: ``[{"site", "layer", "series": {label: quartiles of k}}]``
+            (:func:`neurotext.analysis.probe.summary_groups`).
+    """
+    plt = _pyplot()
+    sites = sorted({g["site"] for g in groups})
+    fig, axes = plt.subplots(1, len(sites), figsize=(5.5 * len(sites), 4), dpi=100, squeeze=False)
+    for ax, site in zip(axes[0], sites):
+        row = [g for g in groups if g["site"] == site]
+        labels = [lab for lab in PROBE_COLORS if any(lab in g["series"] for g in row)]
+        for label in labels:
+            pts = [(g["layer"], g["series"][label]) for g in row if g["series"].get(label, {}).get("n")]
+            _median_band(ax, pts, PROBE_COLORS[label], label, 0.15)
+        xs = [g["layer"] for g in row]
+        ax.set_yscale("log", base=2)
+        ax.set_xticks(xs, [f"L{x}" for x in xs])
+        ax.set_ylabel(f"{site}: smallest k (95% of the full AP; FT: recovered)")
+        ax.grid(axis="y", alpha=0.25)
+        ax.legend(fontsize=7, frameon=False)
+        _despine(ax)
+    fig.suptitle(textwrap.fill(title, 100), fontsize=8)
+    fig.text(0.5, 0.005, "line: median over words; band: quartiles", ha="center", fontsize=7, color="#666666")
+    return _save(plt, fig, path, (0, 0.02, 1, 1))
+
+
+def probe_curves_figure(curves: list[dict], path: Path, title: str) -> Path:
+    """One panel per word: the probe's test AP over the full probe's versus k (log2), ranked and random units,
+    neurons and features, a dotted line at 0.95 and FT's smallest recovering k as a vertical line.
+
+    Args:
+        curves: ``[{"word", "series": {label: [(k, ratio)]}, "ft_k"}]`` (:func:`neurotext.analysis.probe.curve_groups`).
+    """
+    plt = _pyplot()
+    n = max(len(curves), 1)
+    cols = min(n, 10)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 1.5, 1.6 * rows + 0.8), dpi=100, squeeze=False,
+                             sharex=True, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, c in zip(axes.flat, curves):
+        for label, pts in c["series"].items():
+            pts = sorted((k, v) for k, v in pts if v is not None and np.isfinite(v))
+            if pts:
+                ax.plot([k for k, _ in pts], [v for _, v in pts], "--" if "random" in label else "-",
+                        color=PROBE_COLORS.get(label, "#444444"), linewidth=1.1, marker="o", markersize=1.8)
+        ax.axhline(0.95, color="#999999", linewidth=0.7, linestyle=":")
+        if c.get("ft_k"):
+            ax.axvline(c["ft_k"], color=PROBE_COLORS["FT (encode)"], linewidth=1.0, linestyle=":")
+        ax.set_xscale("log", base=2)
+        ax.set_title(c["word"], fontsize=8)
+        ax.tick_params(labelsize=6)
+        _despine(ax)
+    labels = sorted({lab for c in curves for lab in c["series"]})
+    handles = [plt.Line2D([], [], color=PROBE_COLORS.get(lab, "#444444"), linestyle="--" if "random" in lab else "-",
+                          label=lab) for lab in labels]
+    if any(c.get("ft_k") for c in curves):
+        handles.append(plt.Line2D([], [], color=PROBE_COLORS["FT (encode)"], linestyle=":",
+                                  label="FT's smallest recovering k"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    fig.suptitle(textwrap.fill(title + " (x: k units, log2; y: test AP / full probe's AP)", 120), fontsize=9)
+    return _save(plt, fig, path, (0, 0.04, 1, 1))
