@@ -74,3 +74,12 @@ def test_the_query_returned_rows_and_the_figure_was_drawn(tour):
     assert [r[0] for r in rows] == [0, 1, 2] and all(r[1] == 8 for r in rows)
     [png] = _outputs(_cell(tour, "%matplotlib inline"), "image/png")
     assert base64.b64decode(png)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_dictionary_trains_and_its_features_are_units(tour):
+    [text] = _outputs(_cell(tour, "from neurotext.dictionaries import"), "stdout")
+    assert text.startswith("3072 features: held-out FVU ")
+    [ex] = _outputs(_cell(tour, "from neurotext.examples import"), "text/html")
+    assert "L2.ffn.f" in ex and "<script" not in ex
+    [card] = _outputs(_cell(tour, "[f] = textualize(best.neuron"), "text/html")
+    assert "<h1>L2.ffn.f" in card and "Neuron support" in card and "Decoder direction" in card
