@@ -5,6 +5,9 @@
     python scripts/findings_tables.py --restarts artifacts/findings/smollm2   # restarts' activations (a store)
     python scripts/findings_tables.py --seeds artifacts/findings/smollm2 artifacts/findings/smollm2-seed1
     python scripts/findings_tables.py --corpus q1/words.json seed1=q1-seed1/words.json split1=q1-split1/words.json
+    python scripts/findings_tables.py --features features/words.json --store features/store \
+        --dictionaries features/dict-s0                              # features beside the neurons of their site
+    python scripts/findings_tables.py --match features/dict-s0 features/dict-s1   # two dictionary seeds
 
 Every number in the tables of the findings pages (docs/findings/*.md) comes from here, so the commands on
 those pages regenerate them exactly.
@@ -252,6 +255,127 @@ def corpus_variation(ref: dict, others: list[tuple[str, dict]], site: str = "ffn
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- dictionary features
+def _dictionary_manifests(folder: str) -> dict:
+    """{site: neurotext.json} of the dictionaries under a folder (one subfolder each)."""
+    from pathlib import Path
+
+    out = {}
+    for p in sorted(Path(folder).iterdir()):
+        f = p / "neurotext.json"
+        if f.is_file():
+            m = json.loads(f.read_text())
+            out[m["site"]] = m
+    return out
+
+
+def dictionary_table(folder: str) -> str:
+    """Each dictionary's settings, training time and held-out quality (its neurotext.json)."""
+    lines = ["| site | features | k | training tokens | minutes | held-out tokens | FVU | L0 | dead | dense "
+             "| downstream: cosine, reconstruction | cosine, zero-ablation |", "|---" * 12 + "|"]
+    for site, m in _dictionary_manifests(folder).items():
+        ev = m["eval"]
+        ds = ev.get("downstream") or {}
+        rec = ds.get("cosine_reconstruction", ds.get("loss_recovered"))
+        zero = ds.get("cosine_zero_ablation", ds.get("ce_zero"))
+        lines.append(f"| {site} | {m['width']} | {m['settings'].get('k')} | {m['tokens']:,} | {m['seconds'] / 60:.1f} "
+                     f"| {ev['tokens']:,} | {ev['fvu']:.3f} | {ev['l0']:.1f} | {100 * ev['dead_share']:.1f}% "
+                     f"| {100 * ev['dense_share']:.1f}% | {_fmt3(rec)} | {_fmt3(zero)} |")
+    return "\n".join(lines)
+
+
+def _fmt3(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def features_table(doc: dict, neurons: str = "ffn", features: str = "ffn.f") -> str:
+    """Neurons and the features of their site side by side, per layer, on the same held-out text: token identity,
+    FT's word-like share, restart agreement against chance, every vector and token read-out's correlation beside
+    its chance level, and FT / corpus max (medians [quartiles] over units)."""
+    q1 = {(g["layer"], g["site"]): g for g in doc["groups"]}
+    ti = {(t["layer"], t["site"]): t for t in doc["corpus"]["token_identity"]}
+    opt = {(o["layer"], o["site"]): o for o in doc["corpus"]["optimization"]}
+    sc = {(r["layer"], r["site"], r["readout"]): r for r in doc["corpus"]["corpus_scores"]}
+    layers = sorted({layer for layer, site in q1 if site in (neurons, features)})
+    out = []
+    lines = ["| layer | units | n | omega squared | permuted | share > 0.5 | FT word-like | Jaccard@10 restarts "
+             "| chance | FT / corpus max |", "|---" * 10 + "|"]
+    for layer in layers:
+        for site in (neurons, features):
+            g, t, o = q1.get((layer, site)), ti.get((layer, site)), opt.get((layer, site))
+            if g is None:
+                continue
+            st = (g.get("stability") or {}).get("stats") or {}
+            jac = st.get("jaccard_at_10") or {}
+            half = "n/a" if not t else f"{100 * (t['above_half'] or 0):.1f}%"
+            lines.append(f"| {layer} | {site} | {g['n']} | {_q(t['omega_squared']) if t else 'n/a'} "
+                         f"| {_q(t['omega_squared_permuted'], brackets=False) if t else 'n/a'} "
+                         f"| {half} "
+                         f"| {100 * g['word_like']['ft']:.1f}% | {_q(jac.get('ft'))} "
+                         f"| {_q(jac.get('baseline'), brackets=False)} "
+                         f"| {_q(o['ft_over_corpus_max'], '.2f') if o else 'n/a'} |")
+    out.append("\n".join(lines))
+    names = [n for n in READOUT_ORDER if any((layer, features, n) in sc for layer in layers)]
+    for stat, title in (("correlation", "correlation with the activation"), ("detection_auroc", "detection AUROC")):
+        lines = [f"{title}, median (chance median in brackets)", "",
+                 "| layer | units | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+        for layer in layers:
+            for site in (neurons, features):
+                cells = []
+                for n in names:
+                    r, c = sc.get((layer, site, n)), sc.get((layer, site, n + "_chance"))
+                    cells.append("n/a" if r is None else
+                                 f"{_q(r[stat], '.3f', False)} ({_q(c[stat], '.3f', False) if c else 'n/a'})")
+                if any(c != "n/a" for c in cells):
+                    lines.append(f"| {layer} | {site} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def support_table(store: str, site: str = "ffn.f") -> str:
+    """Neuron support of a store's features per layer: k90 of the encoder and decoder rows and their participation
+    ratios (median [quartiles]), out of the site's width."""
+    from neurotext.store import read_table
+
+    rows = [r for r in read_table(store, columns=["layer", "site", "support"]).to_pylist() if r["site"] == site]
+    by: dict[int, list] = {}
+    for r in rows:
+        if r["support"]:
+            by.setdefault(r["layer"], []).append(r["support"])
+    lines = ["| layer | features | of neurons | encoder k90 | encoder participation ratio | decoder k90 "
+             "| decoder participation ratio |", "|---" * 7 + "|"]
+    for layer, sup in sorted(by.items()):
+        lines.append(f"| {layer} | {len(sup)} | {sup[0]['d']} "
+                     + " ".join(f"| {_quartiles(s[side][key] for s in sup)}" for side in ("encoder", "decoder")
+                                for key in ("k90", "participation_ratio")) + " |")
+    return "\n".join(lines)
+
+
+def match_table(folder_a: str, folder_b: str, threshold: float = 0.9) -> str:
+    """Two dictionaries of each site (two training seeds): the share of each one's features whose decoder
+    direction has a match in the other (largest cosine above ``threshold``), and the median largest cosine."""
+    import torch
+
+    from neurotext.model.dictionary import load_dictionary
+
+    lines = [f"| site | features | A matched in B (cosine > {threshold}) | B matched in A | median best cosine, A "
+             "| live features of A matched |", "|---" * 6 + "|"]
+    for site in sorted(set(_dictionary_manifests(folder_a)) & set(_dictionary_manifests(folder_b))):
+        a, b = (load_dictionary(f"{folder}/{site}") for folder in (folder_a, folder_b))
+        da = torch.nn.functional.normalize(a.decoder_directions(), dim=1)
+        db = torch.nn.functional.normalize(b.decoder_directions(), dim=1)
+        cos = da @ db.T  # (Fa, Fb)
+        best_a, best_b = cos.max(1).values, cos.max(0).values
+        dead = _dictionary_manifests(folder_a)[site]["eval"].get("dead")  # indices, where recorded
+        live = torch.ones(len(best_a), dtype=torch.bool)
+        if dead:
+            live[torch.as_tensor(dead)] = False
+        lines.append(f"| {site} | {len(best_a)} | {100 * float((best_a > threshold).float().mean()):.1f}% "
+                     f"| {100 * float((best_b > threshold).float().mean()):.1f}% | {float(best_a.median()):.3f} "
+                     f"| {100 * float((best_a[live] > threshold).float().mean()):.1f}% |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", help="words.json of neurotext words --out")
@@ -262,8 +386,23 @@ def main(argv=None) -> None:
     ap.add_argument("--corpus", nargs="+", metavar="WORDS_JSON",
                     help="words.json of neurotext words with corpus examples: the real-text tables of the first; "
                          "with more (label=path: another FT seed, another split seed), how far each median moves")
+    ap.add_argument("--features", metavar="WORDS_JSON",
+                    help="words.json of a store of neurons and features: the two side by side per layer")
+    ap.add_argument("--store", help="with --features: the store, for the features' neuron support")
+    ap.add_argument("--dictionaries", help="with --features: the folder of the dictionaries (their quality)")
+    ap.add_argument("--match", nargs=2, metavar=("DICTS_A", "DICTS_B"),
+                    help="two folders of dictionaries (two seeds): features with a match in the other")
     ap.add_argument("--site", default="ffn")
     args = ap.parse_args(argv)
+    if args.dictionaries:
+        print("Dictionaries\n\n" + dictionary_table(args.dictionaries) + "\n")
+    if args.features:
+        doc = json.load(open(args.features))
+        print("Neurons and features\n\n" + features_table(doc, args.site, args.site + ".f") + "\n")
+        if args.store:
+            print("Neuron support\n\n" + support_table(args.store, args.site + ".f") + "\n")
+    if args.match:
+        print("Dictionary seeds\n\n" + match_table(*args.match) + "\n")
     if args.words:
         doc = json.load(open(args.words))
         print("Q1\n\n" + q1_table(doc, args.site) + "\n\nStability\n\n" + stability_table(doc, args.site) + "\n")

@@ -12,6 +12,7 @@ ROOT = Path(neurotext.__file__).parent
 # The flow, bottom to top; a module may import its own tier and those below it.
 TIERS = {
     "errors": 0,
+    "files": 0,
     "model": 1,
     "corpus": 1,
     "engine": 2,

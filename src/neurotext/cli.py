@@ -73,6 +73,14 @@ def _load(args, prefix: str | None = None):
     return model
 
 
+def _add_corpus(p, what: str = "the corpus"):
+    from .corpus import SPEC_HELP
+
+    p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"{what}: {SPEC_HELP}")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+
+
 def _add_device(p):
     p.add_argument("--device", default="auto", metavar="|".join(DEVICES),
                    help="where the model runs: auto (default: CUDA when available, else the CPU), cpu, cuda, "
@@ -328,7 +336,6 @@ def _add_phrase(sub):
 
 
 def _add_examples(sub):
-    from .corpus import SPEC_HELP
     from .examples import DTYPES, ExamplesConfig
 
     d = ExamplesConfig()
@@ -348,9 +355,7 @@ def _add_examples(sub):
     )
     p.add_argument("neurons", nargs="*", metavar="NEURON",
                    help="neuron names, e.g. L3.ffn.42 or 'L0-5.ffn.*', or features, e.g. L3.ffn.f7 (with --dictionary)")
-    p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
-    p.add_argument("--text-column", default=None, metavar="NAME",
-                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    _add_corpus(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write the results to DIR/examples (a new directory or a sweep's store); resumable: rerun "
                         "the same command after an interruption")
@@ -796,7 +801,6 @@ def _cmd_encode(args) -> int:
 
 def _add_probe(sub):
     from .analysis.probe import DEFINITIONS, SAMPLING, ProbeConfig
-    from .corpus import SPEC_HELP
 
     d = ProbeConfig()
     p = sub.add_parser(
@@ -829,9 +833,7 @@ def _add_probe(sub):
                    help="sites, comma-separated: L{layer}.{site} with site ffn (the FFN's post-activation values) or "
                         "out (the layer's output), layers as 3, 0-5 or *, e.g. L3.ffn or 'L*.ffn,L*.out'; a site "
                         "with a --dictionary adds its features; L3.ffn.f probes the features alone")
-    p.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
-    p.add_argument("--text-column", default=None, metavar="NAME",
-                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    _add_corpus(p)
     p.add_argument("--encode", default=None, metavar="FILE",
                    help="encode.json of neurotext encode --out (or its folder): FT's smallest recovering k beside "
                         "the probe's, with the overlap of the units each selects")
@@ -909,7 +911,6 @@ def _cmd_probe(args) -> int:
 
 
 def _add_dictionary_commands(sub):
-    from .corpus import SPEC_HELP
     from .dictionaries import DEFAULT_TOKENS, TRAINABLE, DictionaryConfig
 
     d = DictionaryConfig()
@@ -942,9 +943,7 @@ def _add_dictionary_commands(sub):
                    help="the dictionary's directory, new or empty (default dictionaries/SITE, e.g. "
                         "dictionaries/L3.ffn)")
     t.add_argument("--force", action="store_true", help="replace a non-empty --out (once the new one is complete)")
-    t.add_argument("--corpus", default=None, metavar="SOURCE", help=f"the corpus: {SPEC_HELP}")
-    t.add_argument("--text-column", default=None, metavar="NAME",
-                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    _add_corpus(t)
     _add_model(t)
     _add_device(t)
     g = t.add_argument_group("dictionary settings")
@@ -993,10 +992,7 @@ def _add_dictionary_commands(sub):
                "to the model. Example: neurotext dictionary eval dictionaries/L3.ffn --tokens 4000",
     )
     e.add_argument("dictionary", metavar="DIR", help="a SAELens dictionary directory")
-    e.add_argument("--corpus", default=None, metavar="SOURCE",
-                   help=f"the corpus whose test part is read (default: the one recorded in DIR): {SPEC_HELP}")
-    e.add_argument("--text-column", default=None, metavar="NAME",
-                   help="the column holding the text in .jsonl/.csv/.parquet/datasets sources (default text)")
+    _add_corpus(e, "the corpus whose test part is read (default: the one recorded in DIR)")
     e.add_argument("--tokens", type=_positive_int, default=DEFAULT_TOKENS,
                    help=f"held-out tokens to read at most, a uniform sample of the test part's contexts (default "
                         f"{DEFAULT_TOKENS})")

@@ -36,6 +36,7 @@ from ..analysis import scores as analysis_scores
 from ..analysis.encode import SELECTIONS
 from ..analysis.words import WordsConfig, word_like
 from ..errors import NeurotextError
+from ..files import replace_dir
 from ..model.names import base_site, is_feature_site, unit_name
 from ..model.tokens import display_tokens, manifest_kind
 from ..store import examples as ex_store
@@ -471,7 +472,7 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                   "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "source_signature": source_signature(store_dir, encode_path)}
         _write(tmp / MARKER, json.dumps(marker, indent=2))
-        _swap(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -491,12 +492,3 @@ def _count(v):
     return len(v) if isinstance(v, (list, dict)) else v
 
 
-def _swap(tmp: Path, out: Path) -> None:
-    """Move the finished site into place; an earlier atlas there is removed only after the move."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -37,6 +37,7 @@ from ..corpus import Corpus, open_corpus
 from ..engine.activations import stream_sites
 from ..engine.contexts import PARTS, SplitConfig, Tokenize
 from ..errors import NeurotextError
+from ..files import replace_dir
 from ..model.adapters import Model, load_model
 from ..model.devices import describe
 from ..model.dictionary import MANIFEST, load_dictionary, site_hook
@@ -237,17 +238,6 @@ def check_out(out, force: bool) -> Path:
 def _partial(out: Path) -> Path:
     """The temporary sibling a training writes into (renamed to ``out`` when complete)."""
     return out.with_name(f".{out.name}.partial-{os.getpid()}")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a complete directory into place; an existing ``out`` (allowed by --force) is replaced."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the activations
@@ -464,7 +454,7 @@ def train_dictionary(model, site, corpus=None, config: DictionaryConfig | None =
             "eval": metrics,
         }
         (tmp / MANIFEST).write_text(json.dumps(finite(manifest), indent=2, allow_nan=False, default=str))
-        _publish(tmp, out)
+        replace_dir(tmp, out)  # an existing out (allowed by --force) goes only now
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
