@@ -9,6 +9,7 @@ Chromium from file:// and from the server."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from html.parser import HTMLParser
 
@@ -308,7 +309,13 @@ def test_probe_only_folder_builds_an_atlas_and_serves(site, probe_dir):
     assert marker["sweep"] is False and marker["examples"] is False and marker["neurons"] == 0
     built = serve.site_for(probe_dir["dir"], log=lambda m: None)
     assert built == probe_dir["dir"] / "site" and (built / "q2.html").is_file()
-    assert serve.site_for(probe_dir["dir"], log=lambda m: None) == built  # up to date
+    logs = []
+    assert serve.site_for(probe_dir["dir"], log=logs.append) == built and "up to date" in logs[0]
+    probe_json = probe_dir["dir"] / "probe" / "probe.json"
+    st = probe_json.stat()
+    os.utime(probe_json, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # new probe results: built again
+    serve.site_for(probe_dir["dir"], log=logs.append)
+    assert any("written to" in m for m in logs[1:])
 
 
 def test_probe_flag_beside_a_sweep_links_the_units_with_pages(probe_dir, tmp_path):
