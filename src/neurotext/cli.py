@@ -243,8 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a self-contained static site from a store: model and sweep config, Q1 plots per "
                     "layer, the Q2 recovery plot when Q2 results are present, a searchable table of all neurons "
                     "and one page per neuron. Corpus examples in DIR/examples (neurotext examples --out DIR) add "
-                    "each neuron's real text; a DIR of examples alone gives an atlas of real text. It needs no "
-                    "network; open SITE/index.html or run neurotext serve.",
+                    "each neuron's real text; a DIR of examples alone gives an atlas of real text. Probe results "
+                    "(neurotext probe --out) add a Q2 page on real text: per word the probe's curves by k beside "
+                    "random units and FT's recovery; a DIR of probe results alone gives the index's Q2 section and "
+                    "that page. It needs no network; open SITE/index.html or run neurotext serve.",
         epilog="Example: neurotext report runs/minilm --out runs/minilm-atlas",
     )
     p.add_argument("store", metavar="DIR")
@@ -252,12 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encode", default=None, metavar="PATH",
                    help="Q2 results (encode.json of neurotext encode --out, or its folder); default "
                         "DIR/encode/encode.json or DIR/encode.json when present")
+    p.add_argument("--probe", default=None, metavar="PATH",
+                   help="Q2 on real text (probe.json of neurotext probe --out, or its folder): the Q2 page; default "
+                        "DIR/probe/probe.json or DIR/probe.json when present")
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser(
         "serve", help="serve an atlas on 127.0.0.1",
-        description="Serve an atlas folder, or the atlas of a store (built into DIR/site first, rebuilt when the "
-                    "store changed), on 127.0.0.1 only. Prints the URL; Ctrl-C stops.",
+        description="Serve an atlas folder, or the atlas of a store (a sweep, corpus examples or probe results: "
+                    "built into DIR/site first, rebuilt when the store or its Q2 results changed), on 127.0.0.1 "
+                    "only. Prints the URL; Ctrl-C stops.",
         epilog="Example: neurotext serve runs/minilm-atlas --port 8000",
     )
     p.add_argument("path", metavar="DIR_OR_SITE")
@@ -744,7 +750,7 @@ def _cmd_query(args) -> int:
 def _cmd_report(args) -> int:
     from .atlas.report import build_report
 
-    build_report(args.store, args.out, encode=args.encode, log=lambda m: print(m, file=sys.stderr))
+    build_report(args.store, args.out, encode=args.encode, probe=args.probe, log=lambda m: print(m, file=sys.stderr))
     return 0
 
 

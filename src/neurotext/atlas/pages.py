@@ -20,7 +20,7 @@ from ..analysis.scores import CHANCE, READOUTS, SCORES
 from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header, support_section
 from ..model.names import is_feature_site
 from ..model.tokens import CONVENTION, DECODED, PLAIN
-from . import realtext
+from . import probes, realtext
 from .readouts import FT_READOUTS, SCORE_LABELS, score_definitions, scores_section
 
 #: Index page: only the site's own script files; neuron pages: no script at all.
@@ -40,6 +40,9 @@ CORPUS_SEARCH_NOTE = ("Real text: \u201cmax tokens in real text\u201d finds the 
 NO_SWEEP_NOTE = ("This store holds corpus examples only: the Q1 sections (feature textualization, stability, "
                  "word-like neurons) need a sweep of the same model in the same folder (neurotext sweep NEURONS "
                  "--out DIR), after which neurotext report shows both.")
+PROBE_ONLY_NOTE = ("This folder holds probe results only: neuron pages and the Q1 sections need a sweep (neurotext "
+                   "sweep NEURONS --out DIR) or corpus examples (neurotext examples NEURONS --out DIR) of the same "
+                   "model in the same folder, after which neurotext report shows them beside the Q2 page.")
 
 
 def script_json(obj) -> str:
@@ -211,7 +214,7 @@ def dictionaries_table(recorded: list[dict]) -> str:
 def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot: str | None, q2: dict | None,
                word_like_rule: str, stability: dict | None = None, token_kind: str = PLAIN,
                examples: dict | None = None, scores: dict | None = None, n_features: int = 0,
-               dictionaries: list[dict] | None = None) -> str:
+               dictionaries: list[dict] | None = None, probe: dict | None = None) -> str:
     """The atlas front page; the neuron table itself is filled in by ``assets/atlas.js`` from
     ``data/neurons.js`` (loaded asynchronously, rendered a page at a time).
 
@@ -232,11 +235,14 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
             column and a neurons/features filter).
         dictionaries: the dictionaries the store records (``manifest["dictionaries"]`` entries), listed in their
             own section.
+        probe: Q2 on real text (:func:`neurotext.atlas.probes.index_info`: the summary and the Q2 page's URL), or
+            None. Without a sweep and corpus examples the index is this section alone (no neuron table).
     """
     sweep = manifest is not None
+    has_units = sweep or examples is not None  # else an atlas of probe results alone
     model = (manifest if sweep else examples or {}).get("model", {})
     cfg = manifest.get("config", {}) if sweep else {}
-    name = model.get("name", "?")
+    name = model.get("name") or (probe or {}).get("model") or "?"
     sizes = ", ".join(f"{k} {v}" for k, v in (model.get("sizes") or {}).items())
     model_rows = [("name", name), ("type", model.get("model_type", "?")), ("source", model.get("source", "?")),
                   ("weights fingerprint", model.get("fingerprint", "?")), ("layers", model.get("n_layers", "?")),
@@ -277,8 +283,11 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
                    f'activation pattern; the curve is the share of words that come back as the FT vector\'s '
                    f'nearest token (left) or among its 10 nearest (right).</p>'
                    f'<img class="plot" src="{esc(q2["plot"])}" alt="Q2 recovery curves" width="1100" height="400">'
-                   + _kv_table([(k, v) for k, v in info if v is not None]) + "</section>")
-    table = (f'<section id="neurons"><h2>{"Neurons and features" if n_features else "Neurons"}</h2>'
+                   + _kv_table([(k, v) for k, v in info if v is not None])
+                   + (f'<p class="note">Each word\'s FT recovery beside the probe on real text: '
+                      f'<a href="{esc(probe["href"])}">the Q2 page</a>.</p>' if probe else "") + "</section>")
+    heading = "Neurons and features" if n_features else "Neurons"
+    table = "" if not has_units else (f'<section id="neurons"><h2>{heading}</h2>'
              '<div class="controls">'
              '<input id="q" type="search" autocomplete="off" spellcheck="false" '
              + ('placeholder="token (e.g. rain) or unit (e.g. L3.ffn.42, L3.ffn.f12)" aria-label="search units">'
@@ -311,7 +320,7 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
     meta = {"n": n_neurons, "model": name, "phrases": sweep and "phrases" in manifest, "sweep": sweep,
             "examples": examples is not None, "scores": scored, "ft_readouts": list(FT_READOUTS),
             "features": n_features > 0}
-    q2_link = '<a href="#q2">Q2</a>' if q2 else ""
+    q2_link = ('<a href="#q2">Q2</a>' if q2 else "") + ('<a href="#q2-text">Q2 on real text</a>' if probe else "")
     corpus_name = ((examples or {}).get("corpus") or {}).get("name", "?")
     n_swept_features = sum(s["n"] for s in stats if is_feature_site(s["site"]))
     if sweep:
@@ -322,26 +331,45 @@ def index_page(manifest: dict | None, stats: list[dict], n_neurons: int, q1_plot
                 + (f'; and real text: each neuron\'s max-activating contexts in the corpus {esc(corpus_name)}, '
                    f'samples below the top, random contexts and statistics ({n_neurons} '
                    f'{"units" if n_features else "neurons"} in all).' if examples else "."))
-    else:
+    elif examples is not None:
         units = (f"{n_neurons} units ({n_neurons - n_features} neurons, {n_features} dictionary features)"
                  if n_features else f"{n_neurons} neurons")
         lead = (f'Real text of {units}: each neuron\'s max-activating contexts in the corpus '
                 f'{esc(corpus_name)}, samples from ranges below the top, random contexts and statistics.</p>'
                 f'<p class="note">{esc(NO_SWEEP_NOTE)}')
+    else:
+        model_rows = [("name", name)]
+        p = probe or {}
+        lead = (f'Q2 on real text: how many units a linear probe needs to find each of {esc(p.get("words"))} '
+                f'words in the corpus {esc(p.get("corpus") or "?")}.</p>'
+                f'<p class="note">{esc(PROBE_ONLY_NOTE)}')
     config = [("Model", model_rows)] + ([("Sweep", sweep_rows)] if sweep else []) \
-        + ([("Corpus", realtext.corpus_rows(examples))] if examples else [])
+        + ([("Corpus", realtext.corpus_rows(examples))] if examples else []) \
+        + ([("Probe", [("corpus", probe.get("corpus") or "?"), ("words", probe["words"]),
+                       ("skipped", probe["skipped"]), ("from", probe["source"])])] if probe and not has_units else [])
     toc = (f'<a href="#config">model{" &amp; sweep" if sweep else ""}{" &amp; corpus" if examples else ""}</a>'
            + ('<a href="#dictionaries">dictionaries</a>' if dictionaries else "")
            + ('<a href="#q1">Q1</a>' if sweep else "") + f'{q2_link}'
-           + ('<a href="#real-text">real text</a>' if scores is not None else "") + '<a href="#neurons">neurons</a>')
+           + ('<a href="#real-text">real text</a>' if scores is not None else "")
+           + ('<a href="#neurons">neurons</a>' if has_units else ""))
     body = (f'<header><div class="brand">neurotext atlas</div><h1>{esc(name)}</h1>'
             f'<p class="lead">{lead}</p><nav class="toc">{toc}</nav></header>'
             f'<main><section id="config" class="cols">'
             + "".join(f'<div><h2>{esc(t)}</h2>{_kv_table(rows)}</div>' for t, rows in config)
             + f'</section>{dictionaries_table(dictionaries) if dictionaries else ""}{q1}{q2_html}'
+            f'{probes.index_section(probe) if probe else ""}'
             f'{real_text_section(scores) if scores is not None else ""}{table}</main>'
             f'<script type="application/json" id="atlas-meta">{script_json(meta)}</script>')
-    return document(f"neurotext atlas: {name}", body, STYLESHEETS, CSP_INDEX, ("assets/atlas.js",), "index")
+    return document(f"neurotext atlas: {name}", body, STYLESHEETS, CSP_INDEX, ("assets/atlas.js",) if has_units else (),
+                    "index")
+
+
+# --------------------------------------------------------------------------- Q2 page
+def q2_page(records: list[dict], source, **kw) -> str:
+    """The Q2 page on real text (``q2.html`` at the site's root; no script): :func:`neurotext.atlas.probes.page_body`
+    with the site's stylesheets."""
+    return document("Q2 on real text \u00b7 neurotext atlas", probes.page_body(records, source, **kw), STYLESHEETS,
+                    CSP_NEURON, kind="q2")
 
 
 # --------------------------------------------------------------------------- neuron page

@@ -12,7 +12,12 @@ Layout of a site::
                             (``DIR/examples``), its real text and each read-out's scores beside chance
     neurons/L3.ffn.f12.html one page per dictionary feature, the same page plus what its decoder direction writes
                             and its neuron support (linked to the pages of the neurons that carry it)
+    q2.html                 with probe results (``neurotext probe --out``): Q2 on real text, per word its curves
+                            and numbers per layer and site, FT's recovery beside them (no script)
     atlas.json              marks the folder as an atlas; records what it was built from
+
+A folder of probe results alone (``probe.json``, or ``probe/probe.json``) builds an atlas too: the index's Q2 section
+and the Q2 page, no neuron pages.
 
 Nothing in a site refers to the network; it works from the folder (``file://``) or from ``neurotext serve``.
 """
@@ -40,7 +45,7 @@ from ..files import replace_dir
 from ..model.names import base_site, is_feature_site, unit_name
 from ..model.tokens import display_tokens, manifest_kind
 from ..store import examples as ex_store
-from . import pages, readouts, realtext
+from . import pages, probes, readouts, realtext
 from .realtext import is_canonical
 
 # Filenames of a site live here and nowhere else.
@@ -58,6 +63,7 @@ STABILITY_PLOT = "plots/stability.png"
 CORPUS_PLOTS = {"correlation": "plots/corpus_correlation.png", "detection_auroc": "plots/corpus_detection_auroc.png",
                 "token_identity": "plots/corpus_token_identity.png", "optimization": "plots/corpus_over_max.png"}
 ENCODE = "encode.json"  # written by ``neurotext encode --out OUT`` (Q2)
+Q2_PAGE = "q2.html"  # Q2 on real text, from ``neurotext probe --out OUT`` (its probe.json)
 
 #: Store columns the atlas reads (everything but the FT vectors).
 COLUMNS = ["neuron", "layer", "site", "unit", "activation", "pre_activation", "nearest_token", "nearest_cosine",
@@ -319,16 +325,16 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", errors="replace")
 
 
-def source_signature(store_dir, encode_path: Path | None) -> str:
-    """Changes whenever the store's manifest or shards, its corpus examples, the Q2 results or neurotext's
-    version change."""
+def source_signature(store_dir, encode_path: Path | None, probe_path: Path | None = None) -> str:
+    """Changes whenever the store's manifest or shards, its corpus examples, the Q2 results (encode's, the probe's)
+    or neurotext's version change."""
     h = hashlib.blake2b(digest_size=16)
     h.update(__version__.encode())
     d = Path(store_dir)
     sweep = [d / store.MANIFEST, *store.shard_paths(d)] if (d / store.MANIFEST).is_file() else []
     examples = [ex_store.examples_dir(d) / ex_store.MANIFEST, *ex_store.shard_paths(d)] \
         if ex_store.has_examples(d) else []
-    for p in sweep + examples + ([encode_path] if encode_path else []):
+    for p in sweep + examples + ([encode_path] if encode_path else []) + ([probe_path] if probe_path else []):
         st = p.stat()
         h.update(f"{p.parent.name}/{p.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -352,12 +358,14 @@ def _check_out(out: Path) -> None:
         raise NeurotextError(f"{out} is not empty and not a neurotext atlas; choose an empty or new --out")
 
 
-def build_report(store_dir, out, encode=None, log=print) -> dict:
+def build_report(store_dir, out, encode=None, probe=None, log=print) -> dict:
     """Build the atlas of the store ``store_dir`` into ``out`` (replacing an earlier atlas there).
 
     The site is written to a temporary sibling folder and moved into place when complete. A store may hold
     a sweep, corpus examples (``DIR/examples``) or both: a neuron's page shows what the store holds of it. With
     both, every read-out of every neuron is scored on held-out corpus text once (:func:`readouts.compute`).
+    Probe results (Q2 on real text) add the Q2 page; a folder of probe results alone gives the index's Q2 section
+    and that page.
 
     Args:
         store_dir: a sweep store (``neurotext sweep --out``), corpus examples (``neurotext examples --out``)
@@ -365,33 +373,41 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
         out: site folder; must be new, empty or an earlier atlas.
         encode: Q2 results (``encode.json`` or its folder); default ``DIR/encode/encode.json`` or
             ``DIR/encode.json`` when present.
+        probe: Q2 on real text (``probe.json`` of ``neurotext probe --out`` or its folder); default
+            ``DIR/probe/probe.json`` or ``DIR/probe.json`` when present.
         log: progress messages.
 
     Returns:
-        {"index": path of index.html, "neurons": count, "q2": whether a Q2 plot was drawn, "examples": whether
-        pages show real text, "scores": whether the read-outs were scored on it, "seconds": wall time}.
+        {"index": path of index.html, "neurons": count, "q2": whether a Q2 plot was drawn, "probe": path of the Q2
+        page on real text or None, "examples": whether pages show real text, "scores": whether the read-outs were
+        scored on it, "seconds": wall time}.
     """
     t0 = time.perf_counter()
     out, store_dir = Path(out), Path(store_dir)
     _check_out(out)
     if not store_dir.is_dir():
         raise NeurotextError(f"{store_dir}: no such store directory")
-    has_sweep = (store_dir / store.MANIFEST).is_file() or not ex_store.has_examples(store_dir)
+    probe_path = probes.find_probe(store_dir, probe)
+    probe_records = probes.read_probe(probe_path) if probe_path else None
+    has_sweep = (store_dir / store.MANIFEST).is_file() or not (ex_store.has_examples(store_dir) or probe_path)
     if has_sweep:
         manifest, rows = read_rows(store_dir)  # names the problem when there is no store at all
     else:
         manifest, rows = None, []
-    ex_manifest = realtext.complete_manifest(store_dir, log, required=not has_sweep)
+    ex_manifest = realtext.complete_manifest(store_dir, log, required=not has_sweep and probe_path is None)
     stab = stability_groups(store_dir, manifest) if has_sweep else None
     repro = {n: flag for g in stab or [] for n, flag in zip(g["neurons"], g["reproducible"])}
     for r in rows:
         r["reproducible"] = repro.get(r["neuron"]) if stab is not None else None
     encode_path = find_encode(store_dir, encode)
     q2_doc = read_encode(encode_path) if encode_path else None
-    model = (manifest or ex_manifest).get("model", {})
-    model_name = model.get("name", "?")
+    model = (manifest or ex_manifest or {}).get("model", {})
+    model_name = model.get("name") or (probes.probe_model(probe_records) if probe_records else None) or "?"
     if q2_doc and q2_doc.get("model") not in (None, model_name):
         log(f"neurotext: warning: {encode_path} is for model {q2_doc.get('model')!r}, the store for {model_name!r}")
+    if probe_records and probes.probe_model(probe_records) not in (None, model_name):
+        log(f"neurotext: warning: {probe_path} is for model {probes.probe_model(probe_records)!r}, the store for "
+            f"{model_name!r}")
     swept = {r["neuron"]: r for r in rows}
     seed = int((manifest or {}).get("config", {}).get("seed", 0))
     score = readouts.compute(store_dir, seed, log) if has_sweep and ex_manifest is not None else None
@@ -406,7 +422,8 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     try:
         for name in ASSET_FILES:
             _write(tmp / ASSETS / name, resources.files("neurotext.atlas").joinpath(ASSETS, name).read_text("utf-8"))
-        kind = store_token_kind(manifest, rows) if has_sweep else realtext.token_kind(store_dir, ex_manifest)
+        kind = store_token_kind(manifest, rows) if has_sweep else realtext.token_kind(store_dir, ex_manifest) \
+            if ex_manifest is not None else manifest_kind({}, probes.token_strings(probe_records or []))
         stab_summary, q1_plot = None, None
         if has_sweep:
             (tmp / Q1_PLOT).parent.mkdir(parents=True, exist_ok=True)
@@ -424,6 +441,18 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
             q2 = {"plot": Q2_PLOT, "source": str(encode_path), "words": _count(q2_doc.get("words")),
                   "skipped": _count(q2_doc.get("skipped")),
                   **{k: q2_doc.get(k) for k in ("model", "site", "objective")}}
+        names = {r["neuron"] for r in entries}
+
+        def unit_href(name, prefix=""):  # a unit with a page in the atlas: its URL
+            return f"{prefix}{name}.html" if name in names else None
+
+        probe_info = None
+        if probe_records is not None:
+            fts = probes.ft_results(q2_doc if probes.same_model(probe_records, q2_doc) else None)
+            probe_info = probes.index_info(probe_records, probe_path, fts, Q2_PAGE)
+            _write(tmp / Q2_PAGE, pages.q2_page(probe_records, probe_path, encode=q2_doc, encode_source=encode_path,
+                                                token_kind=kind,
+                                                unit_href=lambda n: unit_href(n, f"{NEURONS}/")))
         real_text = None
         if score is not None:
             doc = score.arm.to_dict() if scored else None
@@ -433,14 +462,10 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
                                                     WORD_LIKE_RULE, stab_summary, token_kind=kind,
                                                     examples=ex_manifest, scores=real_text,
                                                     n_features=sum(is_feature_site(r["site"]) for r in entries),
-                                                    dictionaries=recorded))
-        names = {r["neuron"] for r in entries}
+                                                    dictionaries=recorded, probe=probe_info))
         (tmp / NEURONS).mkdir()
 
         phrases = has_sweep and "phrases" in manifest
-
-        def unit_href(name):  # a neuron of a feature's support: its page when the atlas has one
-            return f"{name}.html" if name in names else None
 
         def page(r, ex):
             prev_name, next_name = (unit_name(r["layer"], r["site"], r["unit"] + d) for d in (-1, 1))
@@ -467,10 +492,11 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
         per_neuron = {n: readouts.summary(score.record(n), token_stats.get(n)) for n in names} if scored else None
         _write(tmp / DATA, data_script(entries, kind, corpus if ex_manifest is not None else None, per_neuron))
         marker = {"format": FORMAT, "neurotext_version": __version__, "store": str(store_dir.resolve()),
-                  "encode": str(encode_path) if encode_path else None, "neurons": len(entries),
+                  "encode": str(encode_path) if encode_path else None,
+                  "probe": str(probe_path) if probe_path else None, "neurons": len(entries),
                   "sweep": has_sweep, "examples": ex_manifest is not None, "scores": scored,
                   "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "source_signature": source_signature(store_dir, encode_path)}
+                  "source_signature": source_signature(store_dir, encode_path, probe_path)}
         _write(tmp / MARKER, json.dumps(marker, indent=2))
         replace_dir(tmp, out)
     except BaseException:
@@ -479,13 +505,17 @@ def build_report(store_dir, out, encode=None, log=print) -> dict:
     seconds = time.perf_counter() - t0
     what = " with their real text and read-out scores" if scored else \
         " with their real text" if ex_manifest is not None and has_sweep else \
-        " (real text only: no sweep)" if not has_sweep else ""
+        " (real text only: no sweep)" if not has_sweep and ex_manifest is not None else ""
     n_features = sum(is_feature_site(r["site"]) for r in entries)
     units = f"{len(entries)} units ({n_features} dictionary features)" if n_features else f"{len(entries)} neurons"
+    if probe_info is not None:
+        q2_text = f"the Q2 page on real text ({probe_info['words']} words)"
+        units = q2_text if not entries and not has_sweep else f"{units} and {q2_text}"
     log(f"neurotext: atlas of {units}{what} written to {out} in {seconds:.1f} s "
         f"(open {out / 'index.html'}, or: neurotext serve {out})")
     return {"index": out / "index.html", "neurons": len(entries), "q2": q2 is not None,
-            "examples": ex_manifest is not None, "scores": scored, "seconds": seconds}
+            "probe": out / Q2_PAGE if probe_info is not None else None, "examples": ex_manifest is not None,
+            "scores": scored, "seconds": seconds}
 
 
 def _count(v):

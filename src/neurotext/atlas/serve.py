@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from .. import store
 from ..errors import NeurotextError
 from ..store import examples as ex_store
-from . import report
+from . import probes, report
 
 HOST = "127.0.0.1"  # never another interface
 SITE_IN_STORE = "site"  # serve DIR builds the atlas of a store into DIR/site (or a temporary folder)
@@ -95,16 +95,17 @@ def make_server(site, port: int = 0, quiet: bool = False) -> ThreadingHTTPServer
 
 def site_for(path, log=print) -> Path:
     """The site folder to serve for ``path``: an atlas as it is, or a store's atlas (a sweep, corpus
-    examples or both), (re)built into ``DIR/site`` when the store or its examples changed since (a temporary
-    folder when DIR is not writable)."""
+    examples, probe results, or several), (re)built into ``DIR/site`` when the store, its examples or its Q2 results
+    changed since (a temporary folder when DIR is not writable)."""
     path = Path(path)
     if report.is_atlas(path):
         return path
-    if not (path / store.MANIFEST).is_file() and not ex_store.has_examples(path):
+    probe = probes.find_probe(path)
+    if not (path / store.MANIFEST).is_file() and not ex_store.has_examples(path) and probe is None:
         raise NeurotextError(f"{path} is neither a neurotext atlas (no {report.MARKER}) nor a store "
-                             f"(no {store.MANIFEST}, no corpus examples)")
+                             f"(no {store.MANIFEST}, no corpus examples, no probe results)")
     out = path / SITE_IN_STORE
-    signature = report.source_signature(path, report.find_encode(path))
+    signature = report.source_signature(path, report.find_encode(path), probe)
     if report.is_atlas(out) and report.read_marker(out).get("source_signature") == signature:
         log(f"neurotext: {out} is up to date")
         return out
