@@ -141,6 +141,11 @@ class DictionaryConfig:
     threshold: float = 0.01  # jumprelu: the initial threshold (in units of the scaled inputs)
     warmup: float = 0.05  # share of the steps over which the learning rate rises linearly to lr (SAELens's warm-up)
     decay: float = 0.2  # share of the steps at the end over which it falls linearly to 0
+    shuffle: int = 65536  # contexts read in windows of this many, each window's order permuted (seeded) before the
+    #                       forward passes: a corpus in its own order holds long runs of one kind of text (the
+    #                       default corpus: category after category), which the shuffling buffer alone does not
+    #                       mix; the default corpus's train part (about 14k contexts) is one window. Memory: the
+    #                       window's token ids and text. 0: the corpus's order
     buffer: int = 65536  # activations in the shuffling buffer (memory: buffer x site width x 4 bytes, twice)
     dead_window: int = 131072  # tokens without firing after which a feature counts as dead (topk's auxiliary
     #                            loss then trains it on the residual)
@@ -157,6 +162,7 @@ class DictionaryConfig:
         for name in ("tokens", "eval_tokens"):
             if getattr(self, name) is not None:
                 _whole(name.replace("_", " "), getattr(self, name))
+        _whole("shuffle", self.shuffle, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise NeurotextError(f"seed must be a whole number, got {self.seed!r}")
         for name in ("lr", "l1", "sparsity", "threshold"):
@@ -263,7 +269,8 @@ def train_activations(model: Model, corpus: Corpus, point: tuple[int, str], conf
         n = 0
         t = time.perf_counter()
         for b in stream_sites(model, corpus, [point], part="train", max_length=config.max_length,
-                              split=config.split, batch_size=config.forward_batch):
+                              split=config.split, batch_size=config.forward_batch, shuffle=config.shuffle,
+                              shuffle_seed=config.seed * 1_000_003 + stats.epochs):  # another order each epoch
             v = b.values[point]  # (N, d_in)
             n += len(v)
             stats.tokens += len(v)

@@ -31,7 +31,8 @@ class SiteBatch:
 
 def stream_sites(model, corpus, points, part: str = "train", max_length: int = 64, split: SplitConfig | None = None,
                  seed: int = 0, max_tokens: int | None = None, batch_size: int = 64,
-                 batch_tokens: int = 8192, chunk_size: int = 1024) -> Iterator[SiteBatch]:
+                 batch_tokens: int = 8192, chunk_size: int = 1024, shuffle: int = 0,
+                 shuffle_seed: int = 0) -> Iterator[SiteBatch]:
     """Every unit of ``points`` at every text position of one part of ``corpus``, one batch at a time.
 
     Args:
@@ -42,9 +43,14 @@ def stream_sites(model, corpus, points, part: str = "train", max_length: int = 6
         part: ``train`` or ``test`` (the corpus pass's document split, ``split``), or ``all``.
         max_length: text tokens per context at most (longer documents are cut into consecutive contexts).
         max_tokens: stop before the context that would pass this many text tokens of the part.
+        shuffle: with a positive value, the contexts are read in windows of this many and each window's order is
+            permuted (seeded by ``shuffle_seed`` and the window's number) before the forward passes: a window as
+            large as the part mixes the whole part (a corpus read in its own order holds long runs of one kind of
+            text, which a trainer should not see one after another). 0: the corpus's order.
 
     Yields:
-        :class:`SiteBatch` in the corpus's order of chunks (within a chunk, length-sorted batches).
+        :class:`SiteBatch` in the corpus's order of chunks, or the shuffled order (within a chunk, length-sorted
+        batches).
     """
     if part not in (*PARTS, "all"):
         raise ValueError(f"part must be one of {', '.join(PARTS)} or all, got {part!r}")
@@ -68,15 +74,38 @@ def stream_sites(model, corpus, points, part: str = "train", max_length: int = 6
             yield SiteBatch(values={p: v[text] for p, v in found.items()}, token_ids=b.ids[text],
                             contexts=group, lengths=text.sum(1))
 
-    for c in tok.contexts(corpus.documents()):
-        if want is not None and c.part != want:
-            continue
-        if max_tokens is not None and seen + len(c.ids) > max_tokens:
-            break
-        seen += len(c.ids)
+    def selected():
+        nonlocal seen
+        for c in tok.contexts(corpus.documents()):
+            if want is not None and c.part != want:
+                continue
+            if max_tokens is not None and seen + len(c.ids) > max_tokens:
+                return
+            seen += len(c.ids)
+            yield c
+
+    contexts = selected() if shuffle <= 0 else _shuffled(selected(), shuffle, shuffle_seed)
+    for c in contexts:
         chunk.append(c)
         if len(chunk) == chunk_size:
             yield from run(chunk)
             chunk = []
     if chunk:
         yield from run(chunk)
+
+
+def _shuffled(contexts, window: int, seed: int):
+    """``contexts`` in windows of ``window``, each window in a seeded random order."""
+    buf, number = [], 0
+    for c in contexts:
+        buf.append(c)
+        if len(buf) == window:
+            yield from _permute(buf, seed, number)
+            buf, number = [], number + 1
+    if buf:
+        yield from _permute(buf, seed, number)
+
+
+def _permute(buf: list, seed: int, number: int) -> list:
+    g = torch.Generator().manual_seed(seed * 1_000_003 + number)
+    return [buf[i] for i in torch.randperm(len(buf), generator=g).tolist()]
