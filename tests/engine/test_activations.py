@@ -2,11 +2,12 @@
 
 import numpy as np
 import torch
-from conftest import WORDS
 
 from neurotext import load_model
 from neurotext.corpus import open_corpus
 from neurotext.engine.activations import stream_sites
+
+from conftest import WORDS
 
 
 def test_shuffled_windows_hold_the_same_positions_in_another_order(tmp_path, tiny_models):
