@@ -52,7 +52,7 @@ def support_lines(support: dict | None, name: str) -> list[str]:
            "participation ratio):"]
     for side in ("encoder", "decoder"):
         s = support[side]
-        tops = ", ".join(f"{prefix}.{u} {w:+.3f}" for u, w in zip(s["top_units"][:5], s["top_weights"][:5]))
+        tops = ", ".join(f"{prefix}.{u} {w:+.3g}" for u, w in zip(s["top_units"][:5], s["top_weights"][:5]))
         out.append(f"    {side:<8} {s['k90']:>5} neurons, PR {s['participation_ratio']:.1f}; top: {tops}")
     return out
 
