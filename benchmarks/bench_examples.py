@@ -58,10 +58,10 @@ import torch  # noqa: E402
 
 from neurotext import load_model  # noqa: E402
 from neurotext.corpus import Corpus, open_corpus  # noqa: E402
-from neurotext.engine import corpus_pass  # noqa: E402
+from neurotext.engine import fold  # noqa: E402
 from neurotext.engine.contexts import SplitConfig, Tokenize, batches  # noqa: E402
-from neurotext.engine.corpus_pass import WORST, top_parts  # noqa: E402
 from neurotext.engine.memory import corpus_batch_limits  # noqa: E402
+from neurotext.engine.pass_state import WORST, top_parts  # noqa: E402
 from neurotext.examples import CorpusRun, Examiner, ExamplesConfig  # noqa: E402
 from neurotext.model.adapters import resolve_model_path  # noqa: E402
 from neurotext.model.devices import cpu_name, describe, resolve_device  # noqa: E402
@@ -372,7 +372,7 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
     run = new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs))
     sample, state = timed_pass(run)
     out = {"units": sum(len(v) for v in run.names.values()), "engine": {"sample": sample},
-           "reduce_compiled": corpus_pass._compiled.get("reduce") not in (None, False)}
+           "reduce_compiled": fold._compiled.get("reduce") not in (None, False)}
     fp32_top = engine_top(state, run.names, TOP_K)
     out["breakdown"] = breakdown(new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs)))
 

@@ -116,7 +116,8 @@ def _referenced(row: dict) -> set[int]:
 
 
 def _join_row(row: dict, contexts: dict) -> dict:
-    from ..examples import EXAMPLE_LISTS, _join
+    from ..examples import EXAMPLE_LISTS
+    from ..examples.records import _join
 
     out = dict(row)
     for name in EXAMPLE_LISTS:
@@ -211,7 +212,7 @@ def _save_checkpoint(out: Path, run, state) -> None:
 
 def _load_checkpoint(out: Path, run) -> object | None:
     from ..engine.contexts import Context
-    from ..engine.corpus_pass import PassState, PointState
+    from ..engine.pass_state import PassState, PointState
 
     path = out / CHECKPOINT
     if not path.is_file():
