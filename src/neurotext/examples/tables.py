@@ -16,7 +16,6 @@ from .config import LOOKUP_K, LOOKUP_MIN_COUNT
 
 if TYPE_CHECKING:
     from ..engine.pass_state import PassState
-    from .run import CorpusRun
 
 
 #: One example in a results table: the context (its text, tokens and ids are in the contexts table), the max
@@ -74,7 +73,7 @@ class Finalizer:
     of the contexts they refer to. Vectorized over the units of a point: nothing per example is a Python
     object, so finalizing every unit of a model costs little memory."""
 
-    def __init__(self, run: CorpusRun, state: PassState):
+    def __init__(self, run, state: PassState):
         self.run, self.state = run, state
         self.model, self.engine, self.config = run.model, run.engine, run.config
         self.edges = bucket_edges()

@@ -75,7 +75,7 @@ class _Worker:
             self.phraser = Phraser(self.tx.model, phrases, progress=False, scans=self.tx.scans)
 
     def run(self, neurons):
-        from .sweep import compute_shard
+        from .shards import compute_shard
 
         return compute_shard(self.tx, self.phraser, neurons, int(self.tx.model.embeddings.shape[1]))
 
