@@ -19,7 +19,8 @@ from ..model.adapters import _get, _hooks, _Stop
 from ..model.names import base_site
 from . import fold as _fold
 from . import merge as _merge
-from .pass_state import EMPTY, PassState, PointState
+from .fold import SparseValues
+from .pass_state import EMPTY, PassState, PointState, state_bytes
 
 
 # --------------------------------------------------------------------------- probes
@@ -37,6 +38,32 @@ class Probe:
     @property
     def size(self) -> int:
         return len(self.units) if self.units is not None else self.directions.shape[1]
+
+    @property
+    def sparse(self) -> bool:
+        """Features of a dictionary: their values are 0 at most positions, read and folded sparsely."""
+        return self.dictionary is not None and self.directions is None
+
+    def encode_flops(self) -> int:
+        """FLOPs per position of the dictionary's encoding (its encoder's product; 0 without a dictionary)."""
+        d = self.dictionary
+        return 0 if d is None else 2 * d.d_in * d.width
+
+    def read_sparse(self, h: torch.Tensor, text: torch.Tensor) -> SparseValues:
+        """A dictionary probe's non-zero values at the text positions (B, T) of the site's activations h (B, T, U):
+        the encoding of the text positions only (the template and the padding are never read)."""
+        b, t, _ = h.shape
+        where = text.reshape(-1).nonzero().flatten()
+        x = h.reshape(b * t, -1).index_select(0, where.to(h.device)).float()  # (N, U)
+        rows, cols, vals = self.dictionary.encode_sparse(x)
+        if not (self.units.numel() == self.dictionary.width
+                and bool((self.units == torch.arange(self.dictionary.width)).all())):
+            column = torch.full((self.dictionary.width,), -1, dtype=torch.int64, device=cols.device)
+            column[self.units.to(cols.device)] = torch.arange(len(self.units), device=cols.device)
+            cols = column[cols]
+            keep = cols >= 0
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        return SparseValues(where[rows.cpu()], cols.cpu(), vals.float().cpu(), (b, t, self.size))
 
     def read(self, h: torch.Tensor) -> torch.Tensor:
         """The probe's values from the site's activations h (B, T, U): (B, T, u) float32."""
@@ -75,6 +102,7 @@ class PassSettings:
     hist_every: int = 16  # the position histogram bins the contexts whose key lies in the lowest 1/hist_every
     token_stats: bool = False
     dtype: str = "float32"
+    sparse: bool = True  # fold a dictionary's features sparsely (False: densely, the reference of the tests)
 
 
 class CorpusPass:
@@ -104,9 +132,11 @@ class CorpusPass:
         s = self.settings
         vocab = self.vocab if s.token_stats else None
         zeros = lambda: torch.zeros(s.parts, dtype=torch.int64)  # noqa: E731
-        points = {key: PointState.empty(p.size, s.top, s.random, s.slots, self.width, s.parts, vocab)
+        points = {key: PointState.empty(p.size, s.top, s.slots, self.width, s.parts, vocab,
+                                        sparse=s.sparse and p.sparse)
                   for key, p in self.probes.items()}
         return PassState(points=points, rand=[torch.full((s.random,), EMPTY) for _ in range(s.parts)],
+                         first=[torch.full((s.top,), EMPTY) for _ in range(s.parts)],
                          contexts=zeros(), tokens=zeros(), hist_contexts=zeros(), hist_tokens=zeros(),
                          tok_count=None if vocab is None else [torch.zeros(vocab, dtype=torch.int64)
                                                                for _ in range(s.parts)])
@@ -138,11 +168,13 @@ class CorpusPass:
         return self.prefix + [int(i) for i in context.ids] + self.suffix
 
     @torch.no_grad()
-    def forward(self, batch: Batch, probes: dict | None = None) -> dict:
-        """Run one batch only as deep as the deepest probe; {(layer, site): values (B, T, u) float32}.
+    def forward(self, batch: Batch, probes: dict | None = None, sparse: bool = False) -> dict:
+        """Run one batch only as deep as the deepest probe; {(layer, site): values (B, T, u) float32}, or with
+        ``sparse`` a dictionary probe's :class:`SparseValues` (its text positions' non-zero values).
 
         One hook per model point (layer, ``ffn`` or ``out``) reads every probe there: the neurons of ``ffn``
-        and the features of its dictionary (site ``ffn.f``) come from the same activations."""
+        and the features of its dictionary (site ``ffn.f``) come from the same activations, and the
+        dictionary's encoding runs inside the forward pass, batch by batch."""
         model = self.model
         probes = probes or self.probes
         at: dict = {}  # {(layer, base site): [probe keys]}
@@ -151,6 +183,7 @@ class CorpusPass:
         depth = max(layer for layer, _ in at)
         dev = model.device
         found: dict = {}
+        text = batch.text.to(dev)
         stop_at = (depth, "out") if (depth, "out") in at else (depth, "ffn")
 
         def grab(point):
@@ -160,7 +193,8 @@ class CorpusPass:
                 else:
                     h = output[0] if isinstance(output, (tuple, list)) else output  # the block's output (B, T, d)
                 for key in at[point]:
-                    found[key] = probes[key].read(h).cpu()
+                    probe = probes[key]
+                    found[key] = probe.read_sparse(h, text) if sparse and probe.sparse else probe.read(h).cpu()
                 if point == stop_at:
                     raise _Stop
             return hook
@@ -186,8 +220,6 @@ class CorpusPass:
                 pass
         return found
 
-    # ------------------------------------------------------------------ folding
-
     # ------------------------------------------------------------------ folding and merging
     def fold(self, state: PassState, batch: Batch, found: dict) -> None:
         """Fold one batch's values (from :meth:`forward`) into ``state`` (:func:`neurotext.engine.fold.fold`)."""
@@ -196,3 +228,16 @@ class CorpusPass:
     def merge(self, state: PassState, other: PassState) -> None:
         """Fold ``other`` (the state of other contexts, e.g. one chunk's from a Ray actor) into ``state``."""
         _merge.merge(self.settings, state, other)
+
+    # ------------------------------------------------------------------ cost
+    def state_bytes(self) -> int:
+        """Bytes of the state this pass keeps (:func:`neurotext.engine.pass_state.state_bytes`, every point)."""
+        s = self.settings
+        vocab = self.vocab if s.token_stats else None
+        return sum(state_bytes(p.size, s.top, s.slots, self.width, s.parts, s.sparse and p.sparse, vocab)
+                   for p in self.probes.values())
+
+    def encode_flops_per_token(self) -> int:
+        """FLOPs per text token of the dictionaries' encodings (each dictionary once per point, however many of
+        its features are read): what the pass adds to the model's forward pass."""
+        return sum(p.encode_flops() for p in self.probes.values())

@@ -1,20 +1,26 @@
 """The fold: one batch's values merged into a pass's state (:mod:`neurotext.engine.pass_state`).
 
-One pass over a point's values (B, T, u) reduces them to what every selection needs (:func:`reduce`,
-compiled on the CPU); the merges of the reduced batch into the top-K, the samples and the statistics are
-many small operations, run on one thread.
+Dense points (neurons, directions): one pass over a point's values (B, T, u) reduces them to what every
+selection needs (:func:`reduce`, compiled on the CPU). Sparse points (a dictionary's features,
+:class:`SparseValues`): the fold touches only the non-zero values, n of them (a TopK dictionary: k per
+position), never the B·T·u zeros: per (context, unit) maxima by a scatter over the n values, then the same
+merges. The merges of a reduced batch into the top-K, the samples and the statistics are many small
+operations, run on one thread.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
 
-from .merge import enter_smallest, merge_slots
+from .merge import enter_smallest, merge_slots, top_entering
 from .pass_state import (
     HIST_BINS,
+    NB,
+    WORST,
     PassState,
     PointState,
     positive_bucket,
@@ -23,6 +29,37 @@ from .pass_state import (
     top_order,
 )
 from .threads import one_thread
+
+
+@dataclass
+class SparseValues:
+    """A point's values in one batch where most are exactly 0 (a dictionary's features): the others, n of them,
+    at text positions only, each > 0."""
+
+    rows: torch.Tensor  # (n,) int64 flat position b * T + t in the batch, ascending
+    cols: torch.Tensor  # (n,) int64 unit (the probe's column)
+    vals: torch.Tensor  # (n,) float32
+    shape: tuple  # (B, T, u)
+
+    def dense(self) -> torch.Tensor:
+        """The values as (B, T, u) float32, zeros included."""
+        b, t, u = self.shape
+        out = torch.zeros(b * t, u)
+        out[self.rows, self.cols] = self.vals.float()
+        return out.view(b, t, u)
+
+    def pairs(self, rows: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """The values of (batch row, unit) pairs at every position: (m, T) float32, zeros where none is stored."""
+        b, t, u = self.shape
+        out = torch.zeros((len(rows), t))
+        if len(rows):
+            where = torch.full((b * u,), -1, dtype=torch.int64)
+            where[rows * u + units] = torch.arange(len(rows))
+            brow = self.rows // t
+            r = where[brow * u + self.cols]
+            sel = r >= 0
+            out[r[sel], (self.rows - brow * t)[sel]] = self.vals[sel].float()
+        return out
 
 
 def _reduce(vals: torch.Tensor, text: torch.Tensor, ctx: torch.Tensor, order: torch.Tensor,
@@ -71,86 +108,136 @@ def reduce(vals: torch.Tensor, *args):
 
 
 def fold(engine, state: PassState, batch, found: dict) -> None:
-    """Fold one batch's values (``found``: {(layer, site): (B, T, u)}, from :meth:`CorpusPass.forward`) into
-    ``state``; ``engine`` is the :class:`neurotext.engine.corpus_pass.CorpusPass` that ran it."""
+    """Fold one batch's values into ``state``: ``found`` is {(layer, site): (B, T, u) tensor or
+    :class:`SparseValues`} (from :meth:`CorpusPass.forward`); ``engine`` is the
+    :class:`neurotext.engine.corpus_pass.CorpusPass` that ran it. Sparse values fold sparsely into a sparse
+    point's state, densely into a dense one's (the reference the tests compare with)."""
     p, order = batch.part, sample_order(batch.key, batch.ctx)
-    found = {point: vals.float() for point, vals in found.items()}  # a direction's product under bf16 autocast
+    dense, sparse = {}, {}
+    for point, vals in found.items():
+        if isinstance(vals, SparseValues):
+            if state.points[point].sparse:
+                sparse[point] = vals
+            else:
+                dense[point] = vals.dense()
+        else:
+            dense[point] = vals.float()  # a direction's product under bf16 autocast
     reduced = {}
-    for point, vals in found.items():  # the one pass over the values
+    for point, vals in dense.items():  # the one pass over the values
         ps = state.points[point]
         reduced[point] = reduce(vals, batch.text, batch.ctx, order, ps.top[p].min(1).values, ps.slot[:, :, -1])
     with one_thread():  # the rest is many small operations, which threads only slow down
-        _fold(engine, state, batch, found, reduced, order)
+        _fold(engine, state, batch, dense, reduced, sparse, order)
 
 
-def _fold(engine, state: PassState, batch, found: dict, reduced: dict, order: torch.Tensor) -> None:
+def _fold(engine, state: PassState, batch, dense: dict, reduced: dict, sparse: dict, order: torch.Tensor) -> None:
     s, p, text = engine.settings, batch.part, batch.text
     ntext = text.sum(1)  # (B,)
     state.contexts[p] += len(batch.ctx)
     state.tokens[p] += int(ntext.sum())
-    hist_rows = (batch.key < engine.hist_below).nonzero().flatten()
+    in_hist = batch.key < engine.hist_below  # (B,) the contexts whose positions the position histogram bins
+    hist_rows = in_hist.nonzero().flatten()
     state.hist_contexts[p] += len(hist_rows)
     state.hist_tokens[p] += int(ntext[hist_rows].sum())
-    slots, rows = enter_smallest(state.rand[p], order, s.random)  # random sample: the same for every unit
-    tok_ids = perm_ids = None
+    enter_smallest(state.rand[p], order, s.random)  # random sample: the same for every unit
+    enter_smallest(state.first[p], batch.ctx, s.top)  # the smallest contexts: a sparse unit's zero contexts
+    tok = None
     if s.token_stats:
         tok_ids = batch.ids[text]  # (N,) token ids at the text positions, row-major
         gen = torch.Generator().manual_seed(int(batch.ctx.min()) * 1_000_003 + len(batch.ctx))
         perm_ids = tok_ids[torch.randperm(len(tok_ids), generator=gen)]
         state.tok_count[p] += torch.bincount(tok_ids, minlength=engine.vocab)
-
-    def fold_point(point) -> None:  # touches only this point's state
-        vals, ps = found[point], state.points[point]
-        u = vals.shape[-1]
-        cmax, cpos, rs, rss, rpos, sbin, bucket, enters, top, units = reduced[point]  # see _reduce
-        ps.s[p] += rs.double().sum(0)
-        ps.ss[p] += rss.double().sum(0)
-        ps.npos[p] += rpos.sum(0)
-        off = torch.arange(u).unsqueeze(0) * HIST_BINS  # (1, u)
-        ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1)
-        if len(hist_rows):
-            flat = vals[hist_rows][text[hist_rows]]  # (n, u): the sampled contexts' text positions
-            ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1)
-        if len(rows):
-            a = torch.full((len(rows), engine.width, u), float("nan"))
-            a[:, :vals.shape[1]] = vals[rows].masked_fill(~text[rows].unsqueeze(-1), float("nan"))
-            ps.rand_acts[p][slots] = a
-        _fold_top(ps, p, vals, text, cpos, top, units)
-        _fold_slots(ps, cmax, cpos, order, bucket, enters)
-        if tok_ids is not None:
-            flat_all = vals[text]  # (N, u)
-            ps.tok_sum[p].index_add_(0, tok_ids, flat_all)
-            ps.perm_sum.index_add_(0, perm_ids, flat_all)
-
-    for point in found:
-        fold_point(point)
+        tok = (tok_ids, perm_ids)
+    for point, vals in dense.items():
+        _fold_dense(state.points[point], p, vals, text, reduced[point], order, hist_rows, tok)
+    for point, sv in sparse.items():
+        _fold_sparse(state.points[point], batch, sv, order, in_hist, tok)
 
 
-def _fold_top(ps: PointState, p: int, vals, text, cpos, cand, enter) -> None:
-    """Merge the batch's contexts (their top_order cand (u, B); enter (u,): the units where one beats the
-    smallest kept) into the part's top-K of every unit."""
-    cur = ps.top[p]  # (u, K)
-    units = enter.nonzero().flatten()
-    if len(units) == 0:
-        return
-    k = cur.shape[1]
-    idx = torch.topk(torch.cat([cur[units], cand[units]], 1), k, dim=1).indices  # (n, K) into K + B
-    keep = torch.zeros((len(units), k + cand.shape[1]), dtype=torch.bool)
-    keep.scatter_(1, idx, True)
-    ev = (~keep[:, :k]).nonzero()  # (m, 2): unit row, freed slot; row-major
-    en = keep[:, k:].nonzero()  # (m, 2): unit row, entering batch row
-    unit, slot, brow = units[ev[:, 0]], ev[:, 1], en[:, 1]
-    cur[unit, slot] = cand[unit, brow]
-    ps.top_pos[p][unit, slot] = cpos[brow, unit].int()
-    t = vals.shape[1]
-    acts = ps.top_acts[p]
-    acts[unit, slot] = float("nan")
-    acts[unit, slot, :t] = vals[brow, :, unit].masked_fill(~text[brow], float("nan"))  # (m, T)
-
-
-def _fold_slots(ps: PointState, cmax, cpos, order, bucket, enters) -> None:
-    """Merge the batch's contexts into the per-bucket samples of smallest key (positive activations only):
-    bucket (B, u) each activation's, enters (B, u) whether its order is below the largest kept in its bucket."""
+def _fold_dense(ps: PointState, p: int, vals, text, reduced, order, hist_rows, tok) -> None:
+    """One dense point's values (B, T, u), reduced by :func:`reduce`, into its state."""
+    u = vals.shape[-1]
+    cmax, cpos, rs, rss, rpos, sbin, bucket, enters, top, units = reduced  # see _reduce
+    ps.s[p] += rs.double().sum(0)
+    ps.ss[p] += rss.double().sum(0)
+    ps.npos[p] += rpos.sum(0)
+    off = torch.arange(u).unsqueeze(0) * HIST_BINS  # (1, u)
+    ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1)
+    if len(hist_rows):
+        flat = vals[hist_rows][text[hist_rows]]  # (n, u): the sampled contexts' text positions
+        ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1)
+    rows = units.nonzero().flatten()
+    if len(rows):
+        row, slot, brow = top_entering(ps.top[p][rows], top[rows])
+        unit = rows[row]
+        _set_top(ps, p, unit, slot, top[unit, brow], cpos[brow, unit],
+                 vals[brow, :, unit].masked_fill(~text[brow], float("nan")))
     bi, ui = enters.nonzero(as_tuple=True)
     if len(bi):
-        merge_slots(ps, ui, bucket[bi, ui], order[bi], cmax[bi, ui], cpos[bi, ui].int())
+        merge_slots(ps, ui, bucket[bi, ui], order[bi], cmax[bi, ui], cpos[bi, ui])
+    if tok is not None:
+        flat_all = vals[text]  # (N, u)
+        ps.tok_sum[p].index_add_(0, tok[0], flat_all)
+        ps.perm_sum.index_add_(0, tok[1], flat_all)
+
+
+def _fold_sparse(ps: PointState, batch, sv: SparseValues, order, in_hist, tok) -> None:
+    """One sparse point's non-zero values into its state: every step is over the n values or the (context, unit)
+    pairs they make, the zeros are never touched (a context without a value of a unit is a zero context of it)."""
+    p, text = batch.part, batch.text
+    b_, t_, u = sv.shape
+    v = sv.vals.float()
+    keep = v > 0  # an encoding's exact zeros (a ReLU'd TopK value) are zeros like the others
+    if not bool(keep.all()):
+        sv = SparseValues(sv.rows[keep], sv.cols[keep], v[keep], sv.shape)
+        v = sv.vals
+    f, brow = sv.cols, sv.rows // t_
+    t = sv.rows - brow * t_
+    vd = v.double()
+    ps.s[p].index_add_(0, f, vd)
+    ps.ss[p].index_add_(0, f, vd * vd)
+    ps.npos[p] += torch.bincount(f, minlength=u)
+    # per (context, unit): the activation (max over text positions) and its first position
+    pair = brow * u + f
+    cmax = torch.zeros(b_ * u).scatter_reduce_(0, pair, v, "amax")
+    at_max = v == cmax[pair]
+    cpos = torch.full((b_ * u,), t_, dtype=torch.int64).scatter_reduce_(0, pair[at_max], t[at_max], "amin")
+    hit = (cmax > 0).nonzero().flatten()  # the positive (context, unit) pairs, by context then unit
+    hb, hu = hit // u, hit % u
+    hv, hp = cmax[hit], cpos[hit]
+    bucket = positive_bucket(hv)
+    ones = torch.ones(len(hit), dtype=torch.int64)
+    ps.ctx_hist.view(-1).index_put_((hu * NB + bucket,), ones, accumulate=True)  # the zero bin: counted, not stored
+    sel = in_hist[brow]
+    if bool(sel.any()):
+        ps.hist.view(-1).index_put_((f[sel] * NB + positive_bucket(v[sel]),), torch.ones(int(sel.sum()),
+                                    dtype=torch.int64), accumulate=True)
+    enters = order[hb] < ps.slot[hu, bucket, -1]
+    if bool(enters.any()):
+        merge_slots(ps, hu[enters], bucket[enters], order[hb[enters]], hv[enters], hp[enters])
+    cand = top_order(hv, batch.ctx[hb])
+    ent = cand > ps.top[p].min(1).values[hu]
+    if bool(ent.any()):
+        eu, eb = hu[ent], hb[ent]
+        units, inv = torch.unique(eu, return_inverse=True)
+        cm = torch.full((len(units), b_), WORST, dtype=torch.int64)  # (n, B): the units' candidates by context
+        cm[inv, eb] = cand[ent]
+        row, slot, col = top_entering(ps.top[p][units], cm)
+        unit = units[row]
+        acts = sv.pairs(col, unit).masked_fill_(~text[col], float("nan"))
+        _set_top(ps, p, unit, slot, cm[row, col], cpos[col * u + unit], acts)
+    if tok is not None:
+        index = text.reshape(-1).cumsum(0) - 1  # flat position -> its index among the text positions
+        at = index[sv.rows]
+        ps.tok_sum[p].view(-1).index_add_(0, tok[0][at] * u + f, v)
+        ps.perm_sum.view(-1).index_add_(0, tok[1][at] * u + f, v)
+
+
+def _set_top(ps: PointState, p: int, unit, slot, order, pos, acts) -> None:
+    """Put entries into the part's top: units (m,), the slots they take (m,), their top_order (m,), max positions
+    (m,) and values at every position (m, T), NaN outside text."""
+    ps.top[p][unit, slot] = order
+    ps.top_pos[p][unit, slot] = pos.to(ps.top_pos[p].dtype)
+    a = ps.top_acts[p]
+    a[unit, slot] = float("nan")
+    a[unit, slot, :acts.shape[1]] = acts

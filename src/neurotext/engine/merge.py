@@ -26,6 +26,19 @@ def enter_smallest(cur: torch.Tensor, cand: torch.Tensor, k: int):
     return freed, entered
 
 
+def top_entering(cur: torch.Tensor, cand: torch.Tensor):
+    """Which candidates enter a top-K: ``cur`` (n, K) the kept top_order values of n units, ``cand`` (n, C) each
+    unit's candidates (WORST where none). Returns (row, slot, col), one per entering candidate: the unit's row,
+    the slot it takes (a slot whose entry leaves) and its column in ``cand``."""
+    k = cur.shape[1]
+    idx = torch.topk(torch.cat([cur, cand], 1), k, dim=1).indices  # (n, K) into K + C
+    keep = torch.zeros((len(cur), k + cand.shape[1]), dtype=torch.bool)
+    keep.scatter_(1, idx, True)
+    ev = (~keep[:, :k]).nonzero()  # (m, 2): unit row, freed slot; row-major
+    en = keep[:, k:].nonzero()  # (m, 2): unit row, entering candidate; row-major, so the rows pair up
+    return ev[:, 0], ev[:, 1], en[:, 1]
+
+
 def merge_slots(ps: PointState, unit, bucket, order, val, pos) -> None:
     """Merge entries into the slots of their (unit, bucket), keeping the S smallest sample orders, sorted."""
     s = ps.slot.shape[-1]
@@ -35,14 +48,14 @@ def merge_slots(ps: PointState, unit, bucket, order, val, pos) -> None:
     all_g = torch.cat([groups.repeat_interleave(s), g_new])
     all_o = torch.cat([flat[groups].reshape(-1), order])
     all_v = torch.cat([flat_val[groups].reshape(-1), val])
-    all_p = torch.cat([flat_pos[groups].reshape(-1), pos])
+    all_p = torch.cat([flat_pos[groups].reshape(-1).long(), pos.long()])
     o = torch.argsort(all_o, stable=True)
     o = o[torch.argsort(all_g[o], stable=True)]  # by group, then sample order
     g = all_g[o]
     rank = torch.arange(len(g)) - torch.searchsorted(g, g)
     keep = rank < s
     o, r, g = o[keep], rank[keep], g[keep]
-    flat[g, r], flat_val[g, r], flat_pos[g, r] = all_o[o], all_v[o], all_p[o]
+    flat[g, r], flat_val[g, r], flat_pos[g, r] = all_o[o], all_v[o], all_p[o].to(flat_pos.dtype)
 
 
 def merge(settings, state: PassState, other: PassState) -> None:
@@ -55,11 +68,11 @@ def merge(settings, state: PassState, other: PassState) -> None:
 def _merge(s, state: PassState, other: PassState) -> None:
     for name in ("contexts", "tokens", "hist_contexts", "hist_tokens"):
         getattr(state, name).add_(getattr(other, name))
-    moves = []
     for p in range(s.parts):
         if state.tok_count is not None:
             state.tok_count[p] += other.tok_count[p]
-        moves.append(enter_smallest(state.rand[p], other.rand[p], s.random))
+        enter_smallest(state.rand[p], other.rand[p], s.random)
+        enter_smallest(state.first[p], other.first[p], s.top)
     for point, ps in state.points.items():
         po = other.points[point]
         for name in ("s", "ss", "npos", "ctx_hist", "hist"):
@@ -67,17 +80,11 @@ def _merge(s, state: PassState, other: PassState) -> None:
         if ps.perm_sum is not None:
             ps.perm_sum += po.perm_sum
         for p in range(s.parts):
-            slots, cands = moves[p]
-            ps.rand_acts[p][slots] = po.rand_acts[p][cands]
             if ps.tok_sum is not None:
                 ps.tok_sum[p] += po.tok_sum[p]
-            k = ps.top[p].shape[1]
-            idx = torch.topk(torch.cat([ps.top[p], po.top[p]], 1), k, dim=1).indices
-            keep = torch.zeros((len(idx), 2 * k), dtype=torch.bool)
-            keep.scatter_(1, idx, True)
-            ev, en = (~keep[:, :k]).nonzero(), keep[:, k:].nonzero()
+            row, slot, col = top_entering(ps.top[p], po.top[p])
             for name in ("top", "top_pos", "top_acts"):
-                getattr(ps, name)[p][ev[:, 0], ev[:, 1]] = getattr(po, name)[p][en[:, 0], en[:, 1]]
+                getattr(ps, name)[p][row, slot] = getattr(po, name)[p][row, col]
         full = po.slot != EMPTY
         if bool(full.any()):
             unit, bucket, _ = full.nonzero(as_tuple=True)

@@ -22,6 +22,7 @@ from ..model.names import Neuron, is_feature_site
 from ..notebook import Results
 from .config import TOKEN_STATS_BUDGET, ExamplesConfig
 from .records import NeuronExamples, tables_to_examples
+from .registry import Registry
 from .tables import Finalizer
 
 PROGRESS_EVERY = 30.0  # seconds between progress lines where stderr is not a terminal
@@ -125,8 +126,7 @@ class CorpusRun:
         split = SplitConfig(self.config.test_share, self.config.split_seed)
         self.tokenize = Tokenize(self.model.tokenizer, self.config.max_length, self.config.seed, split,
                                  vocab_size=int(self.model.embeddings.shape[0]))
-        self.registry: dict[int, Context] = {}  # the contexts a state refers to (and some it no longer does)
-        self._kept = 0  # registry size after its last cut
+        self.registry = Registry()  # the contexts a state refers to (and some it no longer does), as numbers
         self.position = {"chunk": 0, "doc": 0, "piece": 0, "index": 0, "tokens": 0}
         self._bar = None
         self._t0 = time.perf_counter()
@@ -176,16 +176,15 @@ class CorpusRun:
             self._progress(contexts)
         return state
 
-    def keep(self, state: PassState, contexts: list[Context]) -> None:
-        """Keep the text of the contexts ``state`` refers to: this chunk's are added, and the registry is cut to
-        the referenced ones whenever it has doubled since the last cut (scanning the state is not free: every
-        chunk would cost seconds on a whole model), so it stays within twice what the state refers to."""
-        for ctx in contexts:
-            self.registry[ctx.index] = ctx
-        if len(self.registry) > max(PRUNE_MIN, 2 * self._kept):
-            ref = set(state.referenced().tolist())
-            self.registry = {i: ctx for i, ctx in self.registry.items() if i in ref}
-            self._kept = len(self.registry)
+    def keep(self, state: PassState, contexts: list[Context], cut: bool = True) -> None:
+        """Register the contexts ``state`` may refer to (:class:`Registry`: numbers, not text): this chunk's are
+        added, and the registry is cut to the referenced ones whenever it has doubled since the last cut
+        (scanning the state is not free: every chunk would cost seconds on a whole model), so it stays within
+        twice what the state refers to. ``cut=False``: add only (``state`` does not hold every added context
+        yet, as on Ray between two merges)."""
+        self.registry.add(contexts)
+        if cut and len(self.registry) > max(PRUNE_MIN, 2 * self.registry.kept):
+            self.registry.cut(state.referenced())
 
     def _batch_limits(self) -> tuple[int, int]:
         """(contexts, padded tokens) per batch: the settings, fewer where device memory is short."""
@@ -198,12 +197,13 @@ class CorpusRun:
         for prepared, found in self.forward(batch):
             self.engine.fold(state, prepared, found)
 
-    def forward(self, batch: list[Context]):
-        """Yield (prepared batch, values) for ``batch``, or for its halves (recursively) where a batch runs out
-        of memory: an out-of-memory error costs time, never a context."""
+    def forward(self, batch: list[Context], probes: dict | None = None):
+        """Yield (prepared batch, values) for ``batch`` (every probe's, or ``probes``'; a dictionary's as
+        :class:`neurotext.engine.fold.SparseValues`), or for its halves (recursively) where a batch runs out of
+        memory: an out-of-memory error costs time, never a context."""
         try:
             b = self.engine.prepare(batch)
-            found = self.engine.forward(b)
+            found = self.engine.forward(b, probes, sparse=True)
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise
@@ -212,8 +212,8 @@ class CorpusRun:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = len(batch) // 2
-            yield from self.forward(batch[:half])
-            yield from self.forward(batch[half:])
+            yield from self.forward(batch[:half], probes)
+            yield from self.forward(batch[half:], probes)
             return
         yield b, found
 
@@ -247,11 +247,16 @@ class CorpusRun:
         self._bar = None
 
     # ------------------------------------------------------------------ results
+    def finalizer(self, state: PassState, group_units: int | None = None, release: bool = False) -> Finalizer:
+        """A :class:`Finalizer` of a finished pass: its ``groups()`` yield the results group of units by group of
+        units, so a store writes them as they come (``release``: each point's state is dropped once its tables
+        are made)."""
+        return Finalizer(self, state, group_units=group_units, release=release)
+
     def finalize_tables(self, state: PassState) -> tuple[dict, pa.Table]:
         """The results of a finished pass as Arrow tables: ({(layer, site): one row per neuron}, the contexts they
-        refer to). The range samples' values are computed again here, in one batched pass over just those
-        contexts."""
-        return Finalizer(self, state).tables()
+        refer to), every unit's at once (a store writes :meth:`finalizer`'s groups instead)."""
+        return self.finalizer(state).tables()
 
     def describe_corpus(self) -> dict:
         return {"name": self.corpus.name, "source": self.corpus.source, "fingerprint": self.corpus.fingerprint()}

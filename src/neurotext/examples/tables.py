@@ -1,21 +1,31 @@
 """A finished pass's state as Arrow tables: one per (layer, site), one row per neuron, and the contexts they refer
-to (:class:`Finalizer`); their schemas; the token statistics."""
+to (:class:`Finalizer`); their schemas; the token statistics.
+
+Finalizing streams: the tables come group of units by group of units (``GROUP_UNITS``), each made from its
+units' part of the state and handed to the caller (a store writes it and lets it go), so the memory it takes
+beyond the pass's state is one group's tables, whatever the number of units. What it needs beyond the state
+is computed before the first group: the range samples (bounds and contexts, a few numbers per unit) and the
+values of their contexts at every position, in one batched replay of just those contexts over every point at
+once (``units x ranges x per_range x W`` float32: 3,168 bytes per unit at the defaults); the random contexts'
+values are replayed point by point (R contexts per part).
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from ..engine.contexts import PARTS, Context
-from ..engine.pass_state import EMPTY, HIST_BINS, NB, WORST, bucket_edges, sample_ctx, top_parts
+from ..engine.contexts import PARTS, Context, batches
+from ..engine.fold import SparseValues
+from ..engine.pass_state import EMPTY, HIST_BINS, NB, WORST, PassState, bucket_edges, sample_ctx, top_order, top_parts
 from .config import LOOKUP_K, LOOKUP_MIN_COUNT
 
-if TYPE_CHECKING:
-    from ..engine.pass_state import PassState
+GROUP_UNITS = 1024  # units per finalized group: its tables take about 60 kB per unit at the defaults
+REPLAY_WINDOW = 4096  # contexts read back from the corpus at a time for a replay, sorted by length into batches
+CONTEXT_ROWS = 8192  # rows of the contexts table made at a time
 
 
 #: One example in a results table: the context (its text, tokens and ids are in the contexts table), the max
@@ -69,240 +79,394 @@ def _example_list(counts, ctx, pos, act, acts, lengths) -> pa.ListArray:
 
 
 class Finalizer:
-    """Turns a finished :class:`PassState` into Arrow tables: one per (layer, site), one row per neuron, and one
-    of the contexts they refer to. Vectorized over the units of a point: nothing per example is a Python
-    object, so finalizing every unit of a model costs little memory."""
+    """Turns a finished :class:`PassState` into Arrow tables: per (layer, site) one row per unit, made group of
+    units by group (:meth:`groups`), and the contexts they refer to (:meth:`contexts_tables`). Vectorized over a
+    group's units: nothing per example is a Python object.
 
-    def __init__(self, run, state: PassState):
+    Args:
+        run: the pass's :class:`neurotext.examples.run.CorpusRun` (engine, registry, corpus).
+        state: its finished state.
+        group_units: units per group (None: ``GROUP_UNITS``).
+        release: drop each point's state once its tables are made (the state is then unusable).
+    """
+
+    def __init__(self, run, state: PassState, group_units: int | None = None, release: bool = False):
         self.run, self.state = run, state
         self.model, self.engine, self.config = run.model, run.engine, run.config
+        self.group_units = group_units or GROUP_UNITS
+        self.release = release
         self.edges = bucket_edges()
-        self.used: set[int] = set()  # contexts the tables refer to
+        self.prefix = len(self.engine.prefix)
+        self.template = self.prefix + len(self.engine.suffix)
+        self.used: list[np.ndarray] = []  # context indices the tables refer to, group by group
+        self.random: dict[int, Context] = {}  # the random contexts (read back with the range samples')
 
+    # ------------------------------------------------------------------ the whole
     def tables(self) -> tuple[dict, pa.Table]:
-        """({(layer, site): results table}, contexts table)."""
-        ranges = {point: self._ranges(point) for point in self.state.points}
-        replayed = self._replay(ranges)
-        out = {point: self._point_table(point, ranges[point], replayed) for point in self.state.points}
-        return out, self._contexts_table()
+        """({(layer, site): results table}, contexts table): every group, concatenated."""
+        out: dict = {}
+        for point, table in self.groups():
+            out.setdefault(point, []).append(table)
+        contexts = list(self.contexts_tables())
+        return ({point: pa.concat_tables(t) for point, t in out.items()},
+                pa.concat_tables(contexts) if contexts else contexts_schema().empty_table())
 
-    def _length(self, ctx: int) -> int:
-        return len(self.engine.prefix) + len(self.run.registry[ctx].ids) + len(self.engine.suffix)
+    def groups(self):
+        """Yield (point, table) for every group of at most ``group_units`` units of every point, in the points'
+        order and each point's unit order; call :meth:`contexts_tables` after the last."""
+        points = list(self.state.points)
+        ranges = {point: self._ranges(point) for point in points}
+        range_acts = self._replay_ranges(ranges)
+        for point in points:
+            rand = self._replay_random(point)
+            u = self.state.points[point].units
+            for a in range(0, u, self.group_units):
+                yield point, self._table(point, slice(a, min(u, a + self.group_units)), ranges[point],
+                                         range_acts.get(point), rand)
+            range_acts.pop(point, None)
+            del rand
+            if self.release:
+                del self.state.points[point]
 
-    def _contexts_table(self) -> pa.Table:
+    def contexts_tables(self):
+        """The contexts the tables refer to, once each, in context order: tables of at most CONTEXT_ROWS rows,
+        their text read back from the corpus (:meth:`Registry.fetch`)."""
+        used = np.unique(np.concatenate(self.used)) if self.used else np.zeros(0, dtype=np.int64)
         rows = []
-        p = len(self.engine.prefix)
-        for i in sorted(self.used):
-            c = self.run.registry[i]
+        for c in self.run.registry.fetch(self.run.corpus, self.run.tokenize, used):
             ids = self.engine.model_input(c)
             spans = [None] * len(ids)
             if c.spans is not None:
                 for k, (a, b) in enumerate(c.spans.tolist()):
-                    spans[p + k] = [a, b]
+                    spans[self.prefix + k] = [a, b]
             rows.append({"context": c.index, "doc": c.doc, "piece": c.piece, "part": PARTS[c.part], "text": c.text,
                          "ids": ids, "tokens": [self.model.tokens[t] for t in ids], "spans": spans})
-        return pa.Table.from_pylist(rows, schema=contexts_schema())
+            if len(rows) == CONTEXT_ROWS:
+                yield pa.Table.from_pylist(rows, schema=contexts_schema())
+                rows = []
+        if rows:
+            yield pa.Table.from_pylist(rows, schema=contexts_schema())
 
-    # ------------------------------------------------------------------ one point
-    def _sorted_top(self, ps, p: int):
-        """A part's top-K of every unit, best first: (valid (u, K), value, ctx, pos, acts (u, K, W))."""
-        order, idx = ps.top[p].sort(dim=1, descending=True)
-        vals, ctxs = top_parts(order)
-        acts = ps.top_acts[p].gather(1, idx.unsqueeze(-1).expand(-1, -1, ps.top_acts[p].shape[2]))
-        return order != WORST, vals, ctxs, ps.top_pos[p].gather(1, idx), acts
+    # ------------------------------------------------------------------ ranges
+    def _ranges(self, point) -> dict:
+        """Every unit's ranges below the top fifth, as arrays: ``valid`` (u,) units with a positive maximum (the
+        others have no ranges), the maximum ``top`` and ``width`` (u,), bucket bounds ``lo_b``/``hi_b`` and their
+        snapped values ``lo``/``hi`` (u, R), the contexts in each range ``count`` (u, R), and the entries drawn
+        for each, the per_range of smallest sampling key among the slots of its buckets: ``ctx`` (-1: none),
+        ``pos``, ``val`` (u, R, per_range)."""
+        ps, c, e = self.state.points[point], self.config, self.edges
+        rr, k = c.ranges, c.per_range
+        u = ps.units
+        best = torch.stack([t.max(1).values for t in ps.top]).max(0).values
+        top = top_parts(best)[0].double().numpy()
+        with np.errstate(invalid="ignore"):
+            valid = (best != WORST).numpy() & (top > 0) & np.isfinite(top)
+        top = np.where(valid, top, 1.0)  # (bounds of the others are never read)
+        width = top / (rr + 1)
+        lo_b = np.zeros((u, rr), dtype=np.int64)
+        hi_b = np.zeros((u, rr), dtype=np.int64)
+        for r in range(rr):
+            if r:
+                lo_b[:, r] = _nearest(e, r * width)
+            hi_b[:, r] = _nearest(e, (r + 1) * width)
+        lo = np.where(lo_b == 0, 0.0, e[lo_b])
+        hi = e[hi_b]
+        positive = ps.ctx_hist if ps.sparse else ps.ctx_hist[:, NB + 1:]  # (u, NB) the positive buckets
+        csum = torch.cat([torch.zeros((u, 1), dtype=torch.int64), positive.cumsum(1)], 1).numpy()
+        count = np.where(hi_b > lo_b, np.take_along_axis(csum, hi_b, 1) - np.take_along_axis(csum, lo_b, 1), 0)
+        ctx = np.full((u, rr, k), -1, dtype=np.int64)
+        pos = np.zeros((u, rr, k), dtype=np.int64)
+        val = np.zeros((u, rr, k), dtype=np.float32)
+        buckets = torch.arange(NB)
+        for a in range(0, u, self.group_units):
+            sl = slice(a, min(u, a + self.group_units))
+            g = sl.stop - sl.start
+            inside = (buckets >= torch.from_numpy(lo_b[sl]).unsqueeze(-1)) \
+                & (buckets < torch.from_numpy(hi_b[sl]).unsqueeze(-1))  # (g, R, NB)
+            orders = torch.where(inside.unsqueeze(-1), ps.slot[sl].unsqueeze(1), EMPTY).reshape(g, rr, -1)
+            first, idx = orders.topk(k, dim=2, largest=False)  # the smallest sample orders, ascending
+            ok = (first != EMPTY) & torch.from_numpy(valid[sl]).view(g, 1, 1)
+            ctx[sl] = torch.where(ok, sample_ctx(first), -1).numpy()
+            j = torch.arange(g).view(g, 1, 1).expand_as(idx)
+            pos[sl] = ps.slot_pos[sl].reshape(g, -1)[j, idx].long().numpy()
+            val[sl] = ps.slot_val[sl].reshape(g, -1)[j, idx].numpy()
+        return {"valid": valid, "top": top, "width": width, "lo": lo, "hi": hi, "count": count, "ctx": ctx,
+                "pos": pos, "val": val}
 
-    def _flatten(self, valid, vals, ctxs, pos, acts):
-        """Flat arrays of the valid entries (row-major) and the examples column built from them."""
-        counts = valid.sum(1).numpy()
+    def _ranges_column(self, rg: dict, sl: slice, acts: torch.Tensor | None) -> pa.ListArray:
+        """The ``ranges`` column of a group: each valid unit's R ranges with their entries (``acts`` (u, R *
+        per_range, W): the entries' replayed values)."""
+        rr, k = self.config.ranges, self.config.per_range
+        valid = rg["valid"][sl]
+        g = len(valid)
+        units = np.nonzero(valid)[0]  # rows of the group with ranges
+        n = len(units) * rr
+        ctx = rg["ctx"][sl][units].reshape(n, k)
+        has = ctx >= 0
+        w = self.engine.width
+        a = np.full((len(units), rr * k, w), np.nan, dtype=np.float32) if acts is None \
+            else acts[sl][torch.from_numpy(units)].numpy()
+        flat_ctx = ctx[has]
+        self.used.append(flat_ctx)
+        examples = _example_list(has.sum(1), flat_ctx, rg["pos"][sl][units].reshape(n, k)[has],
+                                 rg["val"][sl][units].reshape(n, k)[has], a.reshape(n, k, w)[has],
+                                 self._lengths(flat_ctx))
+        r = np.tile(np.arange(rr), len(units))
+        width = rg["width"][sl][units].repeat(rr)
+        nominal = np.stack([r * width, (r + 1) * width], 1).reshape(-1)
+        struct = pa.StructArray.from_arrays(
+            [pa.array(r.astype(np.int32)), pa.array(rg["lo"][sl][units].reshape(-1)),
+             pa.array(rg["hi"][sl][units].reshape(-1)),
+             pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), pa.array(nominal)),
+             pa.array(rg["count"][sl][units].reshape(-1).astype(np.int64)), examples], fields=list(RANGE))
+        counts = np.where(valid, rr, 0)
+        assert len(counts) == g
+        return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), struct)
+
+    # ------------------------------------------------------------------ replays
+    def _replay_ranges(self, ranges: dict) -> dict:
+        """Every position's values of the range samples' contexts: {point: (u, R * per_range, W) float32, NaN
+        where no entry}, from one batched pass over just those contexts (read back from the corpus a window at
+        a time, every point at once); the random contexts are read back on the way (``self.random``)."""
+        rr, k, w = self.config.ranges, self.config.per_range, self.engine.width
+        need, wanted = {}, []
+        for point, rg in ranges.items():
+            ctx = rg["ctx"]
+            unit, r, i = np.nonzero(ctx >= 0)
+            if len(unit):
+                cx = ctx[unit, r, i]
+                order = np.argsort(cx, kind="stable")
+                need[point] = (torch.from_numpy(cx[order]), torch.from_numpy(unit[order]),
+                               torch.from_numpy((r * k + i)[order]))
+                wanted.append(np.unique(cx))
+        acts = {point: torch.full((ranges[point]["ctx"].shape[0], rr * k, w), float("nan")) for point in need}
+        rand = self._random_order()
+        wanted = np.unique(np.concatenate([*wanted, rand])) if wanted else rand
+        rand_set = set(rand.tolist())
+        window: list[Context] = []
+
+        def replay():
+            for b, found in self._forward(window):
+                bctx = b.ctx
+                for point, (cx, unit, slot) in need.items():
+                    lo = torch.searchsorted(cx, bctx)
+                    n = torch.searchsorted(cx, bctx, right=True) - lo
+                    if int(n.sum()) == 0:
+                        continue
+                    row = torch.repeat_interleave(torch.arange(len(bctx)), n)
+                    e = torch.repeat_interleave(lo - (n.cumsum(0) - n), n) + torch.arange(int(n.sum()))
+                    vals = _pairs(found[point], row, unit[e]).masked_fill_(~b.text[row], float("nan"))
+                    acts[point][unit[e], slot[e], :vals.shape[1]] = vals
+            window.clear()
+
+        for c in self.run.registry.fetch(self.run.corpus, self.run.tokenize, wanted):
+            if c.index in rand_set:
+                self.random[c.index] = c
+            window.append(c)
+            if len(window) == REPLAY_WINDOW:
+                replay()
+        if window:
+            replay()
+        return acts
+
+    def _random_order(self) -> np.ndarray:
+        """The random contexts of both parts, each part's by sampling order, the train part's first."""
+        out = []
+        for order in self.state.rand:
+            keep = order[order != EMPTY]
+            out.append(sample_ctx(keep.sort().values))
+        return torch.cat(out).numpy()
+
+    def _replay_random(self, point) -> tuple:
+        """The random contexts' values for one point: (their sample orders (C,), values (C, W, u) float32 with
+        NaN outside text, or for a sparse point a list of (rows, SparseValues) to make them from)."""
+        probe = self.engine.probes[point]
+        ctx = self._random_order()
+        index = {int(c): i for i, c in enumerate(ctx.tolist())}
+        contexts = [self.random[int(c)] for c in ctx.tolist()]
+        w = self.engine.width
+        parts = []
+        dense = None if probe.sparse else torch.full((len(ctx), w, probe.size), float("nan"))
+        window = contexts
+        for b, found in self._forward(window, {point: probe}):
+            rows = torch.tensor([index[int(c)] for c in b.ctx.tolist()], dtype=torch.int64)
+            v = found[point]
+            if dense is None:
+                parts.append((rows, v, b.text))
+            else:
+                dense[rows, :v.shape[1]] = v.masked_fill(~b.text.unsqueeze(-1), float("nan"))
+        return len(ctx), dense, parts
+
+    def _random_values(self, rand: tuple, sl: slice) -> torch.Tensor:
+        """The random contexts' values of a group's units: (C, W, g) float32, NaN outside text."""
+        n, dense, parts = rand
+        if dense is not None:
+            return dense[:, :, sl]
+        g = sl.stop - sl.start
+        out = torch.full((n, self.engine.width, g), float("nan"))
+        for rows, sv, text in parts:
+            keep = (sv.cols >= sl.start) & (sv.cols < sl.stop)
+            part = SparseValues(sv.rows[keep], sv.cols[keep] - sl.start, sv.vals[keep], (*sv.shape[:2], g))
+            v = part.dense()
+            out[rows, :v.shape[1]] = v.masked_fill(~text.unsqueeze(-1), float("nan"))
+        return out
+
+    def _forward(self, contexts: list[Context], probes: dict | None = None):
+        """(batch, values) of contexts of any part, batched by length (the pass's batch limits)."""
+        same = [Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in contexts]
+        for group in batches(same, *self.run._batch_limits()):
+            yield from self.run.forward(group, probes)
+
+    # ------------------------------------------------------------------ one group
+    def _lengths(self, ctx) -> np.ndarray:
+        """Model-input lengths (template included) of contexts."""
+        return self.run.registry.lengths(ctx) + self.template
+
+    def _tops(self, ps, sl: slice) -> list:
+        """Each part's top-K of a group's units, best first: [(order (g, K), pos (g, K), acts (g, K, W))]; a sparse
+        point's zero contexts filled in (:meth:`_zero_fill`)."""
+        out = []
+        for p in range(len(PARTS)):
+            cur, pos, acts = ps.top[p][sl], ps.top_pos[p][sl].long(), ps.top_acts[p][sl]
+            if ps.sparse:
+                cur, pos, acts = self._zero_fill(p, cur, pos, acts)
+            order, idx = cur.sort(dim=1, descending=True)
+            out.append((order, pos.gather(1, idx), acts.gather(1, idx.unsqueeze(-1).expand(-1, -1, acts.shape[2]))))
+        return out
+
+    def _zero_fill(self, p: int, cur, pos, acts):
+        """A sparse unit's top of part ``p`` with its zero contexts: where it holds fewer than K positive contexts,
+        the rest are contexts where the unit is 0 everywhere, which tie at 0 and so go by context index: the
+        smallest indices of the part (``state.first``) that are not among its positive ones."""
+        first = self.state.first[p]
+        cand = first[first != EMPTY]  # (k0,) ascending
+        if not len(cand) or not bool((cur == WORST).any()):
+            return cur, pos, acts
+        k, w = cur.shape[1], acts.shape[2]
+        held = cur != WORST
+        taken = ((top_parts(cur)[1].unsqueeze(2) == cand.view(1, 1, -1)) & held.unsqueeze(2)).any(1)  # (g, k0)
+        zeros = torch.where(taken, WORST, top_order(torch.zeros(len(cand)), cand).unsqueeze(0))
+        allo = torch.cat([cur, zeros], 1)
+        idx = torch.topk(allo, k, dim=1).indices  # positives first, then zeros by context index
+        kept = idx < k
+        i = idx.clamp(max=k - 1)
+        zacts = torch.full((len(cand), w), float("nan"))
+        for j, n in enumerate(self.run.registry.lengths(cand.numpy()).tolist()):
+            zacts[j, self.prefix:self.prefix + n] = 0.0
+        return (allo.gather(1, idx), torch.where(kept, pos.gather(1, i), self.prefix),
+                torch.where(kept.unsqueeze(-1), acts.gather(1, i.unsqueeze(-1).expand(-1, -1, w)),
+                            zacts[(idx - k).clamp(min=0)]))
+
+    def _flatten(self, valid, vals, ctxs, pos, acts) -> pa.ListArray:
+        """The examples column of the valid entries (row-major)."""
         m = valid.numpy()
         ctx = ctxs.numpy()[m]
-        self.used.update(ctx.tolist())
-        col = _example_list(counts, ctx, pos.numpy()[m], vals.numpy()[m], acts.numpy()[m],
-                            [self._length(c) for c in ctx.tolist()])
-        return col
+        self.used.append(ctx)
+        return _example_list(m.sum(1), ctx, pos.numpy()[m], vals.numpy()[m], acts.numpy()[m], self._lengths(ctx))
 
-    def _random(self, ps, p: int, u: int):
-        """A part's random contexts, the same for every unit, with each unit's values: the tensors of
-        :meth:`_flatten`, rows = units."""
-        order = self.state.rand[p]
-        keep = (order != EMPTY).nonzero().flatten()
-        keep = keep[torch.argsort(order[keep])]
-        r = len(keep)
-        acts = ps.rand_acts[p][keep].permute(2, 0, 1)  # (u, r, W)
-        masked = torch.where(torch.isfinite(acts), acts, torch.tensor(-float("inf")))
-        vals, pos = masked.max(dim=2)  # (u, r)
-        ctxs = sample_ctx(order[keep]).unsqueeze(0).expand(u, -1)
-        return torch.ones((u, r), dtype=torch.bool), vals, ctxs, pos, acts, order[keep]
-
-    def _point_table(self, point, ranges: list, replayed: dict) -> pa.Table:
+    def _table(self, point, sl: slice, rg: dict, range_acts, rand) -> pa.Table:
         st, c = self.state, self.config
         ps = st.points[point]
-        u = ps.slot.shape[0]
+        g = sl.stop - sl.start
         layer, site = point
-        names = self.run.names[point]
-        units = self.run.engine.probes[point].units
+        names = self.run.names[point][sl]
+        units = self.engine.probes[point].units
         cols: dict = {}
-        tops = [self._sorted_top(ps, p) for p in range(len(PARTS))]
+        tops = self._tops(ps, sl)
         for p, part in enumerate(PARTS):
-            cols[f"top_{part}"] = self._flatten(*tops[p])
+            order, pos, acts = tops[p]
+            cols[f"top_{part}"] = self._flatten(order != WORST, *top_parts(order), pos, acts)
         # over both parts: the K best of the parts' tops
-        allo = torch.cat([ps.top[p] for p in range(len(PARTS))], 1)  # (u, 2K)
-        best = torch.topk(allo, c.top, dim=1).indices  # (u, K), best first
-        acts_all = torch.cat([ps.top_acts[p] for p in range(len(PARTS))], 1)
-        pos_all = torch.cat([ps.top_pos[p] for p in range(len(PARTS))], 1)
+        allo = torch.cat([t[0] for t in tops], 1)  # (g, 2K)
+        best = torch.topk(allo, c.top, dim=1).indices  # (g, K), best first
         order = allo.gather(1, best)
-        vals, ctxs = top_parts(order)
-        cols["top"] = self._flatten(order != WORST, vals, ctxs, pos_all.gather(1, best),
+        acts_all = torch.cat([t[2] for t in tops], 1)
+        pos_all = torch.cat([t[1] for t in tops], 1)
+        cols["top"] = self._flatten(order != WORST, *top_parts(order), pos_all.gather(1, best),
                                     acts_all.gather(1, best.unsqueeze(-1).expand(-1, -1, acts_all.shape[2])))
-        rands = [self._random(ps, p, u) for p in range(len(PARTS))]
+        # the random contexts: the same for every unit, each part's by sampling order
+        values = self._random_values(rand, sl).permute(2, 0, 1)  # (g, C, W)
+        masked = torch.where(torch.isfinite(values), values, torch.tensor(-float("inf")))
+        vals, pos = masked.max(dim=2)  # (g, C)
+        rorder = [torch.sort(o[o != EMPTY]).values for o in st.rand]
+        ctxs = sample_ctx(torch.cat(rorder)).unsqueeze(0).expand(g, -1)
+        start = 0
         for p, part in enumerate(PARTS):
-            cols[f"random_{part}"] = self._flatten(*rands[p][:5])
-        allr = torch.cat([r[5] for r in rands])  # sample orders of both parts
-        pick = torch.argsort(allr)[:c.random]
-        cols["random"] = self._flatten(*(torch.cat([r[i] for r in rands], 1)[:, pick] for i in range(5)))
-        cols["ranges"] = self._ranges_column(point, ranges, replayed)
+            cs = slice(start, start + len(rorder[p]))
+            start = cs.stop
+            cols[f"random_{part}"] = self._flatten(torch.ones((g, cs.stop - cs.start), dtype=torch.bool), vals[:, cs],
+                                                   ctxs[:, cs], pos[:, cs], values[:, cs])
+        pick = torch.argsort(torch.cat(rorder))[:c.random]
+        cols["random"] = self._flatten(torch.ones((g, len(pick)), dtype=torch.bool), vals[:, pick], ctxs[:, pick],
+                                       pos[:, pick], values[:, pick])
+        cols["ranges"] = self._ranges_column(rg, sl, range_acts)
         n = float(st.tokens.sum())
-        s, ss = ps.s.sum(0).numpy(), ps.ss.sum(0).numpy()
-        mean = s / n if n else np.full(u, np.nan)
-        std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) if n else np.full(u, np.nan)
+        s, ss = ps.s[:, sl].sum(0).numpy(), ps.ss[:, sl].sum(0).numpy()
+        mean = s / n if n else np.full(g, np.nan)
+        std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) if n else np.full(g, np.nan)
         top_val = [_finite(v) for v in top_parts(allo.max(1).values)[0].tolist()]
-        part_max = [[_finite(v) for v in top_parts(ps.top[p].max(1).values)[0].tolist()] for p in range(len(PARTS))]
-        hist = [_histogram(ps.hist[j]) for j in range(u)]
-        ctx_hist = [_histogram(ps.ctx_hist[j]) for j in range(u)]
-        tok = self._token_stats(ps)
+        part_max = [[_finite(v) for v in top_parts(t[0].max(1).values)[0].tolist()] for t in tops]
+        hist = ps.signed_hist("hist", int(st.hist_tokens.sum()), sl)
+        ctx_hist = ps.signed_hist("ctx_hist", int(st.contexts.sum()), sl)
+        tok = self._token_stats(ps, sl)
         data = {
-            "neuron": names, "layer": [layer] * u, "site": [site] * u,
-            "unit": [int(x) for x in units.tolist()] if units is not None else [None] * u,
-            "contexts": [int(st.contexts.sum())] * u, "tokens": [int(n)] * u,
+            "neuron": names, "layer": [layer] * g, "site": [site] * g,
+            "unit": [int(x) for x in units[sl].tolist()] if units is not None else [None] * g,
+            "contexts": [int(st.contexts.sum())] * g, "tokens": [int(n)] * g,
             "mean": [_finite(v) for v in mean.tolist()], "std": [_finite(v) for v in std.tolist()], "max": top_val,
-            "share_positive": [v / n if n else None for v in ps.npos.sum(0).tolist()],
-            "histogram": hist, "histogram_positions": [int(x) for x in ps.hist.sum(1).tolist()],
-            "histogram_contexts": [int(st.hist_contexts.sum())] * u, "context_histogram": ctx_hist,
-            "train_contexts": [int(st.contexts[0])] * u, "train_tokens": [int(st.tokens[0])] * u,
-            "train_max": part_max[0], "test_contexts": [int(st.contexts[1])] * u,
-            "test_tokens": [int(st.tokens[1])] * u, "test_max": part_max[1], **tok,
+            "share_positive": [v / n if n else None for v in ps.npos[:, sl].sum(0).tolist()],
+            "histogram": [_histogram(h) for h in hist], "histogram_positions": [int(x) for x in hist.sum(1).tolist()],
+            "histogram_contexts": [int(st.hist_contexts.sum())] * g,
+            "context_histogram": [_histogram(h) for h in ctx_hist],
+            "train_contexts": [int(st.contexts[0])] * g, "train_tokens": [int(st.tokens[0])] * g,
+            "train_max": part_max[0], "test_contexts": [int(st.contexts[1])] * g,
+            "test_tokens": [int(st.tokens[1])] * g, "test_max": part_max[1], **tok,
         }
         schema = results_schema()
         arrays = [cols[f.name] if f.name in cols else pa.array(data[f.name], type=f.type) for f in schema]
         return pa.Table.from_arrays(arrays, schema=schema)
 
-    # ------------------------------------------------------------------ ranges
-    def _ranges(self, point) -> list[list[dict]]:
-        """Per unit: the ranges below the top fifth, each with its snapped bounds, its context count and the
-        entries (context, position, activation) drawn for it."""
-        ps, c, e = self.state.points[point], self.config, self.edges
-        tops = torch.stack([t.max(1).values for t in ps.top]).max(0).values
-        top_vals = top_parts(tops)[0].tolist()
-        out = []
-        for j, top in enumerate(top_vals):
-            ranges = []
-            if top > 0 and math.isfinite(top) and tops[j] != WORST:
-                width = top / (c.ranges + 1)
-                for r in range(c.ranges):
-                    lo_b = 0 if r == 0 else int(np.abs(e - r * width).argmin())
-                    hi_b = int(np.abs(e - (r + 1) * width).argmin())
-                    lo, hi = (0.0 if lo_b == 0 else float(e[lo_b])), float(e[hi_b])
-                    entries, count = [], 0
-                    if hi_b > lo_b:
-                        order = ps.slot[j, lo_b:hi_b].reshape(-1)
-                        sel = (order != EMPTY).nonzero().flatten()
-                        sel = sel[torch.argsort(order[sel])][:c.per_range]
-                        vals = ps.slot_val[j, lo_b:hi_b].reshape(-1)
-                        poss = ps.slot_pos[j, lo_b:hi_b].reshape(-1)
-                        entries = [(int(sample_ctx(order[i])), int(poss[i]), float(vals[i])) for i in sel.tolist()]
-                        count = int(ps.ctx_hist[j, NB + 1 + lo_b:NB + 1 + hi_b].sum())
-                    ranges.append({"range": r, "lo": lo, "hi": hi, "nominal": [r * width, (r + 1) * width],
-                                   "contexts": count, "entries": entries})
-            out.append(ranges)
-        return out
-
-    def _ranges_column(self, point, ranges: list[list[dict]], replayed: dict) -> pa.ListArray:
-        flat = [g for unit in ranges for g in unit]
-        ctx = [e[0] for g in flat for e in g["entries"]]
-        self.used.update(ctx)
-        w = self.engine.width
-        acts = np.full((len(ctx), w), np.nan, dtype=np.float32)
-        k = 0
-        for j, unit in enumerate(ranges):
-            for g in unit:
-                for cx, _, _ in g["entries"]:
-                    acts[k] = replayed[(point, j, cx)]
-                    k += 1
-        examples = _example_list([len(g["entries"]) for g in flat], ctx, [e[1] for g in flat for e in g["entries"]],
-                                 [e[2] for g in flat for e in g["entries"]], acts, [self._length(x) for x in ctx])
-        struct = pa.StructArray.from_arrays(
-            [pa.array([g["range"] for g in flat], type=pa.int32()),
-             pa.array([g["lo"] for g in flat], type=pa.float64()),
-             pa.array([g["hi"] for g in flat], type=pa.float64()),
-             pa.array([g["nominal"] for g in flat], type=pa.list_(pa.float64())),
-             pa.array([g["contexts"] for g in flat], type=pa.int64()), examples], fields=list(RANGE))
-        counts = [len(unit) for unit in ranges]
-        return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), struct)
-
-    def _replay(self, ranges: dict) -> dict:
-        """Every position's values of the range samples' contexts: {(point, unit, context): (W,) array}, from one
-        batched pass over just those contexts."""
-        need: dict[int, list] = {}
-        for point, units in ranges.items():
-            for j, rs in enumerate(units):
-                for r in rs:
-                    for ctx, _, _ in r["entries"]:
-                        need.setdefault(ctx, []).append((point, j))
-        out = {}
-        if not need:
-            return out
-        contexts = sorted((self.run.registry[i] for i in need), key=lambda c: (len(c.ids), c.index))
-        eng = self.engine
-        max_contexts, max_tokens = self.run._batch_limits()
-        i = 0
-        while i < len(contexts):
-            group = [contexts[i]]
-            while (i + len(group) < len(contexts) and len(group) < max_contexts
-                   and len(contexts[i + len(group)].ids) * (len(group) + 1) <= max_tokens):
-                group.append(contexts[i + len(group)])
-            i += len(group)
-            same_part = [Context(c.index, c.doc, c.piece, 0, c.key, c.ids, c.text, c.spans) for c in group]
-            for batch, found in self.run.forward(same_part):
-                for row, ctx_index in enumerate(batch.ctx.tolist()):
-                    full = {}
-                    for point, j in need[ctx_index]:
-                        if point not in full:
-                            v = found[point][row].masked_fill(~batch.text[row].unsqueeze(-1), float("nan"))
-                            f = torch.full((eng.width, v.shape[-1]), float("nan"))
-                            f[:v.shape[0]] = v
-                            full[point] = f.numpy()
-                        out[(point, j, ctx_index)] = full[point][:, j]
-        return out
-
     # ------------------------------------------------------------------ token statistics
-    def _token_stats(self, ps) -> dict:
+    def _token_stats(self, ps, sl: slice) -> dict:
         """Per unit: how much of its variance over every text position the token there explains (omega squared
         of a one-way analysis of variance by token id; a word neuron would be near 1), the same with the token
         labels permuted (the chance level), and the corpus lookup table: the train part's tokens of highest mean
         activation (seen at least LOOKUP_MIN_COUNT times). Nulls without per-token sums."""
         st = self.state
-        u = ps.slot.shape[0]
+        g = sl.stop - sl.start
         if ps.tok_sum is None:
-            return {"omega_squared": [None] * u, "omega_squared_permuted": [None] * u,
-                    "distinct_tokens": [None] * u, "lookup": [None] * u}
+            return {"omega_squared": [None] * g, "omega_squared_permuted": [None] * g,
+                    "distinct_tokens": [None] * g, "lookup": [None] * g}
         counts = (st.tok_count[0] + st.tok_count[1]).double()  # (V,)
-        total, total_sq = ps.s.sum(0), ps.ss.sum(0)  # (u,)
-        omega = omega_squared(counts, (ps.tok_sum[0] + ps.tok_sum[1]).double(), total, total_sq)
-        perm = omega_squared(counts, ps.perm_sum.double(), total, total_sq)
+        total, total_sq = ps.s[:, sl].sum(0), ps.ss[:, sl].sum(0)  # (g,)
+        omega = omega_squared(counts, (ps.tok_sum[0][:, sl] + ps.tok_sum[1][:, sl]).double(), total, total_sq)
+        perm = omega_squared(counts, ps.perm_sum[:, sl].double(), total, total_sq)
         train_n = st.tok_count[0].double()
         ok = train_n >= LOOKUP_MIN_COUNT
-        means = ps.tok_sum[0].double() / train_n.clamp_min(1).unsqueeze(1)  # (V, u)
+        means = ps.tok_sum[0][:, sl].double() / train_n.clamp_min(1).unsqueeze(1)  # (V, g)
         means[~ok] = -float("inf")
         kk = min(LOOKUP_K, int(ok.sum()))
-        lookup = [[] for _ in range(u)]
+        lookup = [[] for _ in range(g)]
         if kk:
-            top = torch.topk(means, kk, dim=0)  # (kk, u)
-            for j in range(u):
+            top = torch.topk(means, kk, dim=0)  # (kk, g)
+            for j in range(g):
                 lookup[j] = [{"token": self.model.tokens[t], "id": t, "mean": float(v), "count": int(train_n[t])}
                              for t, v in zip(top.indices[:, j].tolist(), top.values[:, j].tolist())]
         return {"omega_squared": omega, "omega_squared_permuted": perm,
-                "distinct_tokens": [int((counts > 0).sum())] * u, "lookup": lookup}
+                "distinct_tokens": [int((counts > 0).sum())] * g, "lookup": lookup}
 
+
+def _nearest(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the edge nearest each x (the first of two equally near ones: ``np.abs(edges - x).argmin()``)."""
+    i = np.clip(np.searchsorted(edges, x), 1, len(edges) - 1)
+    return np.where(np.abs(edges[i - 1] - x) <= np.abs(edges[i] - x), i - 1, i)
+
+
+def _pairs(values, rows: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+    """(m, T) float32 values of (batch row, unit) pairs from a forward's values: dense (B, T, u) or sparse."""
+    if isinstance(values, SparseValues):
+        return values.pairs(rows, units)
+    return values[rows, :, units].float()
 
 def omega_squared(counts, sums, total, total_sq):
     """Omega squared of a one-way analysis of variance of values by group (here: by token id).
