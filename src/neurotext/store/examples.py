@@ -384,12 +384,17 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
             from .ray_executor import run_examples_on_ray
 
             paths = [str(d.path) for d in m.dictionaries.values()]
-            for contexts, chunk_state, position in run_examples_on_ray(run, m.source, probes, cfg, workers,
-                                                                       ray_address, dictionaries=paths):
-                run.engine.merge(state, chunk_state)
-                run.position = position
-                run.keep(state, contexts)
-                run._progress(contexts)
+            for flush in run_examples_on_ray(run, m.source, probes, cfg, workers, ray_address, dictionaries=paths,
+                                             flush_seconds=checkpoint_seconds):
+                for part in flush.states():  # one actor's state at a time
+                    run.engine.merge(state, part)
+                    del part
+                redone = flush.redone()
+                if redone:
+                    log(f"neurotext: a Ray actor died; {redone} chunks were folded again by a new one")
+                run.position = flush.position
+                run.keep(state, flush.contexts)
+                run._progress(flush.contexts)
                 checkpoint()
         run.close()
         checkpoint(force_now=True)
