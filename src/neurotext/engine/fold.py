@@ -41,6 +41,14 @@ class SparseValues:
     vals: torch.Tensor  # (n,) float32
     shape: tuple  # (B, T, u)
 
+    @classmethod
+    def from_dense(cls, vals: torch.Tensor, text: torch.Tensor) -> SparseValues:
+        """The non-zero values at the text positions of dense values (B, T, u)."""
+        b, t, u = vals.shape
+        flat = vals.float().reshape(b * t, u) * text.reshape(-1, 1)
+        rows, cols = flat.nonzero(as_tuple=True)
+        return cls(rows, cols, flat[rows, cols], (b, t, u))
+
     def dense(self) -> torch.Tensor:
         """The values as (B, T, u) float32, zeros included."""
         b, t, u = self.shape
@@ -115,11 +123,10 @@ def fold(engine, state: PassState, batch, found: dict) -> None:
     p, order = batch.part, sample_order(batch.key, batch.ctx)
     dense, sparse = {}, {}
     for point, vals in found.items():
-        if isinstance(vals, SparseValues):
-            if state.points[point].sparse:
-                sparse[point] = vals
-            else:
-                dense[point] = vals.dense()
+        if state.points[point].sparse:
+            sparse[point] = vals if isinstance(vals, SparseValues) else SparseValues.from_dense(vals, batch.text)
+        elif isinstance(vals, SparseValues):
+            dense[point] = vals.dense()
         else:
             dense[point] = vals.float()  # a direction's product under bf16 autocast
     reduced = {}

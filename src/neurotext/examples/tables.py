@@ -100,6 +100,7 @@ class Finalizer:
         self.template = self.prefix + len(self.engine.suffix)
         self.used: list[np.ndarray] = []  # context indices the tables refer to, group by group
         self.random: dict[int, Context] = {}  # the random contexts (read back with the range samples')
+        self._random_values_of: dict = {}  # {point: its random contexts' values}, a layer's points at a time
 
     # ------------------------------------------------------------------ the whole
     def tables(self) -> tuple[dict, pa.Table]:
@@ -278,24 +279,27 @@ class Finalizer:
         return torch.cat(out).numpy()
 
     def _replay_random(self, point) -> tuple:
-        """The random contexts' values for one point: (their sample orders (C,), values (C, W, u) float32 with
-        NaN outside text, or for a sparse point a list of (rows, SparseValues) to make them from)."""
-        probe = self.engine.probes[point]
-        ctx = self._random_order()
-        index = {int(c): i for i, c in enumerate(ctx.tolist())}
-        contexts = [self.random[int(c)] for c in ctx.tolist()]
-        w = self.engine.width
-        parts = []
-        dense = None if probe.sparse else torch.full((len(ctx), w, probe.size), float("nan"))
-        window = contexts
-        for b, found in self._forward(window, {point: probe}):
-            rows = torch.tensor([index[int(c)] for c in b.ctx.tolist()], dtype=torch.int64)
-            v = found[point]
-            if dense is None:
-                parts.append((rows, v, b.text))
-            else:
-                dense[rows, :v.shape[1]] = v.masked_fill(~b.text.unsqueeze(-1), float("nan"))
-        return len(ctx), dense, parts
+        """The random contexts' values for one point: (contexts C, values (C, W, u) float32 with NaN outside text,
+        or None and for a sparse point a list of (rows, SparseValues, text) to make them from). Every point of the
+        point's layer is replayed at once (one forward as deep as the layer) and kept until its turn."""
+        if point not in self._random_values_of:
+            layer = point[0]
+            probes = {p: probe for p, probe in self.engine.probes.items() if p[0] == layer and p in self.state.points}
+            ctx = self._random_order()
+            index = {int(c): i for i, c in enumerate(ctx.tolist())}
+            w = self.engine.width
+            out = {p: (len(ctx), None if probe.sparse else torch.full((len(ctx), w, probe.size), float("nan")), [])
+                   for p, probe in probes.items()}
+            for b, found in self._forward([self.random[int(c)] for c in ctx.tolist()], probes):
+                rows = torch.tensor([index[int(c)] for c in b.ctx.tolist()], dtype=torch.int64)
+                for p, v in found.items():
+                    _, dense, parts = out[p]
+                    if dense is None:
+                        parts.append((rows, v, b.text))
+                    else:
+                        dense[rows, :v.shape[1]] = v.masked_fill(~b.text.unsqueeze(-1), float("nan"))
+            self._random_values_of.update(out)
+        return self._random_values_of.pop(point)
 
     def _random_values(self, rand: tuple, sl: slice) -> torch.Tensor:
         """The random contexts' values of a group's units: (C, W, g) float32, NaN outside text."""
