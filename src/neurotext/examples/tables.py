@@ -419,9 +419,9 @@ class Finalizer:
             "contexts": [int(st.contexts.sum())] * g, "tokens": [int(n)] * g,
             "mean": [_finite(v) for v in mean.tolist()], "std": [_finite(v) for v in std.tolist()], "max": top_val,
             "share_positive": [v / n if n else None for v in ps.npos[:, sl].sum(0).tolist()],
-            "histogram": [_histogram(h) for h in hist], "histogram_positions": [int(x) for x in hist.sum(1).tolist()],
+            "histogram": _histograms(hist), "histogram_positions": [int(x) for x in hist.sum(1).tolist()],
             "histogram_contexts": [int(st.hist_contexts.sum())] * g,
-            "context_histogram": [_histogram(h) for h in ctx_hist],
+            "context_histogram": _histograms(ctx_hist),
             "train_contexts": [int(st.contexts[0])] * g, "train_tokens": [int(st.tokens[0])] * g,
             "train_max": part_max[0], "test_contexts": [int(st.contexts[1])] * g,
             "test_tokens": [int(st.tokens[1])] * g, "test_max": part_max[1], **tok,
@@ -509,25 +509,29 @@ def _finite(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _histogram(counts: torch.Tensor) -> dict:
-    """The occupied span of a signed-grid histogram: {"lo", "hi", "count"} lists (bin i spans [lo[i], hi[i]])."""
-    nz = counts.nonzero().flatten()
-    if len(nz) == 0:
-        return {"lo": [], "hi": [], "count": []}
-    a, b = int(nz[0]), int(nz[-1]) + 1
+def _bin_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) of every bin of the signed grid: negative bucket NB-1-i spans (-edge[k+1], -edge[k]], the zero bin
+    [0, 0], positive bucket k [edge[k], edge[k+1]) (bucket 0 from 0)."""
     e = bucket_edges()
-    lo, hi = [], []
-    for i in range(a, b):
-        if i < NB:  # negative bucket NB-1-i: (-edge[k+1], -edge[k]]
-            k = NB - 1 - i
-            lo.append(-float(e[k + 1]))
-            hi.append(-float(e[k]) if k else 0.0)
-        elif i == NB:
-            lo.append(0.0)
-            hi.append(0.0)
-        else:
-            k = i - NB - 1
-            lo.append(float(e[k]) if k else 0.0)
-            hi.append(float(e[k + 1]))
-    assert len(counts) == HIST_BINS
-    return {"lo": lo, "hi": hi, "count": counts[a:b].tolist()}
+    k = np.arange(NB)
+    neg_lo, neg_hi = -e[NB - k], np.where(NB - 1 - k > 0, -e[NB - 1 - k], 0.0)
+    pos_lo, pos_hi = np.where(k > 0, e[k], 0.0), e[k + 1]
+    return np.concatenate([neg_lo, [0.0], pos_lo]), np.concatenate([neg_hi, [0.0], pos_hi])
+
+
+_BIN_LO, _BIN_HI = _bin_bounds()
+
+
+def _histograms(counts: torch.Tensor) -> list[dict]:
+    """The occupied span of each signed-grid histogram of counts (n, HIST_BINS): [{"lo", "hi", "count"} lists]
+    (bin i spans [lo[i], hi[i]])."""
+    assert counts.shape[1] == HIST_BINS
+    held = (counts != 0).numpy()
+    any_ = held.any(1)
+    first = held.argmax(1)
+    last = HIST_BINS - held[:, ::-1].argmax(1)
+    c = counts.numpy()
+    return [{"lo": _BIN_LO[a:b].tolist(), "hi": _BIN_HI[a:b].tolist(), "count": c[j, a:b].tolist()} if ok
+            else {"lo": [], "hi": [], "count": []}
+            for j, (ok, a, b) in enumerate(zip(any_.tolist(), first.tolist(), last.tolist()))]
+

@@ -149,13 +149,19 @@ def row_to_examples(row: dict, manifest: dict, contexts: dict):
 
 
 def iter_examples(directory):
-    """Every neuron's :class:`NeuronExamples`, one (layer, site) at a time (memory: one point's examples)."""
+    """Every neuron's :class:`NeuronExamples`, one row group (a group of units as the pass wrote them) at a time
+    (memory: one group's examples, whatever the number of units)."""
     manifest = _complete(directory)
     for p in shard_paths(directory):
-        rows = _read(p).to_pylist()
-        ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows))) if rows else {}
-        for r in rows:
-            yield row_to_examples(r, manifest, ctx)
+        try:
+            f = pq.ParquetFile(p)
+        except Exception as e:  # noqa: BLE001
+            raise NeurotextError(f"{p} is unreadable ({e}); recompute with neurotext examples ... --force") from e
+        for g in range(f.num_row_groups):
+            rows = f.read_row_group(g).to_pylist()
+            ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows))) if rows else {}
+            for r in rows:
+                yield row_to_examples(r, manifest, ctx)
 
 
 def find_examples(directory, name: str):
