@@ -123,7 +123,7 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     assert d["matmul_gflops"] == max(v for k, v in d["matmul_gflops_by_shape"].items() if k != "max")
     assert "encode" in d["matmul_gflops_by_shape"]
     assert d["roofline_fraction"] == pytest.approx(full["achieved_gflops"] / d["matmul_gflops"])
-    assert full["state_bytes_formula"] == 32 * 29_968 + 2 * 1536 * 25_856  # the formula at the defaults
+    assert full["state_bytes_formula"] == 32 * 25_864 + 2 * 1536 * 23_808  # the formula at the defaults
     assert full["peak_rss_mb"] >= full["peak_rss_with_state_mb"] >= full["peak_rss_before_pass_mb"]
     assert full["finalize_seconds"] > 0 and full["store_mb"] > 0 and d["peak_rss_mb"] == full["peak_rss_mb"]
     one, ten = d["rss"]["1x"], d["rss"]["10x"]
@@ -135,8 +135,8 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     m = p["measured"]
     assert m["units"] == m["neurons"] + m["features"] and m["features"] == 256 and m["neurons"] == 2 * (256 + 64)
     assert m["state_rss_mb"] == pytest.approx(m["state_formula_mb"], rel=0.25)  # the formula is what is held
-    assert m["formula_bytes_per_neuron"] == 29_968 and m["formula_bytes_per_feature"] == 25_856
+    assert m["formula_bytes_per_neuron"] == 25_864 and m["formula_bytes_per_feature"] == 23_808
     pr = p["projected"]
     assert pr["features"] == 2 * 256 and pr["neurons"] == 2 * (256 + 64) and pr["units"] == 512 + 640
-    assert pr["state_mb"] == pytest.approx((512 * 25_856 + 640 * 29_968) / 2**20)
+    assert pr["state_mb"] == pytest.approx((512 * 23_808 + 640 * 25_864) / 2**20)
     assert pr["seconds"] > 0 and pr["memory_mb"] > pr["state_mb"]

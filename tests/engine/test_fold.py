@@ -105,8 +105,23 @@ def test_sparse_state_is_smaller_and_its_size_is_the_formula(model, corpus):
     s = run.settings
     w = run.engine.width
     assert state_bytes(1, s.top, s.slots, w, 2, True) < state_bytes(1, s.top, s.slots, w, 2, False)
-    # the defaults: 29,968 bytes a neuron and 25,856 a feature (the formula of the docs)
-    assert state_bytes(1, 20, 3, 66, 2, False) == 29_968 and state_bytes(1, 20, 3, 66, 2, True) == 25_856
+    # the defaults: 25,864 bytes a neuron and 23,808 a feature (the formula of the docs)
+    assert state_bytes(1, 20, 3, 66, 2, False) == 25_864 and state_bytes(1, 20, 3, 66, 2, True) == 23_808
+
+
+def test_histogram_counts_widen_before_int32_could_overflow(model, corpus, monkeypatch):
+    """Counts are int32 until a pass nears 2**30 contexts or sampled positions, then int64; the results are the
+    same (here the limit is lowered to a few contexts)."""
+    from neurotext.engine import pass_state
+
+    run, state = run_pass(model, corpus, sparse=True)
+    assert {ps.hist.dtype for ps in state.points.values()} == {torch.int32}
+    want = run.finalize(state)
+    monkeypatch.setattr(pass_state, "COUNT_LIMIT", 50)
+    run, state = run_pass(model, corpus, sparse=True)
+    assert {ps.hist.dtype for ps in state.points.values()} == {ps.ctx_hist.dtype for ps in state.points.values()} \
+        == {torch.int64}
+    assert_same(run.finalize(state), want)
 
 
 def test_chunk_states_merge_into_the_state_of_one_pass(model, corpus):

@@ -140,6 +140,7 @@ def fold(engine, state: PassState, batch, found: dict) -> None:
 def _fold(engine, state: PassState, batch, dense: dict, reduced: dict, sparse: dict, order: torch.Tensor) -> None:
     s, p, text = engine.settings, batch.part, batch.text
     ntext = text.sum(1)  # (B,)
+    state.widen_if_needed(int(ntext.sum()) + len(batch.ctx))
     state.contexts[p] += len(batch.ctx)
     state.tokens[p] += int(ntext.sum())
     in_hist = batch.key < engine.hist_below  # (B,) the contexts whose positions the position histogram bins
@@ -169,10 +170,11 @@ def _fold_dense(ps: PointState, p: int, vals, text, reduced, order, hist_rows, t
     ps.ss[p] += rss.double().sum(0)
     ps.npos[p] += rpos.sum(0)
     off = torch.arange(u).unsqueeze(0) * HIST_BINS  # (1, u)
-    ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1)
+    ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1).to(ps.ctx_hist.dtype)
     if len(hist_rows):
         flat = vals[hist_rows][text[hist_rows]]  # (n, u): the sampled contexts' text positions
-        ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1)
+        ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1).to(
+            ps.hist.dtype)
     rows = units.nonzero().flatten()
     if len(rows):
         row, slot, brow = top_entering(ps.top[p][rows], top[rows])
@@ -213,12 +215,12 @@ def _fold_sparse(ps: PointState, batch, sv: SparseValues, order, in_hist, tok) -
     hb, hu = hit // u, hit % u
     hv, hp = cmax[hit], cpos[hit]
     bucket = positive_bucket(hv)
-    ones = torch.ones(len(hit), dtype=torch.int64)
+    ones = torch.ones(len(hit), dtype=ps.ctx_hist.dtype)
     ps.ctx_hist.view(-1).index_put_((hu * NB + bucket,), ones, accumulate=True)  # the zero bin: counted, not stored
     sel = in_hist[brow]
     if bool(sel.any()):
         ps.hist.view(-1).index_put_((f[sel] * NB + positive_bucket(v[sel]),), torch.ones(int(sel.sum()),
-                                    dtype=torch.int64), accumulate=True)
+                                    dtype=ps.hist.dtype), accumulate=True)
     enters = order[hb] < ps.slot[hu, bucket, -1]
     if bool(enters.any()):
         merge_slots(ps, hu[enters], bucket[enters], order[hb[enters]], hv[enters], hp[enters])

@@ -66,6 +66,7 @@ def merge(settings, state: PassState, other: PassState) -> None:
 
 
 def _merge(s, state: PassState, other: PassState) -> None:
+    state.widen_if_needed(max(int(other.contexts.sum()), int(other.hist_tokens.sum())))
     for name in ("contexts", "tokens", "hist_contexts", "hist_tokens"):
         getattr(state, name).add_(getattr(other, name))
     for p in range(s.parts):
@@ -75,6 +76,8 @@ def _merge(s, state: PassState, other: PassState) -> None:
         enter_smallest(state.first[p], other.first[p], s.top)
     for point, ps in state.points.items():
         po = other.points[point]
+        if ps.hist.dtype != po.hist.dtype:
+            ps.widen()
         for name in ("s", "ss", "npos", "ctx_hist", "hist"):
             getattr(ps, name).add_(getattr(po, name))
         if ps.perm_sum is not None:

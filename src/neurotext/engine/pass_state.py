@@ -26,9 +26,10 @@ gives exactly what the dense state of the same values gives.
 
 **Memory** is fixed by the settings and the units, never by the corpus (:func:`state_bytes`): per unit,
 P·K·(W·4 + 8 + p) bytes of top contexts (P parts, K top contexts, W positions of a stored context, p bytes
-per position index: 2 below 32,768 positions), NB·S·(12 + p) of samples, and 2·NB·8 (sparse) or
-2·(2·NB + 1)·8 (dense) of histograms; at the defaults (K = 20, W = 66, S = 3) 29,968 bytes per neuron and
-25,856 per feature.
+per position index: 2 below 32,768 positions), NB·S·(12 + p) of samples, and 2·NB·c (sparse) or
+2·(2·NB + 1)·c (dense) of histograms, c = 4 bytes per count (int32, widened to int64 once a pass has seen
+2**30 contexts or sampled positions: :meth:`PointState.widen`); at the defaults (K = 20, W = 66, S = 3)
+25,864 bytes per neuron and 23,808 per feature.
 
 Selections use total orders (activation descending then context index ascending for ``top``; sampling key
 then context index for samples), so the state is a pure function of the set of contexts seen: any
@@ -109,6 +110,9 @@ def hist_bins(sparse: bool) -> int:
     return NB if sparse else HIST_BINS
 
 
+COUNT_LIMIT = 1 << 30  # int32 histogram counts until a pass has seen this many contexts or sampled positions
+
+
 @dataclass
 class PointState:
     """The running reduction of one point (layer, site) over its u units (or directions)."""
@@ -122,8 +126,8 @@ class PointState:
     s: torch.Tensor  # (P, u) float64 sum over text positions, per part
     ss: torch.Tensor  # (P, u) float64 sum of squares
     npos: torch.Tensor  # (P, u) int64 positions above 0
-    ctx_hist: torch.Tensor  # (u, hist_bins) int64: every context's activation
-    hist: torch.Tensor  # (u, hist_bins) int64: the values at the positions of the sampled contexts
+    ctx_hist: torch.Tensor  # (u, hist_bins) int32 (int64 past COUNT_LIMIT): every context's activation
+    hist: torch.Tensor  # (u, hist_bins) int32 (likewise): the values at the positions of the sampled contexts
     sparse: bool = False  # zeros counted, not stored (see the module docstring)
     tok_sum: list | None = None  # per part: (V, u) float32 sum of the unit's values at each token id
     perm_sum: torch.Tensor | None = None  # (V, u) float32: the same with token labels permuted within batches
@@ -141,7 +145,8 @@ class PointState:
             slot_pos=torch.full((u, NB, s), -1, dtype=pos),
             s=torch.zeros((parts, u), dtype=torch.float64), ss=torch.zeros((parts, u), dtype=torch.float64),
             npos=torch.zeros((parts, u), dtype=i64),
-            ctx_hist=torch.zeros((u, bins), dtype=i64), hist=torch.zeros((u, bins), dtype=i64), sparse=sparse,
+            ctx_hist=torch.zeros((u, bins), dtype=torch.int32), hist=torch.zeros((u, bins), dtype=torch.int32),
+            sparse=sparse,
             tok_sum=None if vocab is None else [torch.zeros((vocab, u)) for _ in range(parts)],
             perm_sum=None if vocab is None else torch.zeros((vocab, u)),
         )
@@ -150,10 +155,15 @@ class PointState:
     def units(self) -> int:
         return self.slot.shape[0]
 
+    def widen(self) -> None:
+        """Histogram counts as int64 from now on (a pass past COUNT_LIMIT contexts or sampled positions: a bin's
+        count could pass int32's range)."""
+        self.ctx_hist, self.hist = self.ctx_hist.long(), self.hist.long()
+
     def signed_hist(self, which: str, total: int, units: slice = slice(None)) -> torch.Tensor:
         """A histogram (``ctx_hist`` or ``hist``) of ``units`` on the whole signed grid (n, HIST_BINS); a sparse
         point's zero bin is ``total`` (contexts, or sampled positions, seen) minus its positive counts."""
-        h = getattr(self, which)[units]
+        h = getattr(self, which)[units].long()
         if not self.sparse:
             return h
         out = torch.zeros((h.shape[0], HIST_BINS), dtype=torch.int64)
@@ -167,7 +177,7 @@ def state_bytes(units: int, top: int, slots: int, width: int, parts: int, sparse
     """Bytes of a :class:`PointState` of ``units`` units: the formula of the module docstring (without Python's
     per-object overhead, a few hundred bytes per point)."""
     p = torch.tensor([], dtype=pos_dtype(width)).element_size()
-    per_unit = parts * top * (4 * width + 8 + p) + NB * slots * (8 + 4 + p) + 2 * 8 * hist_bins(sparse) + 3 * 8 * parts
+    per_unit = parts * top * (4 * width + 8 + p) + NB * slots * (8 + 4 + p) + 2 * 4 * hist_bins(sparse) + 3 * 8 * parts
     if vocab is not None:
         per_unit += 4 * vocab * (parts + 1)
     return units * per_unit
@@ -186,6 +196,13 @@ class PassState:
     hist_tokens: torch.Tensor  # (P,) int64 their text tokens
     tok_count: list | None = None  # per part: (V,) int64 occurrences of each token id (token_stats only)
     extra: dict = field(default_factory=dict)
+
+    def widen_if_needed(self, more: int = 0) -> None:
+        """Widen every point's histogram counts (:meth:`PointState.widen`) once the contexts or the sampled
+        positions seen, plus ``more`` to come, reach COUNT_LIMIT."""
+        if max(int(self.contexts.sum()), int(self.hist_tokens.sum())) + more >= COUNT_LIMIT:
+            for ps in self.points.values():
+                ps.widen()
 
     def referenced(self, step: int = 4096) -> torch.Tensor:
         """Every context index the state refers to (sorted, unique): the contexts whose text must be kept.
