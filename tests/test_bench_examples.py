@@ -104,4 +104,39 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     assert r["device"]["type"] == "cpu" and r["device"]["dtype"] == "float32" and r["threads"] >= 1
     assert r["machine"]["cpu"] == cpu_name() and r["machine"]["gpu"] is None
     assert r["config"]["top"] == 20 and r["settings"]["sample_docs"] == 20 and r["settings"]["quick"]
-    assert set(r["meets_targets"]) == {"roofline_fraction", "speedup", "rss"}
+    assert set(r["meets_targets"]) == {"roofline_fraction", "speedup", "rss", "floor_ratio", "dict_rss_mb",
+                                       "dict_rss_growth", "dict_roofline_fraction"}
+    assert set(r["targets"]) >= {"floor_ratio", "dict_rss_mb", "dict_rss_growth", "dict_roofline_fraction"}
+    # the floor: a bare forward over the same contexts, and neurotext examples into a store, in fresh processes
+    f = r["floor"]
+    assert f["floor"]["tokens"] == r["engine"]["full"]["tokens"] and f["floor"]["pid"] != os.getpid()
+    assert f["ratio"] == pytest.approx(f["examples_wall_seconds"] / f["floor"]["wall_seconds"])
+    assert "--out DIR" in f["command"] and "--max-docs 40" in f["command"]
+    # (b): every feature of the random dictionaries (1x wide on 2 layers here) and the units, in fresh processes
+    d = r["dictionaries"]
+    full = d["full"]
+    assert d["dictionaries"] == 2 and d["features"] == 2 * 1536 and d["units"] == 32 + 2 * 1536
+    assert full["tokens"] == r["engine"]["full"]["tokens"] and full["pid"] != os.getpid()
+    assert full["encode_flops_per_token"] == 2 * 2 * 1536 * 1536
+    assert full["flops_per_token"] == full["model_flops_per_token"] + full["encode_flops_per_token"]
+    assert full["achieved_gflops"] == pytest.approx(full["flops_per_token"] * full["tokens"] / full["seconds"] / 1e9)
+    assert d["matmul_gflops"] == max(v for k, v in d["matmul_gflops_by_shape"].items() if k != "max")
+    assert "encode" in d["matmul_gflops_by_shape"]
+    assert d["roofline_fraction"] == pytest.approx(full["achieved_gflops"] / d["matmul_gflops"])
+    assert full["state_bytes_formula"] == 32 * 25_864 + 2 * 1536 * 23_808  # the formula at the defaults
+    assert full["peak_rss_mb"] >= full["peak_rss_with_state_mb"] >= full["peak_rss_before_pass_mb"]
+    assert full["finalize_seconds"] > 0 and full["store_mb"] > 0 and d["peak_rss_mb"] == full["peak_rss_mb"]
+    one, ten = d["rss"]["1x"], d["rss"]["10x"]
+    assert ten["tokens"] == 10 * one["tokens"] and one["pid"] != ten["pid"]
+    assert d["rss"]["growth"] == pytest.approx((ten["peak_rss_pass_mb"] - one["peak_rss_pass_mb"])
+                                               / one["peak_rss_pass_mb"])
+    # (c): a random model of BERT-base's shape (tiny here), measured per-unit memory, and the projection
+    p = r["projection"]
+    m = p["measured"]
+    assert m["units"] == m["neurons"] + m["features"] and m["features"] == 256 and m["neurons"] == 2 * (256 + 64)
+    assert m["state_rss_mb"] == pytest.approx(m["state_formula_mb"], rel=0.25)  # the formula is what is held
+    assert m["formula_bytes_per_neuron"] == 25_864 and m["formula_bytes_per_feature"] == 23_808
+    pr = p["projected"]
+    assert pr["features"] == 2 * 256 and pr["neurons"] == 2 * (256 + 64) and pr["units"] == 512 + 640
+    assert pr["state_mb"] == pytest.approx((512 * 23_808 + 640 * 25_864) / 2**20)
+    assert pr["seconds"] > 0 and pr["memory_mb"] > pr["state_mb"]

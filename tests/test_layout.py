@@ -97,3 +97,31 @@ def test_public_api_still_importable():
     from neurotext.store import read_table  # noqa: F401
 
     assert callable(read_table) and callable(textualize)
+
+
+def test_no_import_cycle_between_modules():
+    """No two modules import each other, directly or through others (lazy imports inside functions count: a
+    circle hidden in a function is still a circle a reader has to untangle)."""
+    found = list(modules())
+    names = {m for m, _, _ in found}
+    graph = {m: {t for t in imported(m, is_pkg, path) if t != m and t in names} for m, is_pkg, path in found}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+    def visit(m, stack):
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph.get(m, ())):
+            if t.startswith(m + ".") or m.startswith(t + "."):
+                continue  # a package and its own modules (the facade re-exports them)
+            if state.get(t) == 1:
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

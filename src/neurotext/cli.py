@@ -398,7 +398,8 @@ def _add_examples(sub):
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help=f"contexts per forward batch at most (default {d.batch_size})")
     g.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local (default) or ray: chunks of the corpus on Ray actors, merged in order (with --out)")
+                   help="local (default) or ray: chunks of the corpus folded on Ray actors, their states merged at "
+                        "each checkpoint (with --out)")
     g.add_argument("--workers", type=_positive_int, default=1, help="Ray actors (default 1)")
     g.add_argument("--ray-address", default=None, help="existing Ray cluster; default a local one on 127.0.0.1")
     g.add_argument("--chunk-size", type=_positive_int, default=d.chunk_size,

@@ -15,30 +15,8 @@ from neurotext.textualize import Textualizer
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 sae_lens = pytest.importorskip("sae_lens")
-from sae_lens.saes.sae import SAEMetadata  # noqa: E402
 
-
-def write_sae(path, arch="topk", d_in=64, d_sae=32, hook="blocks.1.mlp.hook_post", model_name="bert", seed=0, **kw):
-    """A random dictionary written by SAELens itself (not by neurotext), biases and norms made non-trivial."""
-    torch.manual_seed(seed)
-    meta = SAEMetadata(model_name=model_name, hook_name=hook)
-    if arch == "topk":
-        sae = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=kw.pop("k", 4), metadata=meta, **kw))
-    elif arch == "jumprelu":
-        sae = sae_lens.JumpReLUSAE(sae_lens.JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
-    elif arch == "standard":
-        sae = sae_lens.StandardSAE(sae_lens.StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
-    else:
-        sae = sae_lens.GatedSAE(sae_lens.GatedSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, **kw))
-    with torch.no_grad():
-        for name, p in sae.named_parameters():
-            if name.startswith("b_"):
-                p.normal_(0, 0.1)
-            if name == "threshold":
-                p.uniform_(0.0, 0.3)
-        sae.W_dec.mul_(torch.rand(d_sae, 1) + 0.5)
-    sae.save_model(str(path))
-    return path
+from conftest import write_sae  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +40,26 @@ def test_encoding_is_saelens_own(tmp_path, bert, arch, kw):
         idx = torch.randint(0, 32, (50, 3))
         torch.testing.assert_close(d.pre(a, idx), d.pre(a).gather(1, idx), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(d.decode(got), sae.decode(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch, kw", [("topk", {}), ("topk", {"rescale_acts_by_decoder_norm": True}),
+                                      ("jumprelu", {}), ("standard", {})])
+def test_sparse_encoding_is_the_dense_one(tmp_path, bert, arch, kw):
+    """encode_sparse's (row, feature, value) are exactly encode's non-zero values; in chunks of rows, the same up to
+    the rounding of a smaller matrix product."""
+    d = load_dictionary(write_sae(tmp_path / "d", arch, **kw), bert)
+    a = torch.randn(70, 64) * 2 + 0.3
+    with torch.no_grad():
+        dense = d.encode(a)
+        for chunk in (1 << 26, 4 * 32 * 3):  # one chunk, chunks of 3 rows
+            rows, cols, vals = d.encode_sparse(a, chunk_bytes=chunk)
+            assert bool((rows[1:] >= rows[:-1]).all()) and bool((vals > 0).all())
+            got = torch.zeros_like(dense)
+            got[rows, cols] = vals
+            if chunk == 1 << 26:
+                assert torch.equal(got, dense)
+            else:
+                torch.testing.assert_close(got, dense, rtol=1e-5, atol=1e-5)
 
 
 def test_hook_names_map_to_sites():

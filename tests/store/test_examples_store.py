@@ -146,6 +146,51 @@ def test_ray_equals_local(tmp_path, tiny_models, corpus):
         assert [d["id"] for d in ra["lookup"]] == [d["id"] for d in rb["lookup"]]
 
 
+def test_ray_with_features_and_a_killed_actor_equals_local(tmp_path, tiny_models, corpus):
+    """A Ray pass over neurons and a dictionary's features (the actors attach it by its path), flushing after every
+    chunk, where one actor's process dies mid-pass: its chunks since the last flush are folded again by a new actor,
+    and the store equals the local one (nothing lost, nothing counted twice)."""
+    pytest.importorskip("ray")
+    pytest.importorskip("sae_lens")
+    from neurotext import load_model
+    from neurotext.store import ray_executor
+
+    from conftest import write_sae
+
+    model = load_model(str(tiny_models["bert"]), device="cpu").attach(write_sae(tmp_path / "sae", k=6, d_sae=48))
+    cfg = ExamplesConfig(**CFG)
+    units = ["L0-1.ffn.0-7", "L1.ffn.f*"]
+    run_examples(units, tmp_path / "local", corpus=str(corpus), model=model, config=cfg, log=quiet)
+    marker = str(tmp_path / "died")
+
+    class DiesOnce(ray_executor._ExamplesWorker):
+        def fold(self, contexts):
+            if contexts[0].index >= 3 * CFG["chunk_size"] and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)  # the actor's process dies, its running state with it
+            return super().fold(contexts)
+
+    logged = []
+    ray_executor_worker = ray_executor._ExamplesWorker
+    try:
+        ray_executor._ExamplesWorker = DiesOnce
+        run_examples(units, tmp_path / "ray", corpus=str(corpus), model=model, config=cfg, executor="ray", workers=2,
+                     checkpoint_seconds=0, log=logged.append)
+    finally:
+        ray_executor._ExamplesWorker = ray_executor_worker
+    assert os.path.exists(marker) and any("folded again" in m for m in logged)
+    a, b = rows(tmp_path / "local"), rows(tmp_path / "ray")
+    assert [r["neuron"] for r in a] == [r["neuron"] for r in b] and len(a) == 16 + 48
+    for ra, rb in zip(a, b):
+        # sums merged per flush: up to rounding (float32 per-token sums; the permuted omega, near 0, is a
+        # difference of nearly equal sums)
+        for k, tol in (("mean", 1e-7), ("std", 1e-7), ("omega_squared", 1e-5), ("omega_squared_permuted", 1e-4)):
+            x, y = ra.pop(k), rb.pop(k)
+            assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, rel=1e-5, abs=tol)), k
+        assert [d["id"] for d in ra.pop("lookup")] == [d["id"] for d in rb.pop("lookup")]
+        assert ra == rb, ra["neuron"]
+
+
 def test_cli_table_json_and_formats(tmp_path, tiny_models, capsys):
     model = str(tiny_models["bert"])
     jsonl = tmp_path / "c.jsonl"

@@ -51,9 +51,9 @@ from tqdm.auto import tqdm
 
 from ..engine.activations import stream_sites
 from ..engine.contexts import PARTS, SplitConfig, Tokenize
-from ..engine.corpus_pass import one_thread
 from ..engine.optimize import row_generator
 from ..engine.scan import tqdm_disable
+from ..engine.threads import one_thread
 from ..errors import NeurotextError
 from ..model.names import SITES, base_site, feature_site, is_feature_site, parse_layers
 from .encode import default_ks, default_words

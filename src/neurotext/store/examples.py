@@ -30,7 +30,6 @@ from .. import __version__
 from ..errors import NeurotextError
 from ..model.devices import describe
 from . import layout
-from .layout import write_parquet
 from .lock import StoreLock
 
 # Filenames and schema live here and nowhere else.
@@ -116,7 +115,8 @@ def _referenced(row: dict) -> set[int]:
 
 
 def _join_row(row: dict, contexts: dict) -> dict:
-    from ..examples import EXAMPLE_LISTS, _join
+    from ..examples import EXAMPLE_LISTS
+    from ..examples.records import _join
 
     out = dict(row)
     for name in EXAMPLE_LISTS:
@@ -149,13 +149,19 @@ def row_to_examples(row: dict, manifest: dict, contexts: dict):
 
 
 def iter_examples(directory):
-    """Every neuron's :class:`NeuronExamples`, one (layer, site) at a time (memory: one point's examples)."""
+    """Every neuron's :class:`NeuronExamples`, one row group (a group of units as the pass wrote them) at a time
+    (memory: one group's examples, whatever the number of units)."""
     manifest = _complete(directory)
     for p in shard_paths(directory):
-        rows = _read(p).to_pylist()
-        ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows))) if rows else {}
-        for r in rows:
-            yield row_to_examples(r, manifest, ctx)
+        try:
+            f = pq.ParquetFile(p)
+        except Exception as e:  # noqa: BLE001
+            raise NeurotextError(f"{p} is unreadable ({e}); recompute with neurotext examples ... --force") from e
+        for g in range(f.num_row_groups):
+            rows = f.read_row_group(g).to_pylist()
+            ctx = read_contexts(directory, set().union(*(_referenced(r) for r in rows))) if rows else {}
+            for r in rows:
+                yield row_to_examples(r, manifest, ctx)
 
 
 def find_examples(directory, name: str):
@@ -197,35 +203,79 @@ def identity(model, corpus, config, names: list[str], directions: dict | None, p
     }
 
 
+CHECKPOINT_FORMAT = 2  # 2: a registry of numbers and a state without per-unit random values; sparse points
+
+
 def _save_checkpoint(out: Path, run, state) -> None:
     path = out / CHECKPOINT
     tmp = path.with_name(f".{CHECKPOINT}.tmp{os.getpid()}")
     fields = {f: getattr(state, f) for f in state.__dataclass_fields__ if f != "points"}
     points = {k: {f: getattr(ps, f) for f in ps.__dataclass_fields__} for k, ps in state.points.items()}
-    torch.save({"state": {**fields, "points": points}, "position": run.position,
-                "registry": [{f: getattr(c, f) for f in c.__dataclass_fields__} for c in run.registry.values()]}, tmp)
+    torch.save({"format": CHECKPOINT_FORMAT, "state": {**fields, "points": points}, "position": run.position,
+                "registry": run.registry.to_numpy()}, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def _load_checkpoint(out: Path, run) -> object | None:
-    from ..engine.contexts import Context
-    from ..engine.corpus_pass import PassState, PointState
+    from ..engine.pass_state import PassState, PointState
+    from ..examples.registry import Registry
 
     path = out / CHECKPOINT
     if not path.is_file():
         return None
     try:
         doc = torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint costs the work since the start, never a wrong result
+        raise NeurotextError(f"{path} is unreadable ({type(e).__name__}); rerun with --force to start over") from e
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise NeurotextError(f"{path} was written by another version of neurotext (another layout of the pass's "
+                             "state); rerun with --force to start over")
+    try:
         st = doc["state"]
         points = {tuple(k): PointState(**v) for k, v in st.pop("points").items()}  # keys: (layer, site)
         state = PassState(points=points, **st)
-        run.position = doc["position"]
-        run.registry = {c["index"]: Context(**c) for c in doc["registry"]}
-        return state
-    except Exception as e:  # noqa: BLE001 - a damaged checkpoint costs the work since the start, never a wrong result
+        registry = Registry.from_numpy(doc["registry"])
+    except Exception as e:  # noqa: BLE001
         raise NeurotextError(f"{path} is unreadable ({type(e).__name__}); rerun with --force to start over") from e
+    run.position = doc["position"]
+    run.registry = registry
+    return state
+
+
+def write_results(exdir: Path, finalizer) -> list[Path]:
+    """Write a finished pass's tables as the :class:`neurotext.examples.tables.Finalizer` makes them, group by
+    group: one Parquet file per (layer, site), a row group per group of units, and the contexts table; each file
+    written under a temporary name and renamed when complete. Returns the paths written."""
+    written, writer, current, tmp = [], None, None, None
+
+    def close():
+        if writer is not None:
+            writer.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, exdir / current)
+            written.append(exdir / current)
+
+    for (layer, site), table in finalizer.groups():
+        name = f"L{layer}.{site}.parquet"
+        if name != current:
+            close()
+            current, tmp = name, exdir / f".{name}.tmp{os.getpid()}"
+            writer = pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table)
+        del table
+    close()
+    writer, current = None, CONTEXTS
+    tmp = exdir / f".{CONTEXTS}.tmp{os.getpid()}"
+    from ..examples import contexts_schema
+
+    writer = pq.ParquetWriter(tmp, contexts_schema())
+    for table in finalizer.contexts_tables():
+        writer.write_table(table)
+    close()
+    return written
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
@@ -340,19 +390,21 @@ def run_examples(neurons, out, corpus=None, model=None, config=None, directions=
             from .ray_executor import run_examples_on_ray
 
             paths = [str(d.path) for d in m.dictionaries.values()]
-            for contexts, chunk_state, position in run_examples_on_ray(run, m.source, probes, cfg, workers,
-                                                                       ray_address, dictionaries=paths):
-                run.engine.merge(state, chunk_state)
-                run.position = position
-                run.keep(state, contexts)
-                run._progress(contexts)
+            for flush in run_examples_on_ray(run, m.source, probes, cfg, workers, ray_address, dictionaries=paths,
+                                             flush_seconds=checkpoint_seconds):
+                for part in flush.states():  # one actor's state at a time
+                    run.engine.merge(state, part)
+                    del part
+                redone = flush.redone()
+                if redone:
+                    log(f"neurotext: a Ray actor died; {redone} chunks were folded again by a new one")
+                run.position = flush.position
+                run.keep(state, flush.contexts)
+                run._progress(flush.contexts)
                 checkpoint()
         run.close()
         checkpoint(force_now=True)
-        tables, contexts = run.finalize_tables(state)
-        for (layer, site), table in tables.items():
-            write_parquet(exdir / f"L{layer}.{site}.parquet", table)
-        write_parquet(exdir / CONTEXTS, contexts)
+        write_results(exdir, run.finalizer(state, release=True))
         manifest = read_manifest(out)
         manifest.update(status="complete", contexts=int(state.contexts.sum()), tokens=int(state.tokens.sum()),
                         parts={"train": {"contexts": int(state.contexts[0]), "tokens": int(state.tokens[0])},

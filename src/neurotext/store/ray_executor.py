@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from ..errors import NeurotextError
 
@@ -75,7 +76,7 @@ class _Worker:
             self.phraser = Phraser(self.tx.model, phrases, progress=False, scans=self.tx.scans)
 
     def run(self, neurons):
-        from .sweep import compute_shard
+        from .shards import compute_shard
 
         return compute_shard(self.tx, self.phraser, neurons, int(self.tx.model.embeddings.shape[1]))
 
@@ -143,7 +144,9 @@ def run_on_ray(shards, source, cfg, address=None, workers=1, cache_dir=None, gpu
 
 
 class _ExamplesWorker:
-    """Holds one corpus pass (model loaded once) and turns chunks of contexts into chunk states."""
+    """Holds one corpus pass (model loaded once, the dictionaries attached from their paths) and a running state:
+    chunks fold into it until the driver takes it (:meth:`flush`), so a state crosses to the driver once per
+    flush, not once per chunk (at dictionary scale a state is gigabytes)."""
 
     def __init__(self, source, probes, names, config, threads, device="cpu", dictionaries=None):
         import torch
@@ -160,30 +163,125 @@ class _ExamplesWorker:
                     p.dictionary = model.dictionary(p.layer, p.site)
         ex = Examiner(model, config, progress=False)
         self.run = CorpusRun(ex, probes, names, corpus=None)
+        self.state = None
 
-    def compute(self, contexts):
-        return self.run.process(self.run.new_state(), contexts, keep=False, progress=False)
+    def fold(self, contexts) -> int:
+        """Fold one chunk into the running state; returns its contexts."""
+        if self.state is None:
+            self.state = self.run.new_state()
+        self.run.process(self.state, contexts, keep=False, progress=False)
+        return len(contexts)
+
+    def flush(self):
+        """The running state (None if no chunk came since the last flush), and a fresh one from now on."""
+        state, self.state = self.state, None
+        return state
+
+
+@dataclass
+class Flush:
+    """What the driver merges at a flush: every actor's partial state (:meth:`states`, one at a time), which holds
+    exactly the chunks ``contexts`` came in (every chunk dispatched since the last flush), and the pass's position
+    after them."""
+
+    states: object  # a function: the iterator of partial states
+    contexts: list
+    position: dict
+    redone: object  # a function: chunks folded again since the last call because an actor died with them
 
 
 def run_examples_on_ray(run, source, probes, config, workers: int = 1, address=None, gpus_per_worker: float = 0.0,
-                        dictionaries=None):
-    """Yield (contexts, chunk state, position after the chunk) for every chunk of ``run`` in chunk order, computed by
-    Ray actors (at most two chunks in flight per actor, so memory does not grow with the corpus)."""
-    import collections
+                        dictionaries=None, flush_seconds: float = 60.0, worker=None, max_restarts: int = 3):
+    """Fold the chunks of ``run`` on Ray actors, each into its own running state; yield a :class:`Flush` every
+    ``flush_seconds`` (and after the last chunk): the driver merges the actors' states (exact: a state is a pure
+    function of the contexts it holds), so after a flush it holds every chunk dispatched so far, a prefix of the
+    corpus, and can checkpoint.
+
+    An actor that dies (a killed process, a lost node) loses its running state, which was never merged: its
+    chunks since the last flush are folded again by a new actor, so nothing is lost and nothing counted twice;
+    a chunk whose actors die ``max_restarts`` times is an error. At most two chunks wait per actor, so the
+    driver's memory does not grow with the corpus. ``worker``: the actor class (tests)."""
+    import time
 
     import torch
 
     with cluster(address, workers, gpus_per_worker) as ray:
         device = "cuda" if gpus_per_worker else "cpu"
-        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(_ExamplesWorker)
-        actors = [actor.remote(source, probes, run.names, config, torch.get_num_threads(), device, dictionaries)
-                  for _ in range(max(workers, 1))]
-        pending = collections.deque()
-        for i, (_, contexts) in enumerate(run.chunks()):
-            pending.append((contexts, actors[i % len(actors)].compute.remote(contexts), dict(run.position)))
-            if len(pending) >= 2 * len(actors):
-                contexts, ref, position = pending.popleft()
-                yield contexts, ray.get(ref), position
-        while pending:
-            contexts, ref, position = pending.popleft()
-            yield contexts, ray.get(ref), position
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(worker or _ExamplesWorker)
+        threads = torch.get_num_threads()
+
+        def start():
+            return actor_cls.remote(source, probes, run.names, config, threads, device, dictionaries)
+
+        n = max(workers, 1)
+        actors = [start() for _ in range(n)]
+        held: list[list] = [[] for _ in range(n)]  # per actor: the chunks folded since its last flush
+        waiting: list[list] = [[] for _ in range(n)]  # per actor: refs of folds not yet confirmed
+        deaths: dict[int, int] = {}  # first context of a chunk -> actors that died holding it
+        redone = 0
+
+        def take_redone() -> int:
+            nonlocal redone
+            n, redone = redone, 0
+            return n
+
+        def died(i) -> None:
+            """Actor i died: a new actor folds its chunks since the last flush again."""
+            nonlocal redone
+            for contexts in held[i]:
+                deaths[contexts[0].index] = deaths.get(contexts[0].index, 0) + 1
+                if deaths[contexts[0].index] > max_restarts:
+                    raise NeurotextError(f"Ray actors died {max_restarts + 1} times folding the chunk that starts "
+                                         f"at context {contexts[0].index}; giving up")
+            try:
+                ray.kill(actors[i])
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            actors[i] = start()
+            waiting[i] = [actors[i].fold.remote(contexts) for contexts in held[i]]
+            redone += len(held[i])
+
+        def confirm(i, block: bool) -> None:
+            """Collect actor i's finished folds (all of them with ``block``), restarting it where it died."""
+            while waiting[i]:
+                ready, _ = ray.wait(waiting[i], num_returns=len(waiting[i]) if block else 1,
+                                    timeout=None if block else 0)
+                if not ready:
+                    return
+                try:
+                    ray.get(ready)
+                except ray.exceptions.RayActorError:
+                    died(i)
+                    continue
+                waiting[i] = [r for r in waiting[i] if r not in ready]
+
+        def states():
+            for i in range(n):
+                while True:
+                    confirm(i, block=True)
+                    try:
+                        state = ray.get(actors[i].flush.remote())
+                    except ray.exceptions.RayActorError:
+                        died(i)
+                        continue
+                    break
+                held[i] = []
+                if state is not None:
+                    yield state
+
+        last, dispatched, turn = time.monotonic(), [], 0
+        for _, contexts in run.chunks():
+            i = turn % n
+            turn += 1
+            while len(waiting[i]) >= 2:
+                confirm(i, block=False)
+                if len(waiting[i]) >= 2:
+                    ray.wait(waiting[i], num_returns=1)
+            held[i].append(contexts)
+            waiting[i].append(actors[i].fold.remote(contexts))
+            dispatched.append(contexts)
+            if time.monotonic() - last >= flush_seconds:
+                yield Flush(states, [c for chunk in dispatched for c in chunk], dict(run.position), take_redone)
+                last, dispatched = time.monotonic(), []
+        if dispatched:
+            yield Flush(states, [c for chunk in dispatched for c in chunk], dict(run.position), take_redone)

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,27 +25,9 @@ from ..model.devices import describe
 from ..model.names import Neuron
 from . import layout
 from .lock import StoreLock
+from .shards import Shard, compute_shard, plan_shards
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class Shard:
-    name: str
-    neurons: list[Neuron]
-
-
-def plan_shards(neurons: list[Neuron], shard_size: int) -> list[Shard]:
-    """Split sorted neurons into shards of at most ``shard_size``, never mixing (layer, site)."""
-    groups: dict[tuple[int, str], list[Neuron]] = {}
-    for n in sorted(neurons):
-        groups.setdefault((n.layer, n.site), []).append(n)
-    shards = []
-    for (layer, site), group in groups.items():
-        for i in range(0, len(group), shard_size):
-            chunk = group[i : i + shard_size]
-            shards.append(Shard(layout.shard_name(layer, site, chunk[0].unit, chunk[-1].unit), chunk))
-    return shards
 
 
 def _identity(model, cfg: FTConfig, neurons: list[Neuron], shard_size: int, phrases=None) -> dict:
@@ -74,16 +56,6 @@ def phrase_settings(cfg) -> dict:
     d.pop("batch_size", None)
     d["lengths"] = list(d["lengths"])
     return d
-
-
-def compute_shard(tx, phraser, neurons: list[Neuron], d_emb: int):
-    """One shard's table: FT results, plus the phrases when ``phraser`` is set (FT activations beside them)."""
-    results = tx.run(neurons)
-    phrases = None
-    if phraser is not None:
-        ft = {r.neuron: r.activation for r in results}
-        phrases = {p.neuron: p for p in phraser.run(neurons, ft)}
-    return layout.results_to_table(results, d_emb, phrases)
 
 
 class Progress:
