@@ -428,7 +428,7 @@ def _check_units(args, command: str) -> None:
 
 def _cmd_examples(args) -> int:
     from .examples import Examiner, ExamplesConfig
-    from .render import render_examples
+    from .display.render import render_examples
 
     _check_units(args, "examples")
     if args.executor == "ray" and args.out is None:
@@ -493,7 +493,7 @@ def _report_problems(problems: dict) -> None:
 
 def _cmd_phrase(args) -> int:
     from .phrases import Phraser
-    from .render import render_phrases
+    from .display.render import render_phrases
 
     if not args.neurons:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext phrase L3.ffn.42")
@@ -611,7 +611,7 @@ def _add_encode(sub):
 
 
 def _cmd_textualize(args) -> int:
-    from .render import render_result
+    from .display.render import render_result
     from .textualize import Textualizer
 
     _check_units(args, "textualize")
@@ -675,7 +675,7 @@ def _cmd_show(args) -> int:
     from pathlib import Path
 
     from . import store
-    from .render import render_result
+    from .display.render import render_result
     from .store import examples as ex_store
 
     sweep = (Path(args.store) / store.MANIFEST).is_file()
@@ -694,7 +694,7 @@ def _cmd_show(args) -> int:
         doc.pop("curve", None)
         text.append(render_result(result))
         if phrases is not None:
-            from .render import render_phrases
+            from .display.render import render_phrases
 
             ph = phrases.to_dict(curve=False)
             doc.update({k: ph[k] for k in ("phrases", "best_phrase", "best_token_activation", "ft_activation")})
@@ -710,7 +710,7 @@ def _cmd_show(args) -> int:
             raise NeurotextError(f"{args.neuron!r} names {len(found)} neurons; show takes exactly one")
         neuron = found[0].name
     if examples:
-        from .render import render_examples
+        from .display.render import render_examples
 
         ex = ex_store.find_examples(args.store, neuron)
         if ex is None and not sweep:
@@ -742,7 +742,7 @@ def _cmd_query(args) -> int:
     if args.json:
         _dump_json([dict(zip(columns, r)) for r in rows])
     else:
-        from .render import render_table
+        from .display.render import render_table
 
         print(render_table(columns, rows))
     return 0

@@ -21,7 +21,7 @@ from .engine.scan import ScanCache, tqdm_disable
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
-from .notebook import Results
+from .display.notebook import Results
 from .textualize import name_fields, resolve_neurons
 
 NEURONS_PER_BATCH = 64  # neurons whose searches share one batch (rows = neurons x starts)
@@ -72,8 +72,8 @@ class PhraseResult:
         }
 
     def _repr_html_(self) -> str:
-        """In Jupyter: the phrases section of the neuron's card in the atlas (:mod:`neurotext.notebook`)."""
-        from .notebook import phrases_html
+        """In Jupyter: the phrases section of the neuron's card in the atlas (:mod:`neurotext.display.notebook`)."""
+        from .display.notebook import phrases_html
 
         return phrases_html(self)
 
@@ -96,7 +96,7 @@ class Phraser:
 
     def run(self, neurons, ft: dict[str, float] | None = None) -> Results:
         """Phrases for neurons (specs or :class:`Neuron`), in (layer, site, unit) order, as a list that displays
-        itself in Jupyter (:class:`neurotext.notebook.Results`).
+        itself in Jupyter (:class:`neurotext.display.notebook.Results`).
 
         Args:
             ft: optional FT activations by canonical neuron name, reported as ``ft_activation``.

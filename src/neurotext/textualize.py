@@ -26,7 +26,7 @@ from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.dictionary import neuron_support
 from .model.names import Neuron, is_feature_site, parse_name
-from .notebook import Results
+from .display.notebook import Results
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
 _SITE = re.compile(r"L(\d+)\.([a-z]+(?:\.f)?)")
@@ -124,8 +124,8 @@ class NeuronResult:
         }
 
     def _repr_html_(self) -> str:
-        """In Jupyter: the neuron's card, the same as its page in the atlas (:mod:`neurotext.notebook`)."""
-        from .notebook import result_html
+        """In Jupyter: the neuron's card, the same as its page in the atlas (:mod:`neurotext.display.notebook`)."""
+        from .display.notebook import result_html
 
         return result_html(self)
 
@@ -181,7 +181,7 @@ class Textualizer:
     # ------------------------------------------------------------------ public
     def run(self, neurons) -> Results:
         """Textualize neurons (specs or :class:`Neuron`); results in (layer, site, unit) order, as a list that
-        displays itself in Jupyter (:class:`neurotext.notebook.Results`)."""
+        displays itself in Jupyter (:class:`neurotext.display.notebook.Results`)."""
         parsed = resolve_neurons(self.model, neurons)
         results = []
         groups: dict[tuple[int, str], list[Neuron]] = {}

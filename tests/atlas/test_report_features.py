@@ -21,7 +21,7 @@ from neurotext.atlas.realtext import is_canonical
 from neurotext.atlas.report import read_rows
 from neurotext.atlas.serve import make_server
 from neurotext.cli import main
-from neurotext.notebook import examples_html
+from neurotext.display.notebook import examples_html
 from neurotext.store import examples as ex_store
 
 from conftest import WORDS, make_tiny_model

@@ -1,6 +1,6 @@
 """Figures of the atlas and the analyses: Q1 distributions per layer (with the controls of ``neurotext
 words``) and the Q2 recovery curve (matplotlib, Agg, PNG). The optimization curve of one neuron, a small
-inline SVG, is drawn by :func:`neurotext.card.curve_svg` with the rest of a neuron's card.
+inline SVG, is drawn by :func:`neurotext.display.card.curve_svg` with the rest of a neuron's card.
 
 Every function takes plain numbers and writes or returns one figure; nothing here reads a store.
 """

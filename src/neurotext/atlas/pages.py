@@ -1,6 +1,6 @@
 """HTML of the atlas: the index page and one page per neuron or dictionary feature.
 
-A neuron page is the neuron's card (:mod:`neurotext.card`, the same card a result shows in a notebook) and,
+A neuron page is the neuron's card (:mod:`neurotext.display.card`, the same card a result shows in a notebook) and,
 when the store holds corpus examples of it, its real text, with the atlas's navigation around them; a store of
 corpus examples alone gives pages of real text and an index without the Q1 sections. A dictionary feature
 (``L3.ffn.f12``) has the same page, plus its neuron support linked to the pages of the neurons that carry it, and
@@ -17,7 +17,7 @@ import json
 from urllib.parse import quote
 
 from ..analysis.scores import CHANCE, READOUTS, SCORES
-from ..card import Chips, esc, examples_section, fmt, neuron_card, neuron_header, support_section
+from ..display.card import Chips, esc, examples_section, fmt, neuron_card, neuron_header, support_section
 from ..model.names import is_feature_site
 from ..model.tokens import CONVENTION, DECODED, PLAIN
 from . import probes, realtext
@@ -384,8 +384,8 @@ def neuron_page(row: dict, model_name: str, prev_name: str | None, next_name: st
                 model_type: str | None = None, token_kind: str = PLAIN, examples=None,
                 corpus: bool = False, sweep: bool = True, scores: dict | None = None,
                 readout_tokens: dict | None = None, unit_href=None) -> str:
-    """One neuron: its card (:func:`neurotext.card.neuron_card`) with links to neighbouring units and, from
-    every token, to the index's search for it; its real text (:func:`neurotext.card.examples_section`) when
+    """One neuron: its card (:func:`neurotext.display.card.neuron_card`) with links to neighbouring units and, from
+    every token, to the index's search for it; its real text (:func:`neurotext.display.card.examples_section`) when
     the store holds corpus examples of it, and before it each read-out's scores on held-out text beside chance
     (:func:`neurotext.atlas.readouts.scores_section`) when the store holds a sweep too.
 

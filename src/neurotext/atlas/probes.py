@@ -24,7 +24,7 @@ import numpy as np
 from ..analysis.encode import RECOVERED_TOP
 from ..analysis.probe import DEFINITIONS, PROBE_JSON
 from ..analysis.stats import quartiles
-from ..card import Chips, esc, fmt
+from ..display.card import Chips, esc, fmt
 from ..errors import NeurotextError
 from ..model.names import SITES, feature_site, unit_name
 from ..model.tokens import PLAIN

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..analysis import plots, scores
 from ..analysis.scores import CHANCE, READOUTS, SCORES, VECTOR_READOUTS
-from ..card import Chips, esc, fmt
+from ..display.card import Chips, esc, fmt
 from ..errors import NeurotextError
 
 #: Columns of each row in ``data/neurons.js`` that come from the scores (atlas.js reads them by name): the

@@ -1,6 +1,6 @@
 """The atlas's real text: a store's corpus examples (``neurotext examples ... --out DIR``), read for the site.
 
-A neuron's examples fill the real-text section of its page (:func:`neurotext.card.examples_section`); the
+A neuron's examples fill the real-text section of its page (:func:`neurotext.display.card.examples_section`); the
 index gets four compact columns per neuron (:data:`DATA_COLUMNS`): the corpus max, the share of positions
 above 0, the distinct max tokens of the top contexts (what the index's real-text search matches) and a
 snippet of the top context around its max token. Full texts stay on the pages, so ``data/neurons.js`` stays
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..card import context_snippet, max_tokens
+from ..display.card import context_snippet, max_tokens
 from ..errors import NeurotextError
 from ..model.names import SITES, base_site, parse_name
 from ..model.tokens import manifest_kind

@@ -27,8 +27,8 @@ class NeuronExamples:
     settings: dict = field(default_factory=dict)
 
     def _repr_html_(self) -> str:
-        """In Jupyter: the real-text section of the neuron's atlas page (:mod:`neurotext.notebook`)."""
-        from ..notebook import examples_html
+        """In Jupyter: the real-text section of the neuron's atlas page (:mod:`neurotext.display.notebook`)."""
+        from ..display.notebook import examples_html
 
         return examples_html(self)
 

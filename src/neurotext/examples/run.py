@@ -19,7 +19,7 @@ from ..engine.pass_state import PassState
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
 from ..model.names import Neuron, is_feature_site
-from ..notebook import Results
+from ..display.notebook import Results
 from .config import TOKEN_STATS_BUDGET, ExamplesConfig
 from .records import NeuronExamples, tables_to_examples
 from .registry import Registry
@@ -101,7 +101,7 @@ class Examiner:
     def run(self, neurons=None, corpus=None, directions=None) -> Results:
         """One pass over ``corpus`` (a :class:`Corpus`, a source such as ``"fortune"`` or a path; None: the
         default corpus) for every neuron; results in the neurons' order, a list that displays a table of them
-        in Jupyter (:class:`neurotext.notebook.Results`)."""
+        in Jupyter (:class:`neurotext.display.notebook.Results`)."""
         probes, names = self.probes(neurons, directions)
         run = CorpusRun(self, probes, names, self.open(corpus))
         run.check_nonempty()
@@ -281,7 +281,7 @@ def examples(neurons, corpus=None, model: Model | str | None = None, progress: b
 
     Returns:
         One :class:`NeuronExamples` per neuron, in (layer, site, unit) order, in a list that displays a table
-        of them in Jupyter (:class:`neurotext.notebook.Results`).
+        of them in Jupyter (:class:`neurotext.display.notebook.Results`).
     """
     try:
         cfg = ExamplesConfig(**config)

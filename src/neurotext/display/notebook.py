@@ -1,7 +1,7 @@
 """Jupyter display of results.
 
 A textualization result (:class:`neurotext.NeuronResult`) shows its card, the same as its page in the atlas
-(one renderer, :mod:`neurotext.card`; a dictionary feature's card has its neuron support, the neurons as plain
+(one renderer, :mod:`neurotext.display.card`; a dictionary feature's card has its neuron support, the neurons as plain
 text); a phrase result the card's phrases section; a neuron's corpus
 examples (:class:`neurotext.examples.NeuronExamples`) the page's real-text section; a list of results
 (:class:`Results`, what ``Textualizer.run``, ``textualize``, ``Phraser.run``, ``Examiner.run`` and
@@ -28,8 +28,8 @@ from .card import (
     phrases_section,
     unit_words,
 )
-from .model.names import parse_name
-from .model.tokens import CONVENTION, DECODED, detect_kind
+from ..model.names import parse_name
+from ..model.tokens import CONVENTION, DECODED, detect_kind
 
 SHOWN_TOKENS = 3  # tokens per list in a row of a results table (as in the atlas index)
 
@@ -62,7 +62,7 @@ def _convention(chips: Chips) -> str:
 
 
 def result_html(result) -> str:
-    """A :class:`neurotext.NeuronResult` as its card (:func:`neurotext.card.neuron_card`)."""
+    """A :class:`neurotext.NeuronResult` as its card (:func:`neurotext.display.card.neuron_card`)."""
     row = result.to_row()
     chips = _chips(result, row)
     return panel(neuron_header(row, f"neurotext \u00b7 {result.model}")
@@ -97,7 +97,7 @@ def _examples_header(ex) -> str:
 
 def examples_html(ex) -> str:
     """A :class:`neurotext.examples.NeuronExamples` as the real-text section of its atlas page
-    (:func:`neurotext.card.examples_section`)."""
+    (:func:`neurotext.display.card.examples_section`)."""
     return panel(_examples_header(ex) + examples_section(ex, _examples_chips(ex)))
 
 

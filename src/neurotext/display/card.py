@@ -5,7 +5,7 @@ One renderer for both: :func:`neuron_header` and :func:`neuron_card` turn a stor
 its body: the consensus of restarts and their centroid, the metrics, the FT nearest tokens beside the best
 real tokens, what the neuron writes, every restart, the best real phrases and the optimization curve. The
 atlas wraps it in a page (``neurotext.atlas.pages``), a notebook in a ``<div>`` with the card's stylesheet
-(``neurotext.notebook``). Its look is ``atlas/assets/card.css``, every rule scoped under the class ``nt``.
+(``neurotext.display.notebook``). Its look is ``atlas/assets/card.css``, every rule scoped under the class ``nt``.
 
 :func:`examples_section` renders a neuron's real text (its corpus examples: the top contexts, range samples
 and random contexts with every token's background coloured by its activation on one scale per neuron,
@@ -29,8 +29,8 @@ from importlib import resources
 
 import numpy as np
 
-from .model.names import base_site, is_feature_site, unit_name
-from .model.tokens import CONVENTION, DECODED, PLAIN, display_token
+from ..model.names import base_site, is_feature_site, unit_name
+from ..model.tokens import CONVENTION, DECODED, PLAIN, display_token
 
 #: Short description of each site for page subtitles (DESIGN.md section 2); a feature site (``ffn.f``: the
 #: features of the dictionary on ``ffn``) has its own.
@@ -91,7 +91,7 @@ def bar(fraction: float, cls: str) -> str:
 def unit_words(model_type: str | None) -> dict:
     """How a page words an ffn unit's values for the store's architecture (``manifest["model"]["model_type"]``):
     what "activation" is, what is optimized, and the template."""
-    from .model.adapters import ARCHITECTURES
+    from ..model.adapters import ARCHITECTURES
 
     arch = ARCHITECTURES.get(model_type or "")
     gated = arch is not None and getattr(arch, "gate", None) is not None

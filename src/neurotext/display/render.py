@@ -5,7 +5,7 @@ Tokens are shown by the convention of :mod:`neurotext.model.tokens` (``Ġfurnitu
 
 from __future__ import annotations
 
-from .model.tokens import CONVENTION, DECODED, detect_kind, display_token
+from ..model.tokens import CONVENTION, DECODED, detect_kind, display_token
 
 
 def _shower(r, tokens):
