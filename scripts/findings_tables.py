@@ -272,15 +272,18 @@ def _dictionary_manifests(folder: str) -> dict:
 def dictionary_table(folder: str) -> str:
     """Each dictionary's settings, training time and held-out quality (its neurotext.json)."""
     lines = ["| site | features | k | training tokens | minutes | held-out tokens | FVU | L0 | dead | dense "
-             "| downstream: cosine, reconstruction | cosine, zero-ablation |", "|---" * 12 + "|"]
+             "| downstream, reconstruction | downstream, zero-ablation |", "|---" * 12 + "|"]
     for site, m in _dictionary_manifests(folder).items():
         ev = m["eval"]
         ds = ev.get("downstream") or {}
-        rec = ds.get("cosine_reconstruction", ds.get("loss_recovered"))
-        zero = ds.get("cosine_zero_ablation", ds.get("ce_zero"))
+        if ds.get("kind") == "ce_recovered":  # decoders: next-token cross-entropy (clean beside it), loss recovered
+            rec = f"CE {_fmt3(ds['ce_recon'])} (clean {_fmt3(ds['ce_clean'])}; recovered {_fmt3(ds['ce_recovered'])})"
+            zero = f"CE {_fmt3(ds['ce_zero'])}"
+        else:  # encoders: cosine of the mean-pooled last hidden states to the clean ones
+            rec, zero = f"cosine {_fmt3(ds.get('cosine_recon'))}", f"cosine {_fmt3(ds.get('cosine_zero'))}"
         lines.append(f"| {site} | {m['width']} | {m['settings'].get('k')} | {m['tokens']:,} | {m['seconds'] / 60:.1f} "
                      f"| {ev['tokens']:,} | {ev['fvu']:.3f} | {ev['l0']:.1f} | {100 * ev['dead_share']:.1f}% "
-                     f"| {100 * ev['dense_share']:.1f}% | {_fmt3(rec)} | {_fmt3(zero)} |")
+                     f"| {100 * ev['dense_share']:.1f}% | {rec} | {zero} |")
     return "\n".join(lines)
 
 

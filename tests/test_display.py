@@ -19,13 +19,13 @@ import pytest
 from neurotext import FTConfig, Textualizer, load_model, store
 from neurotext.atlas.pages import search_href
 from neurotext.atlas.report import build_report
-from neurotext.display.card import Chips, neuron_card, neuron_header
 from neurotext.cli import main
+from neurotext.display.card import Chips, neuron_card, neuron_header
+from neurotext.display.notebook import SHOWN_TOKENS, Results
+from neurotext.display.render import render_result
 from neurotext.engine.phrase import PhraseConfig
 from neurotext.model.tokens import display_token
-from neurotext.display.notebook import SHOWN_TOKENS, Results
 from neurotext.phrases import Phraser
-from neurotext.display.render import render_result
 from neurotext.store.sweep import run_sweep
 
 from conftest import make_tiny_byte_level, make_tiny_model

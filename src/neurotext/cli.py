@@ -427,8 +427,8 @@ def _check_units(args, command: str) -> None:
 
 
 def _cmd_examples(args) -> int:
-    from .examples import Examiner, ExamplesConfig
     from .display.render import render_examples
+    from .examples import Examiner, ExamplesConfig
 
     _check_units(args, "examples")
     if args.executor == "ray" and args.out is None:
@@ -492,8 +492,8 @@ def _report_problems(problems: dict) -> None:
 
 
 def _cmd_phrase(args) -> int:
-    from .phrases import Phraser
     from .display.render import render_phrases
+    from .phrases import Phraser
 
     if not args.neurons:
         raise NeurotextError("no neurons given: name at least one, e.g. neurotext phrase L3.ffn.42")

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .display.notebook import Results
 from .engine.optimize import FTConfig
 from .engine.phrase import PhraseConfig, PhraseSearch, allowed_tokens
 from .engine.scan import ScanCache, tqdm_disable
 from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.names import Neuron
-from .display.notebook import Results
 from .textualize import name_fields, resolve_neurons
 
 NEURONS_PER_BATCH = 64  # neurons whose searches share one batch (rows = neurons x starts)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .display.notebook import Results
 from .engine import memory, objectives, stability
 from .engine.directions import DIRECTION_SITES, model_site, projected, vocabulary_projection
 from .engine.optimize import FTConfig, best_of_restarts, initial_points
@@ -26,7 +27,6 @@ from .errors import NeurotextError
 from .model.adapters import Model, load_model
 from .model.dictionary import neuron_support
 from .model.names import Neuron, is_feature_site, parse_name
-from .display.notebook import Results
 
 OVERLAP_K = 10  # overlap_at_10 compares the FT top-10 nearest tokens with the scan's top-10
 _SITE = re.compile(r"L(\d+)\.([a-z]+(?:\.f)?)")

@@ -17,10 +17,10 @@ from test_report import ARTIFACTS, _open_index, _page, _search, _table_names, br
 from neurotext.atlas import serve
 from neurotext.atlas.report import source_signature
 from neurotext.atlas.serve import make_server
-from neurotext.display.card import NEGATIVE_RGB, POSITIVE_RGB, activation_colour, colour_scale, max_tokens
 from neurotext.cli import main
-from neurotext.examples import NeuronExamples, examples
+from neurotext.display.card import NEGATIVE_RGB, POSITIVE_RGB, activation_colour, colour_scale, max_tokens
 from neurotext.display.notebook import Results
+from neurotext.examples import NeuronExamples, examples
 from neurotext.store import examples as ex_store
 
 from conftest import WORDS

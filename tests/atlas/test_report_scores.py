@@ -18,8 +18,8 @@ from neurotext.atlas import pages, readouts
 from neurotext.atlas.readouts import scores_section
 from neurotext.atlas.report import CORPUS_PLOTS
 from neurotext.atlas.serve import make_server
-from neurotext.display.card import Chips, fmt
 from neurotext.cli import main
+from neurotext.display.card import Chips, fmt
 from neurotext.model.tokens import display_token
 from neurotext.store import examples as ex_store
 

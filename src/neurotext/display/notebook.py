@@ -15,6 +15,8 @@ untrusted. Tokens are shown by the convention of :mod:`neurotext.model.tokens`.
 
 from __future__ import annotations
 
+from ..model.names import parse_name
+from ..model.tokens import CONVENTION, DECODED, detect_kind
 from .card import (
     Chips,
     card_css,
@@ -28,8 +30,6 @@ from .card import (
     phrases_section,
     unit_words,
 )
-from ..model.names import parse_name
-from ..model.tokens import CONVENTION, DECODED, detect_kind
 
 SHOWN_TOKENS = 3  # tokens per list in a row of a results table (as in the atlas index)
 

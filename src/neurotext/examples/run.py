@@ -13,13 +13,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..corpus import Corpus, open_corpus
+from ..display.notebook import Results
 from ..engine.contexts import PARTS, Context, SplitConfig, Tokenize, batches, chunks
 from ..engine.corpus_pass import CorpusPass, PassSettings, Probe
 from ..engine.pass_state import PassState
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
 from ..model.names import Neuron, is_feature_site
-from ..display.notebook import Results
 from .config import TOKEN_STATS_BUDGET, ExamplesConfig
 from .records import NeuronExamples, tables_to_examples
 from .registry import Registry
