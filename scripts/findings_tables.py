@@ -8,6 +8,8 @@
     python scripts/findings_tables.py --features features/words.json --store features/store \
         --dictionaries features/dict-s0                              # features beside the neurons of their site
     python scripts/findings_tables.py --match features/dict-s0 features/dict-s1   # two dictionary seeds
+    python scripts/findings_tables.py --probe probe/split0/probe.json split1=probe/split1/probe.json   # Q2, real text
+    python scripts/findings_tables.py --probe probe/features/probe.json +probe/split0/probe.json   # beside neurons
 
 Every number in the tables of the findings pages (docs/findings/*.md) comes from here, so the commands on
 those pages regenerate them exactly.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 
 def _q(q: dict, spec: str = ".3f", brackets: bool = True) -> str:
@@ -280,7 +283,9 @@ def dictionary_table(folder: str) -> str:
             rec = f"CE {_fmt3(ds['ce_recon'])} (clean {_fmt3(ds['ce_clean'])}; recovered {_fmt3(ds['ce_recovered'])})"
             zero = f"CE {_fmt3(ds['ce_zero'])}"
         else:  # encoders: cosine of the mean-pooled last hidden states to the clean ones
-            rec, zero = f"cosine {_fmt3(ds.get('cosine_recon'))}", f"cosine {_fmt3(ds.get('cosine_zero'))}"
+            cr, cz = ds.get("cosine_recon"), ds.get("cosine_zero")
+            share = "" if cr is None or cz is None or cz >= 1 else f"; recovered {(cr - cz) / (1 - cz):.2f}"
+            rec, zero = f"cosine {_fmt3(cr)}{share}", f"cosine {_fmt3(cz)}"
         lines.append(f"| {site} | {m['width']} | {m['settings'].get('k')} | {m['tokens']:,} | {m['seconds'] / 60:.1f} "
                      f"| {ev['tokens']:,} | {ev['fvu']:.3f} | {ev['l0']:.1f} | {100 * ev['dead_share']:.1f}% "
                      f"| {100 * ev['dense_share']:.1f}% | {rec} | {zero} |")
@@ -379,6 +384,127 @@ def match_table(folder_a: str, folder_b: str, threshold: float = 0.9) -> str:
     return "\n".join(lines)
 
 
+def _med(values, spec: str = ".0f") -> str:
+    import statistics
+
+    v = [x for x in values if x is not None and x == x]
+    return "n/a" if not v else format(statistics.median(v), spec)
+
+
+def _iq(values) -> str:
+    """Median [quartiles] of whole numbers (None: not reached, left out)."""
+    import statistics
+
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return "n/a"
+    qs = statistics.quantiles(v, n=4, method="inclusive") if len(v) > 1 else [v[0]] * 3
+    return f"{qs[1]:g} [{qs[0]:g}, {qs[2]:g}]"
+
+
+def _probe_groups(records: list) -> dict:
+    by: dict = {}
+    for r in records:
+        by.setdefault((r["layer"], r["site"], r["units"]), []).append(r)
+    return dict(sorted(by.items()))
+
+
+def probe_table(records: list) -> str:
+    """neurotext probe's records per layer, site and kind of unit: the full probe's AP, k95 and k99 of the ranked
+    units beside random units (medians [quartiles] over words), the best single unit's AP, the control task's
+    selectivity, and FT's smallest recovering k beside the probe's k95 where an encode file gave one."""
+    lines = ["| layer | site | units | width | words | AP full | best single unit AP | k95 | k99 | random k95 "
+             "| selectivity | control AP |", "|---" * 12 + "|"]
+    for (layer, site, units), rs in _probe_groups(records).items():
+        lines.append(f"| {layer} | {site} | {units} | {rs[0]['width']} | {len(rs)} "
+                     f"| {_quartiles(r['ap_full'] for r in rs)} "
+                     f"| {_quartiles((r.get('best_single') or {}).get('ap', float('nan')) for r in rs)} "
+                     f"| {_iq(r['k95'] for r in rs)} | {_iq(r['k99'] for r in rs)} "
+                     f"| {_iq(r['random_k95'] for r in rs)} "
+                     f"| {_quartiles(r['selectivity'] for r in rs)} "
+                     f"| {_med(((r.get('control') or {}).get('ap_full') for r in rs), '.3f')} |")
+    out = ["\n".join(lines)]
+    ft = [r for r in records if (r.get("ft") or {}).get("probe_k") is not None or (r.get("ft") or {}).get("k")]
+    if ft:
+        grid = sorted({k for r in ft for k in (r["ft"].get("ks") or [])}) or None
+
+        def on_grid(k, width):  # the probe's k95 rounded up to the k values encode ran
+            ks = grid or sorted({4 ** i for i in range(12) if 4 ** i < width} | {width})
+            return next((g for g in ks if g >= k), width)
+
+        lines = ["FT's smallest recovering k of neurons (neurotext encode) beside the probe's k95 at the same site "
+                 "(over its neurons, or its dictionary's features), per word (the probe's k95 rounded up to encode's "
+                 "k values, 1, 4, 16, 64, 256 and the width, before comparing)",
+                 "", "| layer | site | units | words | FT k (median) | probe k95 (median) | probe k95 on FT's grid "
+                 "| FT above probe | FT below | equal | FT unrecovered | shared units (median) |", "|---" * 12 + "|"]
+        for (layer, site, units), rs in _probe_groups(ft).items():
+            rec = [r for r in rs if r["ft"].get("k") is not None and r["k95"] is not None]
+            g = {id(r): on_grid(r["k95"], r["width"]) for r in rec}
+            lines.append(f"| {layer} | {site} | {units} | {len(rs)} | {_med(r['ft']['k'] for r in rec)} "
+                         f"| {_med(r['k95'] for r in rec)} | {_med(g.values())} "
+                         f"| {sum(r['ft']['k'] > g[id(r)] for r in rec)} | {sum(r['ft']['k'] < g[id(r)] for r in rec)} "
+                         f"| {sum(r['ft']['k'] == g[id(r)] for r in rec)} | {len(rs) - len(rec)} "
+                         f"| {_med(r['ft'].get('shared') for r in rec)} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def probe_variation(ref: list, others: list[tuple[str, list]]) -> str:
+    """How far each group's medians move in another run (another split seed): the median absolute change of a
+    word's k95 and of its full AP."""
+    import statistics
+
+    key = lambda r: (r["word"], r["layer"], r["site"], r["units"])  # noqa: E731
+    lines = ["| layer | site | units | run | words in both | median abs. change of k95 (in doublings) "
+             "| median abs. change of AP full |", "|---" * 7 + "|"]
+    for label, recs in others:
+        other = {key(r): r for r in recs}
+        for (layer, site, units), rs in _probe_groups(ref).items():
+            pairs = [(r, other[key(r)]) for r in rs if key(r) in other]
+            dk = [abs(math.log2(a["k95"]) - math.log2(b["k95"])) for a, b in pairs if a["k95"] and b["k95"]]
+            dap = [abs(a["ap_full"] - b["ap_full"]) for a, b in pairs]
+            lines.append(f"| {layer} | {site} | {units} | {label} | {len(pairs)} "
+                         f"| {statistics.median(dk) if dk else float('nan'):.1f} "
+                         f"| {statistics.median(dap) if dap else float('nan'):.3f} |")
+    return "\n".join(lines)
+
+
+def ft_rank_table(store: str, dictionaries: str, site: str = "ffn.f") -> str:
+    """At each feature's FT optimum (the store's vector, in the template): the rank of the feature's pre-activation
+    among all the dictionary's features there, and the k-th largest pre-activation (a TopK dictionary's threshold):
+    does FT's optimum make the feature fire?"""
+    import statistics
+
+    import torch
+
+    from neurotext import load_model
+    from neurotext.model.dictionary import load_dictionaries
+    from neurotext.model.names import base_site
+    from neurotext.store import read_table
+
+    rows = [r for r in read_table(store, columns=["layer", "site", "unit", "vector", "activation"]).to_pylist()
+            if r["site"] == site]
+    model = load_model(None, device="cpu")
+    model.attach(load_dictionaries(dictionaries, model))
+    lines = ["| layer | features | firing at FT's optimum | rank of its pre-activation (median [quartiles]) "
+             "| its pre-activation | k-th largest pre-activation there (median) |", "|---" * 6 + "|"]
+    for layer in sorted({r["layer"] for r in rows}):
+        g = [r for r in rows if r["layer"] == layer]
+        d = model.dictionary(layer, site)
+        point = (layer, base_site(site))
+        acts = model.capture(torch.tensor([r["vector"] for r in g]), [point])[point]
+        idx = torch.arange(model.width(layer, base_site(site))).expand(len(g), -1)
+        with torch.no_grad():
+            pre = d.pre(acts.reported(idx, acts.units(idx)))  # (n, F): every feature's pre-activation at the optimum
+        units = torch.tensor([r["unit"] for r in g])
+        own = pre[torch.arange(len(g)), units]
+        rank = ((pre > own[:, None]).sum(1) + 1).tolist()
+        kth = pre.topk(d.k, dim=1).values[:, -1] if getattr(d, "k", None) else torch.full((len(g),), float("nan"))
+        lines.append(f"| {layer} | {len(g)} | {sum((r['activation'] or 0) > 0 for r in g)} | {_iq(rank)} "
+                     f"| {statistics.median(own.tolist()):.1f} | {statistics.median(kth.tolist()):.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", help="words.json of neurotext words --out")
@@ -395,6 +521,13 @@ def main(argv=None) -> None:
     ap.add_argument("--dictionaries", help="with --features: the folder of the dictionaries (their quality)")
     ap.add_argument("--match", nargs=2, metavar=("DICTS_A", "DICTS_B"),
                     help="two folders of dictionaries (two seeds): features with a match in the other")
+    ap.add_argument("--probe", nargs="+", metavar="PROBE_JSON",
+                    help="probe.json of neurotext probe --out: the Q2 real-text tables of the first (+path: merged "
+                         "into it, the words all of them probed); with more (label=path: another split seed), how far "
+                         "each word's k95 and AP move")
+    ap.add_argument("--ft-rank", metavar="STORE",
+                    help="with --dictionaries: at each feature's FT optimum, its pre-activation's rank among the "
+                         "dictionary's features (does the optimum make it fire?)")
     ap.add_argument("--site", default="ffn")
     args = ap.parse_args(argv)
     if args.dictionaries:
@@ -404,6 +537,9 @@ def main(argv=None) -> None:
         print("Neurons and features\n\n" + features_table(doc, args.site, args.site + ".f") + "\n")
         if args.store:
             print("Neuron support\n\n" + support_table(args.store, args.site + ".f") + "\n")
+    if args.ft_rank:
+        print("Features at their FT optimum\n\n" + ft_rank_table(args.ft_rank, args.dictionaries, args.site + ".f")
+              + "\n")
     if args.match:
         print("Dictionary seeds\n\n" + match_table(*args.match) + "\n")
     if args.words:
@@ -415,6 +551,16 @@ def main(argv=None) -> None:
         print("Restarts\n\n" + restarts_table(args.restarts, args.site) + "\n")
     if args.seeds:
         print("Seeds\n\n" + seeds_table(*args.seeds, site=args.site) + "\n")
+    if args.probe:
+        merged = [args.probe[0]] + [p[1:] for p in args.probe[1:] if p.startswith("+")]
+        docs = [json.load(open(p.split("=", 1)[-1])) for p in merged]
+        words = set.intersection(*({r["word"] for r in d if not r.get("skipped")} for d in docs))
+        ref = [r for d in docs for r in d if not r.get("skipped") and r["word"] in words]
+        print("Q2 on real text\n\n" + probe_table(ref) + "\n")
+        rest = [p for p in args.probe[1:] if not p.startswith("+")]
+        if rest:
+            others = [(p.split("=", 1)[0] if "=" in p else p, json.load(open(p.split("=", 1)[-1]))) for p in rest]
+            print("Between runs\n\n" + probe_variation(ref, others) + "\n")
     if args.corpus:
         ref = json.load(open(args.corpus[0].split("=", 1)[-1]))
         print("Real text\n\n" + corpus_tables(ref, args.site) + "\n")
