@@ -6,6 +6,7 @@ neurons because their encoder rows never trained. Prints a comma list such as ``
 dictionary, and the live share on stderr.
 
     python scripts/live_features.py artifacts/features/dict-s0 --n 128
+    python scripts/live_features.py artifacts/features/dict-s0 --n 64 --layers 3,5
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=128, help="features per dictionary")
     ap.add_argument("--tokens", type=int, default=100_000, help="train-part positions read")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", default=None, help="only these layers' dictionaries, e.g. 3,5 (default: all)")
     args = ap.parse_args(argv)
     model = load_model(args.model, device="cpu")
     model.attach(load_dictionaries(args.dictionaries, model))
-    points = [(layer, f"{site}.f") for layer, site in model.dictionaries]
+    keep = None if args.layers is None else {int(x) for x in args.layers.split(",")}
+    points = [(layer, f"{site}.f") for layer, site in model.dictionaries if keep is None or layer in keep]
     fired = {p: torch.zeros(model.width(*p), dtype=torch.bool) for p in points}
     for b in stream_sites(model, open_corpus(None), points, part="train", max_tokens=args.tokens):
         for p in points:
