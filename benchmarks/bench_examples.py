@@ -584,14 +584,7 @@ def dict_main(args) -> dict:
     before = rss_mb()
     run = new_run(model, ExamplesConfig(token_stats=False), units, corpus)  # (off at this scale anyway: > 1 GiB)
     warm_up(run)
-    shapes, prepare = [], run.engine.prepare
-
-    def recording(contexts):
-        b = prepare(contexts)
-        shapes.append((b.ids.shape[0], b.ids.shape[1], int(b.text.sum())))
-        return b
-
-    run.engine.prepare = recording
+    shapes = record_shapes(run)
     state = run.new_state()
     state_rss = rss_mb()
     t0 = time.perf_counter()
@@ -720,7 +713,9 @@ def project_main(args) -> dict:
             "peak_rss_mb": rss_mb()}
 
 
-def timed_pass_into(run, state):
+def record_shapes(run) -> list:
+    """Wrap ``run.engine.prepare`` so every batch it prepares appends (contexts, padded length, text tokens) to the
+    list returned (``del run.engine.prepare`` restores it)."""
     shapes, prepare = [], run.engine.prepare
 
     def recording(contexts):
@@ -729,6 +724,11 @@ def timed_pass_into(run, state):
         return b
 
     run.engine.prepare = recording
+    return shapes
+
+
+def timed_pass_into(run, state):
+    shapes = record_shapes(run)
     try:
         t0 = time.perf_counter()
         for _, contexts in run.chunks():
