@@ -178,26 +178,9 @@ def limits(run: CorpusRun) -> tuple[int, int]:
 def timed_pass(run: CorpusRun):
     """The pass as :meth:`Examiner.run` runs it (chunks, ``process``), timed; returns (figures, state).
 
-    The batch shapes are recorded by wrapping ``engine.prepare`` (a list append per batch)."""
-    shapes = []  # (contexts, padded length, text tokens) per batch
-    prepare = run.engine.prepare
-
-    def recording(contexts):
-        b = prepare(contexts)
-        shapes.append((b.ids.shape[0], b.ids.shape[1], int(b.text.sum())))
-        return b
-
+    The batch shapes are recorded by wrapping ``engine.prepare`` (a list append per batch: :func:`record_shapes`)."""
     warm_up(run)
-    run.engine.prepare = recording
-    state = run.new_state()
-    try:
-        t0 = time.perf_counter()
-        for _, contexts in run.chunks():
-            run.process(state, contexts, progress=False)
-        seconds = time.perf_counter() - t0
-    finally:
-        del run.engine.prepare  # the class's method again
-    return shape_figures(run, shapes, seconds, state), state
+    return timed_pass_into(run, run.new_state())
 
 
 def shape_figures(run: CorpusRun, shapes, seconds: float, state) -> dict:
