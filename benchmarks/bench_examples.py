@@ -339,11 +339,12 @@ def naive_main(args) -> dict:
 
 
 def in_fresh_processes(*flag_lists: list[str]) -> list[dict]:
-    """This script with each list of flags in a new Python process, all at once; their JSON from stdout."""
-    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), *flags], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for flags in flag_lists]
+    """This script with each list of flags in a new Python process, one after the other (two passes at once on
+    two cores change each other's memory, not only their time: see rss_section); their JSON from stdout."""
     out = []
-    for flags, proc in zip(flag_lists, procs):
+    for flags in flag_lists:
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), *flags], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"{flags[0]} process failed: {stderr.strip().splitlines()[-3:]}")
@@ -437,9 +438,10 @@ def rss_section(args, device) -> dict:
     common = ["--device", str(device), "--rss-docs", str(args.rss_docs), "--units", args.units]
     one, many = in_fresh_processes(*(["--rss-only", str(t), *common] for t in (1, RSS_TIMES)))
     return {"1x": one, f"{RSS_TIMES}x": many, "growth": (many["peak_rss_mb"] - one["peak_rss_mb"]) / one["peak_rss_mb"],
-            "note": "peak RSS (VmHWM) of a fresh process running the pass without finalize; the two processes run "
-                    "at the same time (their seconds are not a speed figure); ru_maxrss_mb also counts the "
-                    "parent's memory at the start, on Linux"}
+            "note": "peak RSS (VmHWM) of a fresh process running the pass without finalize, the two processes one after "
+                    "the other (run at the same time on the 2-core AMD EPYC, the 10x process peaked 15-17% higher "
+                    "than alone, reproduced three times, MALLOC_ARENA_MAX=2 included: a quiet machine's figure); "
+                    "ru_maxrss_mb also counts the parent's memory at the start, on Linux"}
 
 
 # --------------------------------------------------------------------------- the floor (fresh processes)

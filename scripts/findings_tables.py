@@ -359,28 +359,48 @@ def support_table(store: str, site: str = "ffn.f") -> str:
     return "\n".join(lines)
 
 
-def match_table(folder_a: str, folder_b: str, threshold: float = 0.9) -> str:
+def match_table(folder_a: str, folder_b: str, thresholds=(0.9, 0.7, 0.5), live_tokens: int = 100_000) -> str:
     """Two dictionaries of each site (two training seeds): the share of each one's features whose decoder
-    direction has a match in the other (largest cosine above ``threshold``), and the median largest cosine."""
+    direction has a match in the other (largest cosine above each threshold) and the median largest cosine, over
+    all features and over A's live ones (active at least once in the first ``live_tokens`` text positions of the
+    train part: a dead feature's decoder row is its initialization); the same for a random direction (chance)."""
+    import importlib.util
+    import pathlib
+
     import torch
 
-    from neurotext.model.dictionary import load_dictionary
+    from neurotext import load_model
+    from neurotext.model.dictionary import load_dictionaries, load_dictionary
 
-    lines = [f"| site | features | A matched in B (cosine > {threshold}) | B matched in A | median best cosine, A "
-             "| live features of A matched |", "|---" * 6 + "|"]
+    spec = importlib.util.spec_from_file_location("live_features", pathlib.Path(__file__).with_name("live_features.py"))
+    live_features = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live_features)
+    shares = " / ".join(f"{t}" for t in thresholds)
+    lines = [f"| site | features | A matched in B (cosine > {shares}) | B matched in A | median best cosine, A "
+             f"| live features of A | live matched (cosine > {shares}) | median best cosine, live "
+             "| random direction's best cosine |", "|---" * 9 + "|"]
+
+    def share(best):
+        return " / ".join(f"{100 * float((best > t).float().mean()):.1f}%" for t in thresholds)
+
     for site in sorted(set(_dictionary_manifests(folder_a)) & set(_dictionary_manifests(folder_b))):
         a, b = (load_dictionary(f"{folder}/{site}") for folder in (folder_a, folder_b))
         da = torch.nn.functional.normalize(a.decoder_directions(), dim=1)
         db = torch.nn.functional.normalize(b.decoder_directions(), dim=1)
         cos = da @ db.T  # (Fa, Fb)
         best_a, best_b = cos.max(1).values, cos.max(0).values
-        dead = _dictionary_manifests(folder_a)[site]["eval"].get("dead")  # indices, where recorded
-        live = torch.ones(len(best_a), dtype=torch.bool)
-        if dead:
-            live[torch.as_tensor(dead)] = False
-        lines.append(f"| {site} | {len(best_a)} | {100 * float((best_a > threshold).float().mean()):.1f}% "
-                     f"| {100 * float((best_b > threshold).float().mean()):.1f}% | {float(best_a.median()):.3f} "
-                     f"| {100 * float((best_a[live] > threshold).float().mean()):.1f}% |")
+        manifest = _dictionary_manifests(folder_a)[site]
+        source = manifest["model"]["source"]  # the bundled model's path where it was trained; else its name
+        model = load_model(source if pathlib.Path(source).exists() else manifest["model"]["name"], device="cpu")
+        model.attach(load_dictionaries(f"{folder_a}/{site}", model))
+        point = (manifest["layer"], manifest["site"].split(".", 1)[1] + ".f")
+        live = live_features.fired_features(model, [point], live_tokens)[point]
+        g = torch.Generator().manual_seed(0)
+        rand = torch.nn.functional.normalize(torch.randn(len(best_a), da.shape[1], generator=g), dim=1)
+        chance = (rand @ db.T).max(1).values
+        lines.append(f"| {site} | {len(best_a)} | {share(best_a)} | {share(best_b)} | {float(best_a.median()):.3f} "
+                     f"| {int(live.sum())} | {share(best_a[live])} | {float(best_a[live].median()):.3f} "
+                     f"| {float(chance.median()):.3f} |")
     return "\n".join(lines)
 
 

@@ -25,6 +25,16 @@ from neurotext.engine.activations import stream_sites  # noqa: E402
 from neurotext.model.dictionary import load_dictionaries  # noqa: E402
 
 
+def fired_features(model, points, tokens: int) -> dict:
+    """{point: (features,) bool}: which features of each dictionary point (layer, "ffn.f") are active (> 0) at
+    least once in the first ``tokens`` text positions of the default corpus's train part."""
+    fired = {p: torch.zeros(model.width(*p), dtype=torch.bool) for p in points}
+    for b in stream_sites(model, open_corpus(None), points, part="train", max_tokens=tokens):
+        for p in points:
+            fired[p] |= (b.values[p] > 0).any(0)
+    return fired
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dictionaries", help="a dictionary directory or a folder of them")
@@ -38,10 +48,7 @@ def main(argv=None) -> None:
     model.attach(load_dictionaries(args.dictionaries, model))
     keep = None if args.layers is None else {int(x) for x in args.layers.split(",")}
     points = [(layer, f"{site}.f") for layer, site in model.dictionaries if keep is None or layer in keep]
-    fired = {p: torch.zeros(model.width(*p), dtype=torch.bool) for p in points}
-    for b in stream_sites(model, open_corpus(None), points, part="train", max_tokens=args.tokens):
-        for p in points:
-            fired[p] |= (b.values[p] > 0).any(0)
+    fired = fired_features(model, points, args.tokens)
     names = []
     for (layer, site), f in sorted(fired.items()):
         live = f.nonzero().flatten()
