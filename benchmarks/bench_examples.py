@@ -438,10 +438,10 @@ def rss_section(args, device) -> dict:
     common = ["--device", str(device), "--rss-docs", str(args.rss_docs), "--units", args.units]
     one, many = in_fresh_processes(*(["--rss-only", str(t), *common] for t in (1, RSS_TIMES)))
     return {"1x": one, f"{RSS_TIMES}x": many, "growth": (many["peak_rss_mb"] - one["peak_rss_mb"]) / one["peak_rss_mb"],
-            "note": "peak RSS (VmHWM) of a fresh process running the pass without finalize, the two processes one after "
-                    "the other (run at the same time on the 2-core AMD EPYC, the 10x process peaked 15-17% higher "
-                    "than alone, reproduced three times, MALLOC_ARENA_MAX=2 included: a quiet machine's figure); "
-                    "ru_maxrss_mb also counts the parent's memory at the start, on Linux"}
+            "note": "peak RSS (VmHWM) of a fresh process running the pass without finalize, the two processes one "
+                    "after the other (run at the same time on the 2-core AMD EPYC, the 10x process peaked 15-17% "
+                    "higher than alone, reproduced three times, MALLOC_ARENA_MAX=2 included: a quiet machine's "
+                    "figure); ru_maxrss_mb also counts the parent's memory at the start, on Linux"}
 
 
 # --------------------------------------------------------------------------- the floor (fresh processes)
