@@ -629,7 +629,7 @@ def dictionary_section(args, device) -> dict:
             "peak_rss_mb": full["peak_rss_mb"],
             "note": "random weights (SAELens's TopK init, decoder bias centred on the data); peak RSS of fresh "
                     "processes (VmHWM): 'full' runs the pass over the corpus and writes the store; the streaming "
-                    "check runs the pass only, both processes at once"}
+                    "check runs the pass only, the two processes one after the other"}
 
 
 def encode_gflops(rows: int, d_in: int, d_out: int, seconds: float, device) -> float:

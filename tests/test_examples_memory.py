@@ -121,6 +121,35 @@ def test_a_store_holds_one_group_at_a_time(wide, tmp_path):
     assert max(seen) < 1.5 * one  # when a group is made, no earlier group's table is still held
 
 
+def test_release_frees_the_sample_slots_before_the_replay_and_changes_no_table(wide, monkeypatch):
+    """A store's finalize (release) drops the sample slots once the range samples are drawn, before the replay
+    allocates its values: the tables are those of a finalize that keeps the whole state."""
+    from neurotext.examples import tables
+
+    corpus = corpus_of(texts(80))
+    kept = finished(wide, "L1.ffn.f*,L1.ffn.0-15", corpus)
+    expected, expected_contexts = kept[0].finalizer(kept[1]).tables()
+    assert all(ps.slot.numel() > 0 for ps in kept[1].points.values())  # without release the state stays whole
+    replay, slots_at_replay = tables.Finalizer._replay_ranges, []
+
+    def recording(self, ranges):
+        slots_at_replay.append(sum(ps.slot.numel() + ps.slot_val.numel() + ps.slot_pos.numel()
+                                   for ps in self.state.points.values()))
+        return replay(self, ranges)
+
+    monkeypatch.setattr(tables.Finalizer, "_replay_ranges", recording)
+    run, state = finished(wide, "L1.ffn.f*,L1.ffn.0-15", corpus)
+    fin = run.finalizer(state, release=True)
+    got = {}
+    for point, table in fin.groups():
+        got.setdefault(point, []).append(table)
+    assert slots_at_replay == [0]
+    assert set(got) == set(expected)
+    for point, parts in got.items():
+        assert pa.concat_tables(parts).equals(expected[point])
+    assert pa.concat_tables(list(fin.contexts_tables())).equals(expected_contexts)
+
+
 def test_registry_stays_within_what_the_state_refers_to(wide):
     """Ten times the documents (the same texts again: new contexts, not better ones, ties going to the earlier
     context), and the registry of referred contexts holds no more than twice what the state refers to,

@@ -155,6 +155,14 @@ class PointState:
     def units(self) -> int:
         return self.slot.shape[0]
 
+    def drop_samples(self) -> None:
+        """Free the sample slots (a finalize that has drawn the range samples no longer needs them: about two
+        fifths of the state at the defaults); the state then refers to no sample and cannot fold or merge again."""
+        u, s = self.slot.shape[0], self.slot.shape[2]
+        self.slot = torch.empty((u, 0, s), dtype=self.slot.dtype)
+        self.slot_val = torch.empty((u, 0, s), dtype=self.slot_val.dtype)
+        self.slot_pos = torch.empty((u, 0, s), dtype=self.slot_pos.dtype)
+
     def widen(self) -> None:
         """Histogram counts as int64 from now on (a pass past COUNT_LIMIT contexts or sampled positions: a bin's
         count could pass int32's range)."""

@@ -7,7 +7,9 @@ beyond the pass's state is one group's tables, whatever the number of units. Wha
 is computed before the first group: the range samples (bounds and contexts, a few numbers per unit) and the
 values of their contexts at every position, in one batched replay of just those contexts over every point at
 once (``units x ranges x per_range x W`` float32: 3,168 bytes per unit at the defaults); the random contexts'
-values are replayed point by point (R contexts per part).
+values are replayed point by point (R contexts per part). A store's finalize (``release``) frees the sample
+slots once the range samples are drawn, before the replay: the replay's values then take the place of the
+state's largest part instead of adding to it.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class Finalizer:
         run: the pass's :class:`neurotext.examples.run.CorpusRun` (engine, registry, corpus).
         state: its finished state.
         group_units: units per group (None: ``GROUP_UNITS``).
-        release: drop each point's state once its tables are made (the state is then unusable).
+        release: drop every point's sample slots once the range samples are drawn, and each point's state once
+            its tables are made (the state is then unusable).
     """
 
     def __init__(self, run, state: PassState, group_units: int | None = None, release: bool = False):
@@ -117,6 +120,9 @@ class Finalizer:
         order and each point's unit order; call :meth:`contexts_tables` after the last."""
         points = list(self.state.points)
         ranges = {point: self._ranges(point) for point in points}
+        if self.release:  # the range samples are drawn: their slots go before the replay allocates its values
+            for point in points:
+                self.state.points[point].drop_samples()
         range_acts = self._replay_ranges(ranges)
         for point in points:
             rand = self._replay_random(point)
