@@ -28,6 +28,8 @@ def test_sae_flops_count_the_dense_products(bench):
     forward = 2 * d * f + 2 * d * f  # encoder, decoder
     backward = 2 * d * f + 2 * d * f + 2 * d * f  # decoder weight and input gradients, encoder weight gradient
     assert bench.sae_flops_per_token(d, f) == forward + backward
+    k = 32  # TopK's decoder reads k rows: forward 2 d k, backward (weights and values) 4 d k; the encoder as above
+    assert bench.sae_flops_per_token(d, f, k) == 2 * d * f + 2 * d * k + 4 * d * k + 2 * d * f
 
 
 def test_quick_benchmark_fields_are_consistent(bench, tmp_path, capsys):
@@ -43,22 +45,26 @@ def test_quick_benchmark_fields_are_consistent(bench, tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     assert capsys.readouterr().out.lstrip().startswith("{")
-    one, twice = r["runs"]["one_pass"], r["runs"]["twice"]
+    one, twice = r["runs"]["first"], r["runs"]["twice"]
     assert r["site"] == "L1.ffn" and r["quick"] and one["tokens"] == bench.QUICK_TOKENS == twice["tokens"] // 2
     assert one["width"] == 4 * 64 and one["d_in"] == 64 and one["eval"]["tokens"] <= bench.QUICK_EVAL_TOKENS
     f = r["flops_per_token"]
-    assert f["sae"] == bench.sae_flops_per_token(64, 256) and f["total"] == f["sae"] + f["model"] > f["sae"]
+    assert one["sparse_decode"] and one["fused_adam"]  # the default TopK trains with the sparse decoder
+    assert f["sae"] == bench.sae_flops_per_token(64, 256, 32) < f["sae_dense"] == bench.sae_flops_per_token(64, 256)
+    assert f["total"] == f["sae"] + f["model"] > f["sae"]
     for run in (one, twice):
         assert run["tokens_per_s"] == pytest.approx(run["tokens"] / run["seconds"])
         assert run["achieved_gflops"] == pytest.approx(f["total"] * run["tokens_per_s"] / 1e9)
         assert run["roofline_fraction"] == pytest.approx(run["achieved_gflops"] / r["matmul_gflops"])
+        assert run["dense_equivalent_gflops"] == pytest.approx((f["sae_dense"] + f["model"]) * run["tokens_per_s"]
+                                                               / 1e9)
         assert run["wall_seconds"] >= run["seconds"] + run["eval_seconds"] * 0.99 and run["activations_read"] >= \
             run["tokens"]
         assert 0 < run["eval"]["fvu"] and run["eval"]["l0"] > 0
     shapes = r["matmul_gflops_by_shape"]
     assert r["matmul_gflops"] == shapes["max"] == max(v for k, v in shapes.items() if k != "max")
     assert {"qkv", "ffn_in", "sae_encode", "sae_decode"} <= set(shapes)
-    assert r["fvu_gap"] == pytest.approx(r["fvu_one_pass"] - r["fvu_twice"])
+    assert r["fvu_gap"] == pytest.approx(r["fvu_first"] - r["fvu_twice"])
     assert r["tokens_per_s"] == one["tokens_per_s"] and r["roofline_fraction"] == one["roofline_fraction"]
     assert set(r["meets_targets"]) == {"fvu_gap", "minutes"} and r["targets"] == {"fvu_gap": 0.02, "minutes": 15.0}
     assert r["machine"]["cpu"] == cpu_name() and r["device"]["type"] == "cpu" and r["threads"] >= 1
