@@ -5,6 +5,7 @@ and the token-identity share computed directly with numpy."""
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -392,3 +393,25 @@ def test_out_of_memory_halves_a_batch_and_loses_nothing(tmp_path, bundled, monke
         assert [e["context"] for e in a.top] == [e["context"] for e in b.top]
         assert a.tokens == b.tokens and a.contexts == b.contexts
         assert [e["activation"] for e in a.top] == pytest.approx([e["activation"] for e in b.top], abs=1e-5)
+
+
+def test_folding_behind_the_forward_pass_changes_nothing(tmp_path, bundled, monkeypatch):
+    from neurotext.engine.corpus_pass import CorpusPass
+
+    path = corpus_file(tmp_path, ENGLISH)
+    cfg = ExamplesConfig(**{**CFG, "batch_size": 4})  # many batches: folds and forward passes interleave
+    fold, folding = CorpusPass.fold, []
+
+    def watched(self, state, batch, found):
+        folding.append(threading.current_thread() is not threading.main_thread())
+        return fold(self, state, batch, found)
+
+    monkeypatch.setattr(CorpusPass, "fold", watched)
+    monkeypatch.setenv("NEUROTEXT_OVERLAP", "0")
+    inline = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-7", path)
+    assert folding and not any(folding)
+    monkeypatch.setenv("NEUROTEXT_OVERLAP", "1")
+    folding.clear()
+    behind = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-7", path)
+    assert len(folding) > 2 and all(folding)  # every fold on the background thread
+    assert [r.to_dict(parts=True) for r in behind] == [r.to_dict(parts=True) for r in inline]

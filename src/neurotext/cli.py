@@ -35,6 +35,12 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _training_tokens(s: str) -> int | str:
+    """A count of training tokens (an int), or passes over the train part such as 2x (checked by
+    DictionaryConfig, whose error is one line)."""
+    return _positive_int(s) if s.strip().lstrip("-").isdigit() else s
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -967,8 +973,9 @@ def _add_dictionary_commands(sub):
     g.add_argument("--threshold", type=_nonnegative_float, default=d.threshold,
                    help=f"jumprelu: the initial threshold (default {d.threshold:g})")
     g = t.add_argument_group("training")
-    g.add_argument("--tokens", type=_positive_int, default=None,
-                   help="training tokens (default: one pass over the train part; more than it holds reads it again)")
+    g.add_argument("--tokens", type=_training_tokens, default=None,
+                   help="training tokens: a count, e.g. 500000, or passes over the train part, e.g. 2x (default: one "
+                        "pass; more than the train part holds reads it again)")
     g.add_argument("--lr", type=_positive_float, default=d.lr, help=f"Adam's learning rate (default {d.lr:g})")
     g.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
                    help=f"activations per training step (default {d.batch_size})")

@@ -16,6 +16,7 @@ from neurotext.cli import build_parser, main
 from neurotext.dictionaries import TRAINABLE, DictionaryConfig, parse_width, train_dictionary
 from neurotext.dictionaries import train as train_module
 from neurotext.dictionaries.evaluate import held_out_contexts
+from neurotext.dictionaries.train import parse_tokens
 from neurotext.engine.contexts import SplitConfig, doc_part, text_digest
 from neurotext.model.dictionary import CFG, MANIFEST, WEIGHTS, load_dictionary, site_hook
 
@@ -121,7 +122,7 @@ def test_only_train_documents_reach_the_sae(encoder, corpus, tmp_path, monkeypat
     docs = [line for line in corpus.read_text().splitlines() if line.strip()]
     train_tokens = sum(len(encoder.tokenizer(doc, add_special_tokens=False)["input_ids"]) for doc in docs
                        if doc_part(text_digest(doc), split) == 0)
-    cfg = DictionaryConfig(**{**FAST, "tokens": 3 * train_tokens})  # three passes over the train part
+    cfg = DictionaryConfig(**{**FAST, "tokens": "3x"})  # three passes over the train part
     d = train_dictionary(encoder, "L1.ffn", str(corpus), cfg, out=tmp_path / "dict", progress=False)
     unique = encoder.tokenizer.convert_tokens_to_ids(UNIQUE)
     assert not any(bool((t == unique).any()) for t in ids), "a test-part token reached the training stream"
@@ -130,6 +131,8 @@ def test_only_train_documents_reach_the_sae(encoder, corpus, tmp_path, monkeypat
     assert len(trained) == d.manifest["tokens"] and all(tuple(r.tolist()) in rows for r in trained)
     assert d.manifest["corpus"]["train_tokens"] == train_tokens and d.manifest["epochs"] == pytest.approx(
         d.manifest["tokens"] / train_tokens) and d.manifest["epochs"] > 2.5
+    batch = cfg.batch_size  # whole steps of the three passes' tokens
+    assert d.manifest["tokens"] == (3 * train_tokens) // batch * batch
     # the held-out part, which the evaluation reads, does hold the word
     contexts, _, _ = held_out_contexts(encoder, train_module.open_corpus(str(corpus)), 16, split, None)
     assert any(unique in c.ids for c in contexts())
@@ -202,6 +205,9 @@ def _cli(argv) -> tuple[int, str]:
     (["L1.ffn", "--test-share", "1.5"], "test share must be in [0, 1)"),
     (["L1.ffn", "--test-share", "0"], "the test share must be above 0"),
     (["L1.ffn", "--batch-size", "4096"], "2048 training tokens are fewer than one batch (4096)"),
+    (["L1.ffn", "--tokens", "0x"], "the passes must be above 0"),
+    (["L1.ffn", "--tokens", "2y"], "tokens must be a count such as 500000 or passes over the train part such as 2x"),
+    (["L1.ffn", "--tokens", "0"], "must be a positive integer"),
 ])
 def test_bad_input_is_one_line(encoder, corpus, tmp_path, args, message):
     out = tmp_path / "dict"
@@ -225,12 +231,14 @@ def test_a_non_empty_out_and_a_missing_corpus_are_one_line(encoder, corpus, tmp_
 def test_settings_are_validated_and_the_choices_come_from_the_registry():
     assert parse_width("4x", 32) == 128 and parse_width("100", 32) == 100 and parse_width(" 1.5x ", 32) == 48
     assert parse_width(64) == 64 and parse_width("2x") is None
+    assert parse_tokens("2x", 1000) == 2000 and parse_tokens(" 0.5x ", 1001) == 500 and parse_tokens(None, 7) == 7
+    assert parse_tokens(300, 1000) == 300 and parse_tokens("2x") is None and parse_tokens("300") == 300
     for bad in ("0x", "abc", "0", "x", "4y", True):
         with pytest.raises(NeurotextError):
             parse_width(bad, 32)
     for kw in (dict(architecture="gated"), dict(width="0x"), dict(k=0), dict(tokens=0), dict(lr=0), dict(lr=-1.0),
                dict(batch_size=2.5), dict(l1=-1.0), dict(test_share=1.0), dict(seed="a"), dict(buffer=10),
-               dict(warmup=0.6, decay=0.6), dict(eval_tokens=0)):
+               dict(warmup=0.6, decay=0.6), dict(eval_tokens=0), dict(tokens="0x"), dict(tokens="x2")):
         with pytest.raises(NeurotextError) as e:
             DictionaryConfig(**kw)
         assert "\n" not in str(e.value)

@@ -97,6 +97,30 @@ def _positive(name: str, v, zero: bool = False) -> None:
         raise NeurotextError(f"{name} must be a number {'>= 0' if zero else '> 0'}, got {v!r}")
 
 
+_PASSES = re.compile(r"^\s*(?P<mult>\d+(?:\.\d+)?)\s*x\s*$")
+
+
+def parse_tokens(tokens, part: int | None = None) -> int | None:
+    """Training tokens from ``tokens``: a count (``500000``), passes over a train part of ``part`` tokens
+    (``"2x"``: twice its tokens), or None (one pass). Returns None where the count needs ``part`` and it is not
+    given (the form is checked only). Raises NeurotextError (one line) for anything else."""
+    if tokens is None:
+        return part
+    if isinstance(tokens, str):
+        m = _PASSES.match(tokens)
+        if m is None:
+            if tokens.strip().isdigit():
+                return parse_tokens(int(tokens), part)
+            raise NeurotextError(f"tokens must be a count such as 500000 or passes over the train part such as 2x, "
+                                 f"got {tokens!r}")
+        mult = float(m["mult"])
+        if mult <= 0:
+            raise NeurotextError(f"tokens {tokens!r}: the passes must be above 0")
+        return None if part is None else round(mult * part)
+    _whole("tokens", tokens)
+    return tokens
+
+
 def parse_width(width, d_in: int | None = None) -> int | None:
     """Features of a dictionary from a width: ``"4x"`` (4 times the site width ``d_in``) or a count (``6144``).
 
@@ -130,8 +154,8 @@ class DictionaryConfig:
     architecture: str = "topk"  # one of TRAINABLE
     width: str | int = "4x"  # features: a multiple of the site width ("4x"), or a count (6144)
     k: int = 32  # active features per position (topk; batchtopk: on average)
-    tokens: int | None = None  # training tokens (text positions); None: one pass over the train part; more than
-    #                            the train part holds: it is read again (epochs)
+    tokens: int | str | None = None  # training tokens (text positions), or passes over the train part ("2x"); None:
+    #                                  one pass; more than the train part holds: it is read again (epochs)
     lr: float = 2e-3  # Adam's learning rate (SAELens's trainer) on inputs scaled to mean norm sqrt(d_in); high,
     #                   for the several hundred steps of one pass over a small corpus (docs/cli/dictionary.md)
     batch_size: int = 512  # activations per training step (more steps per pass beat larger batches here)
@@ -162,9 +186,9 @@ class DictionaryConfig:
         parse_width(self.width)
         for name in ("k", "batch_size", "max_length", "buffer", "dead_window", "forward_batch"):
             _whole(name.replace("_", " "), getattr(self, name))
-        for name in ("tokens", "eval_tokens"):
-            if getattr(self, name) is not None:
-                _whole(name.replace("_", " "), getattr(self, name))
+        if self.eval_tokens is not None:
+            _whole("eval tokens", self.eval_tokens)
+        parse_tokens(self.tokens)
         _whole("shuffle", self.shuffle, minimum=0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise NeurotextError(f"seed must be a whole number, got {self.seed!r}")
@@ -186,6 +210,11 @@ class DictionaryConfig:
     @property
     def split(self) -> SplitConfig:
         return SplitConfig(self.test_share, self.split_seed)
+
+    def training_tokens(self, part: int | None) -> int | None:
+        """The training tokens for a train part of ``part`` tokens (None where they depend on it and it is not
+        given: count it first)."""
+        return parse_tokens(self.tokens, part)
 
     def features(self, d_in: int) -> int:
         """The dictionary's width for a site of ``d_in`` values."""
@@ -413,13 +442,13 @@ def train_dictionary(model, site, corpus=None, config: DictionaryConfig | None =
     width = config.features(d_in)
     if config.architecture in ("topk", "batchtopk") and config.k > width:
         raise NeurotextError(f"k {config.k} is more than the dictionary's {width} features")
-    parts = part_tokens(model, corpus, config) if config.tokens is None else None  # one pass: count it first
+    parts = part_tokens(model, corpus, config) if config.training_tokens(None) is None else None  # passes: count
     for name in ("train", "test") if parts is not None else ():
         if parts[name] == 0:
             raise NeurotextError(f"{corpus.source}: the {name} part holds no text token for {model.name} (test "
                                  f"share {config.test_share}, split seed {config.split_seed})")
     part = None if parts is None else parts["train"]
-    total = config.tokens if config.tokens is not None else part
+    total = config.training_tokens(part)
     steps = total // config.batch_size
     if steps < 1:
         raise NeurotextError(f"{total} training tokens are fewer than one batch ({config.batch_size}): give more "

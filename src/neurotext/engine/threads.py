@@ -1,7 +1,9 @@
-"""CPU threads for many small tensor operations."""
+"""CPU threads: one for many small tensor operations, and a background one that folds behind the forward pass."""
 
 from __future__ import annotations
 
+import concurrent.futures
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -20,3 +22,49 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+class Behind:
+    """Run calls one at a time on one background thread, at most one at once, in the order given: the caller
+    goes on (the next batch's forward pass) while the last call (the previous batch's fold) runs. ``submit``
+    first waits for the call before it; leaving the block waits for the last one, and an error of a call is
+    raised in the caller, at the next ``submit`` or at the end. ``enabled=False`` runs each call at once, in the
+    caller's thread. Used as ``with Behind() as behind: ... behind.submit(fn, *args)``.
+
+    The background thread runs torch on one thread (torch's thread count is per thread: the caller keeps its
+    own), so the caller's work and the calls share the cores instead of fighting over them."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._pool = self._pending = None
+
+    def __enter__(self):
+        if self.enabled:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurotext-behind",
+                                            initializer=torch.set_num_threads, initargs=(1,))
+        return self
+
+    def submit(self, fn, *args) -> None:
+        if not self.enabled:
+            fn(*args)
+            return
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __exit__(self, kind, err, tb):
+        if self._pool is None:
+            return False
+        try:
+            if kind is None:
+                self.wait()
+            elif self._pending is not None:
+                concurrent.futures.wait([self._pending])  # an error in the caller: never leave a call running
+        finally:
+            self._pool.shutdown(wait=True)
+            self._pool = self._pending = None
+        return False

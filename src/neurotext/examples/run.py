@@ -3,6 +3,7 @@ contexts, chunks and batches, the state they fold into, the contexts kept for th
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -17,6 +18,7 @@ from ..display.notebook import Results
 from ..engine.contexts import PARTS, Context, SplitConfig, Tokenize, batches, chunks
 from ..engine.corpus_pass import CorpusPass, PassSettings, Probe
 from ..engine.pass_state import PassState
+from ..engine.threads import Behind
 from ..errors import NeurotextError
 from ..model.adapters import Model, load_model
 from ..model.names import Neuron, is_feature_site
@@ -27,6 +29,13 @@ from .tables import Finalizer
 
 PROGRESS_EVERY = 30.0  # seconds between progress lines where stderr is not a terminal
 PRUNE_MIN = 4096  # contexts kept before the registry is first cut to what the state refers to
+
+
+def overlap() -> bool:
+    """Whether a pass folds each batch on a background thread while the next batch's forward pass runs (the
+    results are the same either way; ``NEUROTEXT_OVERLAP=0`` folds in the caller's thread, one step after the
+    other)."""
+    return os.environ.get("NEUROTEXT_OVERLAP", "1") != "0"
 
 
 class Examiner:
@@ -168,8 +177,10 @@ class CorpusRun:
                 progress: bool = True) -> PassState:
         """Fold one chunk's contexts into ``state`` (batch by batch); keep the text of what it refers to."""
         max_contexts, max_tokens = self._batch_limits()
-        for batch in batches(contexts, max_contexts, max_tokens):
-            self._fold(state, batch)
+        with Behind(overlap()) as behind:  # a batch's fold runs while the next batch's forward pass does
+            for batch in batches(contexts, max_contexts, max_tokens):
+                for prepared, found in self.forward(batch):
+                    behind.submit(self.engine.fold, state, prepared, found)
         if keep:
             self.keep(state, contexts)
         if progress:
@@ -191,11 +202,6 @@ class CorpusRun:
         from ..engine.memory import corpus_batch_limits
 
         return corpus_batch_limits(self.model, self.engine, self.config.batch_size, self.config.batch_tokens)
-
-    def _fold(self, state: PassState, batch: list[Context]) -> None:
-        """One batch (on an out-of-memory error its halves, each exactly once)."""
-        for prepared, found in self.forward(batch):
-            self.engine.fold(state, prepared, found)
 
     def forward(self, batch: list[Context], probes: dict | None = None):
         """Yield (prepared batch, values) for ``batch`` (every probe's, or ``probes``'; a dictionary's as
