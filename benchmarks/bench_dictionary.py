@@ -111,7 +111,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    device = resolve_device(args.device)
+    bench_examples, bench_textualize = _sibling("bench_examples"), _sibling("bench_textualize")  # imported now:
+    device = resolve_device(args.device)  # the source tree may change during the tens of minutes of training
     model = load_model(args.model, device=device)
     layer, site = parse_site(args.site, model)
     name = f"L{layer}.{site}"
@@ -139,7 +140,6 @@ def main(argv=None) -> dict:
     head = runs["first"]
 
     # FLOPs per trained token and the machine's matmul throughput on the products this run makes
-    bench_examples = _sibling("bench_examples")
     d, d_ff = model.sizes["out"], model.sizes["ffn"]
     sae = sae_flops_per_token(head["d_in"], head["width"], base.k if head["sparse_decode"] else None)
     sae_dense = sae_flops_per_token(head["d_in"], head["width"])
@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
     seconds = 0.2 if args.quick else 1.0
     rows = max(1, round(head["positions"] / max(head["forward_batches"], 1)))
     model_shapes = bench_examples.matmul_gflops(rows, d, d_ff, seconds=seconds, device=device)
-    sae_shapes = _sibling("bench_textualize").matmul_gflops(base.batch_size, head["d_in"], head["width"],
+    sae_shapes = bench_textualize.matmul_gflops(base.batch_size, head["d_in"], head["width"],
                                                              seconds=seconds, device=device)
     shapes = {**{k: v for k, v in model_shapes.items() if k != "max"},
               "sae_encode": sae_shapes["ffn_in"], "sae_decode": sae_shapes["ffn_out"]}
