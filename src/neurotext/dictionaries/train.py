@@ -3,9 +3,10 @@
 The activations are neurotext's own (:func:`neurotext.engine.activations.stream_sites`: the corpus pass's
 tokenization, document split and forward pass, the site's values at the text positions only); no
 TransformerLens model is involved. They reach SAELens's trainer through SAELens's shuffling buffer
-(``mixing_buffer``), seeded, and the SAE is one of SAELens's training classes (:data:`TRAINABLE`). The train
-part is read again as further epochs when more tokens are asked for than it holds; the test part never reaches
-the SAE.
+(``mixing_buffer``), seeded, and the SAE is one of SAELens's training classes (:data:`TRAINABLE`; TopK's with
+the sparse decoder of :mod:`neurotext.dictionaries.sparse`), stepped by SAELens's trainer with torch's fused
+Adam. The train part is read again as further epochs when more tokens are asked for than it holds (``tokens``
+may count passes: ``"2x"``); the test part never reaches the SAE.
 
 The directory written is SAELens's (``cfg.json`` and ``sae_weights.safetensors`` from ``save_inference_model``,
 which turns BatchTopK into JumpReLU), with ``metadata.hook_name`` the site's TransformerLens hook
