@@ -414,4 +414,27 @@ def test_folding_behind_the_forward_pass_changes_nothing(tmp_path, bundled, monk
     folding.clear()
     behind = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-7", path)
     assert len(folding) > 2 and all(folding)  # every fold on the background thread
-    assert [r.to_dict(parts=True) for r in behind] == [r.to_dict(parts=True) for r in inline]
+    # the same contexts, positions, values, samples and counts; the sums behind the statistics may differ in the
+    # last bits (the compiled reduction runs on the caller's threads inline, on one thread behind)
+    rounded = []
+    exact = _differences([r.to_dict(parts=True) for r in behind], [r.to_dict(parts=True) for r in inline], rounded)
+    assert not exact, exact[:5]
+    assert all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for _, a, b in rounded), rounded[:5]
+
+
+def _differences(x, y, rounded: list, path: str = "") -> list:
+    """Paths where two nested results differ other than by float rounding (floats that differ go to
+    ``rounded`` as (path, x, y))."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        if x.keys() != y.keys():
+            return [(path, sorted(x), sorted(y))]
+        return [d for k in x for d in _differences(x[k], y[k], rounded, f"{path}.{k}")]
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        if len(x) != len(y):
+            return [(path, len(x), len(y))]
+        return [d for i, (a, b) in enumerate(zip(x, y)) for d in _differences(a, b, rounded, f"{path}[{i}]")]
+    if isinstance(x, float) and isinstance(y, float) and x != y and not (math.isnan(x) and math.isnan(y)):
+        rounded.append((path, x, y))
+        return []
+    same = x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
+    return [] if same else [(path, x, y)]
