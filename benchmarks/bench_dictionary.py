@@ -110,6 +110,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-twice", action="store_true", help="only the first run (no FVU gap)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if not args.passes > 0:
+        ap.error(f"--passes must be > 0, got {args.passes}")
 
     bench_examples, bench_textualize = _sibling("bench_examples"), _sibling("bench_textualize")  # imported now:
     device = resolve_device(args.device)  # the source tree may change during the tens of minutes of training
@@ -119,8 +121,6 @@ def main(argv=None) -> dict:
     corpus = open_corpus(args.corpus)
     base = DictionaryConfig(max_length=args.max_length)
     train_part = part_tokens(model, corpus, base)["train"]
-    if not args.passes > 0:
-        ap.error(f"--passes must be > 0, got {args.passes}")
     one = QUICK_TOKENS if args.quick else round(args.passes * train_part)
     base = replace(base, tokens=one, eval_tokens=QUICK_EVAL_TOKENS if args.quick else base.eval_tokens)
     report = {

@@ -6,9 +6,11 @@ features (k_aux = d_in / 2 per row). Its sparse option builds COO tensors that C
 (``aten::view`` on SparseCPU). :class:`SparseDecodeTopK` is the same SAE (same parameters, initialization, loss,
 saved format) whose decoder sums the k chosen rows of ``W_dec`` per position with ``torch.nn.functional
 .embedding_bag``, weighted by the activations (and, with ``rescale_acts_by_decoder_norm``, divided by the rows'
-norms, as SAELens does): six of the nine dense (batch, d_in, F) products of a step become gathers of k or k_aux
-rows. The encoder stays dense (the top-k selection needs every pre-activation). The losses and gradients equal
-SAELens's own up to float rounding (``tests/test_dictionary_sparse.py`` compares them on the same weights).
+norms, as SAELens does). The auxiliary loss multiplies only the dead features' columns by their decoder rows,
+and the input bias's gradient through the encoder is a vector product: of the nine dense (batch, d_in, F)
+products of SAELens's step, two remain (the encoder forward and its weight gradient), plus the auxiliary
+loss's three over the dead columns. The losses and gradients equal SAELens's own up to float rounding
+(``tests/dictionaries/test_sparse.py`` compares them on the same weights).
 """
 
 from __future__ import annotations
@@ -77,11 +79,10 @@ def _make():
         def calculate_topk_aux_loss(self, sae_in, sae_out, hidden_pre, dead_neuron_mask):
             # SAELens's auxiliary loss (Gao et al. 2024, appendix B.1) with the sparse decode of the top k_aux dead
             # features; its checks and scale unchanged
-            if hidden_pre.ndim != 2 or dead_neuron_mask is None or int(dead_neuron_mask.sum()) == 0:
-                return super().calculate_topk_aux_loss(sae_in, sae_out, hidden_pre, dead_neuron_mask)
-            if self.cfg.normalize_activations in ("constant_norm_rescale", "layer_norm"):
-                return super().calculate_topk_aux_loss(sae_in, sae_out, hidden_pre, dead_neuron_mask)  # its error
-            num_dead = int(dead_neuron_mask.sum())
+            num_dead = 0 if dead_neuron_mask is None else int(dead_neuron_mask.sum())
+            if hidden_pre.ndim != 2 or num_dead == 0 or self.cfg.normalize_activations in ("constant_norm_rescale",
+                                                                                         "layer_norm"):
+                return super().calculate_topk_aux_loss(sae_in, sae_out, hidden_pre, dead_neuron_mask)  # or its error
             residual = (sae_in - sae_out).detach()
             k_aux = sae_in.shape[-1] // 2
             scale = min(num_dead / k_aux, 1.0)

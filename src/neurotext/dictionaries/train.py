@@ -98,9 +98,6 @@ def _positive(name: str, v, zero: bool = False) -> None:
         raise NeurotextError(f"{name} must be a number {'>= 0' if zero else '> 0'}, got {v!r}")
 
 
-_PASSES = re.compile(r"^\s*(?P<mult>\d+(?:\.\d+)?)\s*x\s*$")
-
-
 def parse_tokens(tokens, part: int | None = None) -> int | None:
     """Training tokens from ``tokens``: a count (``500000``), passes over a train part of ``part`` tokens
     (``"2x"``: twice its tokens), or None (one pass). Returns None where the count needs ``part`` and it is not
@@ -108,16 +105,15 @@ def parse_tokens(tokens, part: int | None = None) -> int | None:
     if tokens is None:
         return part
     if isinstance(tokens, str):
-        m = _PASSES.match(tokens)
+        m = _WIDTH.match(tokens)  # the form of a width: a multiple ("2x") or a count
         if m is None:
-            if tokens.strip().isdigit():
-                return parse_tokens(int(tokens), part)
             raise NeurotextError(f"tokens must be a count such as 500000 or passes over the train part such as 2x, "
                                  f"got {tokens!r}")
-        mult = float(m["mult"])
-        if mult <= 0:
+        if m["count"] is not None:
+            return parse_tokens(int(m["count"]), part)
+        if float(m["mult"]) <= 0:
             raise NeurotextError(f"tokens {tokens!r}: the passes must be above 0")
-        return None if part is None else round(mult * part)
+        return None if part is None else round(float(m["mult"]) * part)
     _whole("tokens", tokens)
     return tokens
 

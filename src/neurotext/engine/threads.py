@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -62,9 +61,7 @@ class Behind:
         try:
             if kind is None:
                 self.wait()
-            elif self._pending is not None:
-                concurrent.futures.wait([self._pending])  # an error in the caller: never leave a call running
         finally:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=True)  # on an error in the caller too: never leave a call running
             self._pool = self._pending = None
         return False

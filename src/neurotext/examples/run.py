@@ -32,9 +32,9 @@ PRUNE_MIN = 4096  # contexts kept before the registry is first cut to what the s
 
 
 def overlap() -> bool:
-    """Whether a pass folds each batch on a background thread while the next batch's forward pass runs (the
-    results are the same either way; ``NEUROTEXT_OVERLAP=0`` folds in the caller's thread, one step after the
-    other)."""
+    """Whether a pass folds each batch on a background thread while the next batch's forward pass runs (the same
+    contexts, positions, values and counts either way, the statistics' sums up to float rounding;
+    ``NEUROTEXT_OVERLAP=0`` folds in the caller's thread, one step after the other)."""
     return os.environ.get("NEUROTEXT_OVERLAP", "1") != "0"
 
 
