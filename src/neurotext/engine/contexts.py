@@ -141,19 +141,41 @@ def chunks(contexts: Iterator[Context], size: int, first: int = 0) -> Iterator[t
         yield number, buf
 
 
+BATCH_COST = 128  # padded positions a batch's fixed costs are worth (measured: a batch costs about 20 ms beyond
+#                  its positions, and a position 0.2 ms, on the 2-core AMD EPYC with every unit of the bundled model)
+
+
 def batches(chunk: list[Context], max_contexts: int, max_tokens: int) -> list[list[Context]]:
-    """A chunk's batches: each of one part (train or test), contexts sorted by length (ties by index), cut at
-    ``max_contexts`` contexts or ``max_tokens`` padded text tokens, whichever comes first. A pure function of
-    the chunk."""
-    order = sorted(chunk, key=lambda c: (c.part, len(c.ids), c.index))
-    out, cur, longest = [], [], 0
-    for c in order:
-        longest_new = max(longest, len(c.ids))
-        if cur and (c.part != cur[0].part or len(cur) >= max_contexts or longest_new * (len(cur) + 1) > max_tokens):
-            out.append(cur)
-            cur, longest_new = [], len(c.ids)
-        cur.append(c)
-        longest = longest_new
-    if cur:
-        out.append(cur)
+    """A chunk's batches: each of one part (train or test), contexts sorted by length (ties by index), at most
+    ``max_contexts`` contexts and ``max_tokens`` padded text tokens each (a longer context is a batch alone). A
+    pure function of the chunk.
+
+    Where the sorted contexts are cut is chosen to spend the fewest positions: the padded tokens of every batch
+    plus :data:`BATCH_COST` per batch (an exact minimum, by dynamic programming over the cuts), which pads less
+    than filling each batch to its limits (on the default corpus at the default limits: 0.048 padded tokens per
+    text token instead of 0.116, in 381 batches instead of 292)."""
+    out = []
+    for part in sorted({c.part for c in chunk}):
+        order = sorted((c for c in chunk if c.part == part), key=lambda c: (len(c.ids), c.index))
+        lens = np.array([len(c.ids) for c in order], dtype=np.int64)
+        for i, j in _cuts(lens, max_contexts, max_tokens):
+            out.append(order[i:j])
     return out
+
+
+def _cuts(lens: np.ndarray, max_contexts: int, max_tokens: int) -> list[tuple[int, int]]:
+    """The batches (i, j) of ascending lengths that minimize padded tokens + BATCH_COST per batch."""
+    n = len(lens)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        longest = int(lens[j - 1])
+        i0 = max(0, j - max_contexts, j - max(1, max_tokens // max(longest, 1)))
+        cost = best[i0:j] + (j - np.arange(i0, j)) * longest  # the batch (i, j) is padded to its last context
+        k = int(np.argmin(cost))  # the first minimum: ties take the longer batch
+        best[j], cut[j] = cost[k] + BATCH_COST, i0 + k
+    out, j = [], n
+    while j > 0:
+        out.append((int(cut[j]), j))
+        j = int(cut[j])
+    return out[::-1]

@@ -93,26 +93,42 @@ def _reduce(vals: torch.Tensor, text: torch.Tensor, ctx: torch.Tensor, order: to
     return cmax, cpos, z.sum(1), (z * z).sum(1), (z > 0).sum(1), sbin, bucket, enters, top, units
 
 
+def _position_bins(flat: torch.Tensor) -> torch.Tensor:
+    """The :func:`signed_bin` of positions' values (n, u), offset by unit (u x HIST_BINS bins in all)."""
+    return signed_bin(flat) + torch.arange(flat.shape[1], device=flat.device).unsqueeze(0) * HIST_BINS
+
+
 _compiled = {}
 
 
-def reduce(vals: torch.Tensor, *args):
-    """:func:`_reduce`, compiled into a few loops over the values on the CPU (many times faster than eager
-    torch, which makes a pass per operation); eager where compiling is unavailable or ``NEUROTEXT_COMPILE=0``."""
-    if vals.device.type != "cpu" or os.environ.get("NEUROTEXT_COMPILE", "1") == "0":
-        return _reduce(vals, *args)
-    fn = _compiled.get("reduce")
-    if fn is None:
-        fn = _compiled["reduce"] = torch.compile(_reduce, dynamic=True)
-    if fn is False:
-        return _reduce(vals, *args)
-    try:
-        return fn(vals, *args)
-    except Exception as e:  # noqa: BLE001 - no compiler: the same values, more slowly
-        warnings.warn(f"the corpus pass runs uncompiled ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                      "set NEUROTEXT_COMPILE=0 to skip the attempt", stacklevel=2)
-        _compiled["reduce"] = False
-        return _reduce(vals, *args)
+def compiled(fn):
+    """``fn`` compiled by torch.compile into a few loops over its tensors on the CPU (many times faster than
+    eager torch, which makes a pass per operation); eager where compiling is unavailable or
+    ``NEUROTEXT_COMPILE=0``."""
+    name = fn.__name__.lstrip("_")
+
+    def run(vals: torch.Tensor, *args):
+        if vals.device.type != "cpu" or os.environ.get("NEUROTEXT_COMPILE", "1") == "0":
+            return fn(vals, *args)
+        c = _compiled.get(name)
+        if c is None:
+            c = _compiled[name] = torch.compile(fn, dynamic=True)
+        if c is False:
+            return fn(vals, *args)
+        try:
+            return c(vals, *args)
+        except Exception as e:  # noqa: BLE001 - no compiler: the same values, more slowly
+            warnings.warn(f"the corpus pass runs uncompiled ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "set NEUROTEXT_COMPILE=0 to skip the attempt", stacklevel=2)
+            _compiled[name] = False
+            return fn(vals, *args)
+
+    run.__name__, run.__doc__ = name, f":func:`{fn.__name__}`, compiled (:func:`compiled`)."
+    return run
+
+
+reduce = compiled(_reduce)
+position_bins = compiled(_position_bins)
 
 
 def fold(engine, state: PassState, batch, found: dict) -> None:
@@ -169,21 +185,26 @@ def _fold_dense(ps: PointState, p: int, vals, text, reduced, order, hist_rows, t
     ps.s[p] += rs.double().sum(0)
     ps.ss[p] += rss.double().sum(0)
     ps.npos[p] += rpos.sum(0)
-    off = torch.arange(u).unsqueeze(0) * HIST_BINS  # (1, u)
-    ps.ctx_hist += torch.bincount(sbin.view(-1), minlength=u * HIST_BINS).view(u, -1).to(ps.ctx_hist.dtype)
+    # counts by scatter_add_ (several times faster here than adding a bincount of u x HIST_BINS bins)
+    ps.ctx_hist.view(-1).scatter_add_(0, sbin.reshape(-1), torch.ones(sbin.numel(), dtype=ps.ctx_hist.dtype))
     if len(hist_rows):
-        flat = vals[hist_rows][text[hist_rows]]  # (n, u): the sampled contexts' text positions
-        ps.hist += torch.bincount((signed_bin(flat) + off).view(-1), minlength=u * HIST_BINS).view(u, -1).to(
-            ps.hist.dtype)
+        h = vals.index_select(0, hist_rows)
+        at = text.index_select(0, hist_rows).view(-1).nonzero().flatten()
+        bins = position_bins(h.reshape(-1, u).index_select(0, at)).view(-1)  # the sampled contexts' text positions
+        ps.hist.view(-1).scatter_add_(0, bins, torch.ones(len(bins), dtype=ps.hist.dtype))
     rows = units.nonzero().flatten()
     if len(rows):
-        row, slot, brow = top_entering(ps.top[p][rows], top[rows])
-        unit = rows[row]
+        row, slot, brow = top_entering(ps.top[p].index_select(0, rows), top.index_select(0, rows))
+        unit = rows.index_select(0, row)
         _set_top(ps, p, unit, slot, top[unit, brow], cpos[brow, unit],
-                 vals[brow, :, unit].masked_fill(~text[brow], float("nan")))
-    bi, ui = enters.nonzero(as_tuple=True)
+                 vals[brow, :, unit].masked_fill(~text.index_select(0, brow), float("nan")))
+    by_order = torch.argsort(order)  # the contexts in sample order: entries come sorted by it (merge_slots)
+    bi, ui = enters.index_select(0, by_order).nonzero(as_tuple=True)
     if len(bi):
-        merge_slots(ps, ui, bucket[bi, ui], order[bi], cmax[bi, ui], cpos[bi, ui])
+        bi = by_order.index_select(0, bi)
+        flat = bi * u + ui
+        merge_slots(ps, ui, bucket.reshape(-1).index_select(0, flat), order.index_select(0, bi),
+                    cmax.reshape(-1).index_select(0, flat), cpos.reshape(-1).index_select(0, flat), by_order=True)
     if tok is not None:
         flat_all = vals[text]  # (N, u)
         ps.tok_sum[p].index_add_(0, tok[0], flat_all)

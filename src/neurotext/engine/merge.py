@@ -39,23 +39,38 @@ def top_entering(cur: torch.Tensor, cand: torch.Tensor):
     return ev[:, 0], ev[:, 1], en[:, 1]
 
 
-def merge_slots(ps: PointState, unit, bucket, order, val, pos) -> None:
-    """Merge entries into the slots of their (unit, bucket), keeping the S smallest sample orders, sorted."""
+def merge_slots(ps: PointState, unit, bucket, order, val, pos, by_order: bool = False) -> None:
+    """Merge entries into the slots of their (unit, bucket), keeping the S smallest sample orders, sorted;
+    ``by_order``: the entries come sorted by sample order already (a fold's, whose contexts are put in that order).
+
+    The m groups' kept slots and their new entries (at most S each) are laid out as an (m, 2·S) matrix and each
+    row sorted (stably: kept slots first on ties, which only empty slots have). Indexing by index_select,
+    masked_select and index_copy_: several times faster on the CPU than tensor[index] for the same result."""
     s = ps.slot.shape[-1]
-    g_new = unit * NB + bucket
-    groups = torch.unique(g_new)
+    g = unit * NB + bucket
+    idx = torch.arange(len(g)) if by_order else torch.argsort(order, stable=True)
+    idx = idx.index_select(0, torch.argsort(g.index_select(0, idx), stable=True))  # by group, then sample order
+    gs = g.index_select(0, idx)
+    first = torch.ones(len(gs), dtype=torch.bool)
+    torch.ne(gs[1:], gs[:-1], out=first[1:])
+    gid = first.cumsum(0) - 1  # each entry's row among the groups
+    starts = first.nonzero().flatten()
+    groups = gs.index_select(0, starts)
+    rank = torch.arange(len(gs)) - starts.index_select(0, gid)
+    keep = rank < s  # only a group's S smallest new entries can enter
+    if not bool(keep.all()):
+        idx, gid, rank = idx.masked_select(keep), gid.masked_select(keep), rank.masked_select(keep)
+    m = len(groups)
     flat, flat_val, flat_pos = ps.slot.view(-1, s), ps.slot_val.view(-1, s), ps.slot_pos.view(-1, s)
-    all_g = torch.cat([groups.repeat_interleave(s), g_new])
-    all_o = torch.cat([flat[groups].reshape(-1), order])
-    all_v = torch.cat([flat_val[groups].reshape(-1), val])
-    all_p = torch.cat([flat_pos[groups].reshape(-1).long(), pos.long()])
-    o = torch.argsort(all_o, stable=True)
-    o = o[torch.argsort(all_g[o], stable=True)]  # by group, then sample order
-    g = all_g[o]
-    rank = torch.arange(len(g)) - torch.searchsorted(g, g)
-    keep = rank < s
-    o, r, g = o[keep], rank[keep], g[keep]
-    flat[g, r], flat_val[g, r], flat_pos[g, r] = all_o[o], all_v[o], all_p[o].to(flat_pos.dtype)
+    at = gid * s + rank
+    new_o = torch.full((m * s,), EMPTY, dtype=flat.dtype).index_copy_(0, at, order.index_select(0, idx))
+    new_v = torch.zeros(m * s, dtype=flat_val.dtype).index_copy_(0, at, val.index_select(0, idx).to(flat_val.dtype))
+    new_p = torch.zeros(m * s, dtype=flat_pos.dtype).index_copy_(0, at, pos.index_select(0, idx).to(flat_pos.dtype))
+    all_o = torch.cat([flat.index_select(0, groups), new_o.view(m, s)], 1)  # (m, 2S): kept slots, then new
+    sel = torch.sort(all_o, dim=1, stable=True).indices[:, :s]
+    flat.index_copy_(0, groups, all_o.gather(1, sel))
+    flat_val.index_copy_(0, groups, torch.cat([flat_val.index_select(0, groups), new_v.view(m, s)], 1).gather(1, sel))
+    flat_pos.index_copy_(0, groups, torch.cat([flat_pos.index_select(0, groups), new_p.view(m, s)], 1).gather(1, sel))
 
 
 def merge(settings, state: PassState, other: PassState) -> None:
