@@ -140,3 +140,45 @@ def test_chunk_states_merge_into_the_state_of_one_pass(model, corpus):
     for _, contexts in chunks:
         other.keep(merged, contexts)
     assert_same(other.finalize(merged), want)
+
+
+@pytest.mark.parametrize("compiled", ["1", "0"])
+def test_reduce_equals_a_numpy_reduction(compiled, monkeypatch):
+    """The one pass over a point's values (compiled, and eager) against NumPy: each (context, unit)'s maximum over
+    text positions and the first position holding it (ties, negative values and -0.0 beside 0.0 included), the
+    sums, sums of squares and counts of positive values, the samples' buckets and the top orders."""
+    from neurotext.engine.pass_state import NB, positive_bucket, signed_bin, top_order
+
+    monkeypatch.setenv("NEUROTEXT_COMPILE", compiled)
+    g = torch.Generator().manual_seed(0)
+    b, t, u = 7, 11, 13
+    vals = (torch.randint(-6, 7, (b, t, u), generator=g) / 4.0).float()  # coarse: many ties
+    vals[vals == 0] = -0.0  # GELU's zeros can be negative
+    vals[1] = -torch.rand((t, u), generator=g) - 0.5  # a context below zero everywhere
+    vals[2, :, :4] = -1.0
+    vals[2, 2, :4], vals[2, 4, :4] = -0.0, 0.0  # a maximum of 0 first held by -0.0
+    text = torch.zeros(b, t, dtype=torch.bool)
+    for i in range(b):
+        text[i, 1:2 + (i * 3) % (t - 2)] = True  # [CLS] text [SEP] padding
+    ctx = torch.arange(100, 100 + b)
+    order = torch.randint(0, 1 << 40, (b,), generator=g)
+    top_worst = torch.randint(-(1 << 62), 1 << 62, (u,), generator=g)
+    slot_worst = torch.randint(0, 1 << 40, (u, NB), generator=g)
+    cmax, cpos, rs, rss, rpos, sbin, bucket, enters, top, units = fold_module.reduce(vals, text, ctx, order,
+                                                                                    top_worst, slot_worst)
+    v, m = vals.numpy().astype(np.float64), text.numpy()
+    for i in range(b):
+        x = v[i][m[i]]  # (n, u) text positions
+        want_max = x.max(0)
+        np.testing.assert_array_equal(cmax[i].numpy(), want_max)
+        np.testing.assert_array_equal(cpos[i].numpy(), np.nonzero(m[i])[0][(x == want_max).argmax(0)])
+        np.testing.assert_allclose(rs[i].numpy(), x.sum(0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(rss[i].numpy(), (x * x).sum(0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(rpos[i].numpy(), (x > 0).sum(0))
+    pos = cmax > 0
+    assert torch.equal(sbin, signed_bin(cmax) + torch.arange(u) * (2 * NB + 1))
+    assert torch.equal(bucket, torch.where(pos, positive_bucket(cmax), 0))
+    assert torch.equal(enters, pos & (order.unsqueeze(1) < slot_worst[torch.arange(u), bucket]))
+    assert torch.equal(top, top_order(cmax, ctx.unsqueeze(1)).T)
+    assert torch.equal(units, (top > top_worst.unsqueeze(1)).any(1))
+    assert bool(pos.any()) and not bool(pos.all()) and cpos[2, :4].tolist() == [2] * 4

@@ -82,7 +82,15 @@ def _reduce(vals: torch.Tensor, text: torch.Tensor, ctx: torch.Tensor, order: to
     (0 where not positive), whether it enters its bucket's samples; then the :func:`top_order` of every
     (unit, context) (u, B) and whether a unit has a context that enters its top (u,)."""
     m = text.unsqueeze(-1)
-    cmax, cpos = torch.where(m, vals, -float("inf")).max(dim=1)
+    # the maximum and its first position in one max over int64 keys: the value's bits in an order-keeping int,
+    # then the position reversed in the low 31 bits (a max with indices compiles into a slower loop)
+    bits = vals.contiguous().view(torch.int32)
+    bits = torch.where(bits == -0x80000000, 0, bits)  # -0.0 as 0.0: they tie, as in a max over floats
+    t = torch.arange(vals.shape[1], device=vals.device).view(1, -1, 1)
+    key = torch.where(m, ((bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() << 31) | (0x7FFFFFFF - t), WORST).amax(dim=1)
+    cpos = 0x7FFFFFFF - (key & 0x7FFFFFFF)
+    o = (key >> 31).int()
+    cmax = (o ^ ((o >> 31) & 0x7FFFFFFF)).view(torch.float32)
     z = torch.where(m, vals, 0.0)
     pos = cmax > 0
     sbin = signed_bin(cmax) + torch.arange(cmax.shape[1], device=cmax.device).unsqueeze(0) * HIST_BINS
