@@ -14,6 +14,7 @@ import torch
 from neurotext.engine.contexts import context_key, doc_part, text_digest
 from neurotext.errors import NeurotextError
 from neurotext.examples import Examiner, ExamplesConfig
+from neurotext.examples.run import overlap
 
 SENTENCES = [
     "the rain fell on the city road",
@@ -407,6 +408,8 @@ def test_folding_behind_the_forward_pass_changes_nothing(tmp_path, bundled, monk
         return fold(self, state, batch, found)
 
     monkeypatch.setattr(CorpusPass, "fold", watched)
+    monkeypatch.delenv("NEUROTEXT_OVERLAP", raising=False)
+    assert not overlap()  # inline by default
     monkeypatch.setenv("NEUROTEXT_OVERLAP", "0")
     inline = Examiner(bundled, cfg, progress=False).run("L1.ffn.0-7", path)
     assert folding and not any(folding)

@@ -32,10 +32,12 @@ PRUNE_MIN = 4096  # contexts kept before the registry is first cut to what the s
 
 
 def overlap() -> bool:
-    """Whether a pass folds each batch on a background thread while the next batch's forward pass runs (the same
-    contexts, positions, values and counts either way, the statistics' sums up to float rounding;
-    ``NEUROTEXT_OVERLAP=0`` folds in the caller's thread, one step after the other)."""
-    return os.environ.get("NEUROTEXT_OVERLAP", "1") != "0"
+    """Whether a pass folds each batch on a background thread while the next batch's forward pass runs
+    (``NEUROTEXT_OVERLAP=1``; the same contexts, positions, values and counts either way, the statistics' sums up to
+    float rounding). Off by default: on a 2-core CPU it saved nothing on the bundled model's neurons once the fold
+    got cheaper, and two batches' values in flight raised the peak of a pass with an 8x dictionary per layer by
+    300 MB (docs/performance.md)."""
+    return os.environ.get("NEUROTEXT_OVERLAP", "0") == "1"
 
 
 class Examiner:
@@ -177,7 +179,7 @@ class CorpusRun:
                 progress: bool = True) -> PassState:
         """Fold one chunk's contexts into ``state`` (batch by batch); keep the text of what it refers to."""
         max_contexts, max_tokens = self._batch_limits()
-        with Behind(overlap()) as behind:  # a batch's fold runs while the next batch's forward pass does
+        with Behind(overlap()) as behind:  # with the overlap, a batch's fold runs during the next forward pass
             for batch in batches(contexts, max_contexts, max_tokens):
                 for prepared, found in self.forward(batch):
                     behind.submit(self.engine.fold, state, prepared, found)
