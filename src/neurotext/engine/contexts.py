@@ -11,7 +11,7 @@ batch it ran in, the order of the corpus, or a resumed run:
   of smallest key (bottom-k sampling: a uniform random sample without replacement).
 
 Chunks of ``chunk_size`` consecutive contexts are the unit of work, of resumption and of the Ray
-executor; a chunk's batches are length-sorted (less padding) in a fixed order.
+executor; a chunk's batches are length-sorted and cut where they spend the fewest positions (less padding).
 """
 
 from __future__ import annotations
