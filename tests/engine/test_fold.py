@@ -11,6 +11,7 @@ import torch
 
 from neurotext import load_model
 from neurotext.engine import fold as fold_module
+from neurotext.engine import threads
 from neurotext.engine.pass_state import state_bytes
 from neurotext.examples import CorpusRun, Examiner, ExamplesConfig
 
@@ -140,6 +141,21 @@ def test_chunk_states_merge_into_the_state_of_one_pass(model, corpus):
     for _, contexts in chunks:
         other.keep(merged, contexts)
     assert_same(other.finalize(merged), want)
+
+
+def test_points_folded_side_by_side_equal_points_folded_one_by_one(model, corpus, monkeypatch):
+    """The points' merges on three threads at once give exactly (every figure, sums included) what one thread gives."""
+    results, workers_seen = {}, []
+    for workers in (1, 3):
+        def forced(calls, _workers, workers=workers):
+            workers_seen.append(len(calls))
+            threads.side_by_side(calls, workers)
+
+        monkeypatch.setattr(fold_module, "side_by_side", forced)
+        run, state = run_pass(model, corpus, sparse=True)
+        results[workers] = [r.to_dict(parts=True) for r in run.finalize(state)]
+    assert min(workers_seen) == 3  # every batch had a sparse point and two dense ones to spread
+    assert results[3] == results[1]
 
 
 @pytest.mark.parametrize("compiled", ["1", "0"])

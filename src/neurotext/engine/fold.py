@@ -5,7 +5,7 @@ selection needs (:func:`reduce`, compiled on the CPU). Sparse points (a dictiona
 :class:`SparseValues`): the fold touches only the non-zero values, n of them (a TopK dictionary: k per
 position), never the B·T·u zeros: per (context, unit) maxima by a scatter over the n values, then the same
 merges. The merges of a reduced batch into the top-K, the samples and the statistics are many small
-operations, run on one thread.
+operations, run on one thread per point, the points side by side on as many threads as torch would use.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .pass_state import (
     signed_bin,
     top_order,
 )
-from .threads import one_thread
+from .threads import one_thread, side_by_side
 
 
 @dataclass
@@ -157,11 +157,15 @@ def fold(engine, state: PassState, batch, found: dict) -> None:
     for point, vals in dense.items():  # the one pass over the values
         ps = state.points[point]
         reduced[point] = reduce(vals, batch.text, batch.ctx, order, ps.top[p].min(1).values, ps.slot[:, :, -1])
+    workers = torch.get_num_threads()
     with one_thread():  # the rest is many small operations, which threads only slow down
-        _fold(engine, state, batch, dense, reduced, sparse, order)
+        _fold(engine, state, batch, dense, reduced, sparse, order, workers)
 
 
-def _fold(engine, state: PassState, batch, dense: dict, reduced: dict, sparse: dict, order: torch.Tensor) -> None:
+def _fold(engine, state: PassState, batch, dense: dict, reduced: dict, sparse: dict, order: torch.Tensor,
+          workers: int = 1) -> None:
+    """The merges of a reduced batch: first what every point shares, then each point's own state, the points
+    side by side on ``workers`` threads (:func:`side_by_side`; a point's merges touch its state only)."""
     s, p, text = engine.settings, batch.part, batch.text
     ntext = text.sum(1)  # (B,)
     state.widen_if_needed(int(ntext.sum()) + len(batch.ctx))
@@ -180,10 +184,10 @@ def _fold(engine, state: PassState, batch, dense: dict, reduced: dict, sparse: d
         perm_ids = tok_ids[torch.randperm(len(tok_ids), generator=gen)]
         state.tok_count[p] += torch.bincount(tok_ids, minlength=engine.vocab)
         tok = (tok_ids, perm_ids)
-    for point, vals in dense.items():
-        _fold_dense(state.points[point], p, vals, text, reduced[point], order, hist_rows, tok)
-    for point, sv in sparse.items():
-        _fold_sparse(state.points[point], batch, sv, order, in_hist, tok)
+    calls = [(_fold_dense, state.points[point], p, vals, text, reduced[point], order, hist_rows, tok)
+             for point, vals in dense.items()]
+    calls += [(_fold_sparse, state.points[point], batch, sv, order, in_hist, tok) for point, sv in sparse.items()]
+    side_by_side(calls, workers)
 
 
 def _fold_dense(ps: PointState, p: int, vals, text, reduced, order, hist_rows, tok) -> None:

@@ -1,8 +1,11 @@
-"""CPU threads: one for many small tensor operations, and a background one that folds behind the forward pass."""
+"""CPU threads: one for many small tensor operations, a few workers that run independent ones side by side, and a
+background one that folds behind the forward pass."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import torch
@@ -21,6 +24,32 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+_side = {}  # {(pid, workers): ThreadPoolExecutor}
+_side_lock = threading.Lock()
+
+
+def side_by_side(calls: list, workers: int) -> None:
+    """Run independent calls ``[(fn, *args), ...]`` on ``workers`` threads at once, torch on one thread in each
+    (their work is many small operations, each alone on a core), and wait for all; the first error is raised.
+    With one worker, or one call, they run in the caller's thread, one after the other.
+
+    The calls must not write the same tensors (the fold gives each its own point's state)."""
+    if workers <= 1 or len(calls) <= 1:
+        for fn, *args in calls:
+            fn(*args)
+        return
+    key = (os.getpid(), workers)  # a forked child makes its own pool
+    with _side_lock:
+        pool = _side.get(key)
+        if pool is None:
+            pool = _side[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neurotext-fold",
+                                                  initializer=torch.set_num_threads, initargs=(1,))
+    futures = [pool.submit(*call) for call in calls]
+    wait(futures)  # all of them, before an error is raised: none is left writing
+    for f in futures:
+        f.result()
 
 
 class Behind:
