@@ -12,9 +12,11 @@ What is measured (every figure in the JSON says which run it comes from):
   default :class:`ExamplesConfig`, over the first ``--sample-docs`` documents of the default corpus and over
   the whole corpus. The timed span is the whole loop of chunks (tokenizing, batching, forward passes,
   folding into the running state, keeping the text of referred contexts); one batch goes through forward
-  and fold first, untimed (it compiles the reduction with torch.compile). ``finalize`` (the per-neuron
-  results) is timed separately, once. Tokens are text tokens (the corpus's tokens, not the template or
-  the padding).
+  and fold first, untimed (it compiles the reduction and the layers' pieces with torch.compile). Every timed
+  batch runs the layers compiled, as a pass runs the batches after the corpus's first ``COMPILE_FROM`` (2,048)
+  contexts: the figures are a long pass's steady state.
+  ``finalize`` (the per-neuron results) is timed separately, once. Tokens are text tokens (the corpus's tokens,
+  not the template or the padding).
 - **FLOPs per token**: analytic forward cost of the layers the pass runs, per position, with attention
   over the pass's average padded length T (template and padding included): per layer
   2·d·3d (QKV) + 2·d·d (attention output) + 2·2·d·d_ff (FFN) + 2·2·T·d (scores and weighted sum).
@@ -78,7 +80,7 @@ from neurotext import load_model  # noqa: E402
 from neurotext.corpus import Corpus, open_corpus  # noqa: E402
 from neurotext.engine import fold  # noqa: E402
 from neurotext.engine.contexts import SplitConfig, Tokenize, batches  # noqa: E402
-from neurotext.engine.corpus_pass import Probe  # noqa: E402
+from neurotext.engine.corpus_pass import COMPILE_FROM, Probe  # noqa: E402
 from neurotext.engine.memory import corpus_batch_limits  # noqa: E402
 from neurotext.engine.pass_state import WORST, state_bytes, top_parts  # noqa: E402
 from neurotext.examples import CorpusRun, Examiner, ExamplesConfig  # noqa: E402
@@ -163,8 +165,11 @@ def new_run(model, cfg: ExamplesConfig, units: str, corpus) -> CorpusRun:
 
 
 def warm_up(run: CorpusRun) -> None:
-    """One batch (the corpus's first) through forward and fold into a throwaway state: compiles the reduction
-    and warms the kernels, so the timed pass does not pay for it."""
+    """One batch (the corpus's first) through forward and fold into a throwaway state: compiles the reduction and
+    the layers' pieces, which every later batch of this run then uses (``compile_from`` 0: a pass compiles from
+    the corpus's context ``COMPILE_FROM`` on; the timed pass runs as a long pass's later batches do), and warms
+    the kernels, so the timed pass does not pay for it."""
+    run.engine.compile_from = 0
     contexts = next(iter(run.chunks()))[1]
     run.position = {"chunk": 0, "doc": 0, "piece": 0, "index": 0, "tokens": 0}  # the timed pass starts over
     batch = run.engine.prepare(batches(contexts, *limits(run))[0])
@@ -378,7 +383,8 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
     run = new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs))
     sample, state = timed_pass(run)
     out = {"units": sum(len(v) for v in run.names.values()), "engine": {"sample": sample},
-           "reduce_compiled": fold._compiled.get("reduce") not in (None, False)}
+           "reduce_compiled": fold._compiled.get("reduce") not in (None, False),
+           "layers_compiled": len(run.engine._forwards or {})}
     fp32_top = engine_top(state, run.names, TOP_K)
     out["breakdown"] = breakdown(new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs)))
 
@@ -829,12 +835,15 @@ def main(argv=None) -> dict:
                      "rss_times": RSS_TIMES, "full_docs": full_docs, "top_k_compared": TOP_K, "quick": args.quick,
                      "neurotext_compile": os.environ.get("NEUROTEXT_COMPILE", "1")},
         "warmup": "before each timed pass, one batch (the corpus's first) through forward and fold, untimed: it "
-                  "compiles the reduction (torch.compile on the CPU) and warms the kernels",
+                  "compiles the reduction and the layers' pieces (torch.compile on the CPU) and warms the kernels; "
+                  "every timed batch then runs the layers compiled, as a pass runs the batches after the corpus's "
+                  f"first {COMPILE_FROM} contexts",
         "targets": TARGETS,
     }
 
     engine, fp32_top = engine_section(model, args, full_docs, device)
     report["settings"]["reduce_compiled"] = engine.pop("reduce_compiled")
+    report["settings"]["layer_pieces_compiled"] = engine.pop("layers_compiled")
     report.update(engine)
     sample = engine["engine"]["sample"]
     if not args.skip_bf16:

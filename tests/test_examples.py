@@ -441,3 +441,92 @@ def _differences(x, y, rounded: list, path: str = "") -> list:
         return []
     same = x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
     return [] if same else [(path, x, y)]
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_compiled_layer_pieces_give_the_models_values(tmp_path, tiny_models, tiny_decoders, kind, monkeypatch):
+    """From the context COMPILE_FROM on, the layers' pieces without a hooked module run compiled: the FFN's output
+    projection (read by a hook) never is, every module gets its own forward back, the examples are the plain
+    model's values up to float32 rounding, and chunks run by another engine in another order (a Ray worker, a
+    resumed pass) merge into exactly the results of one pass."""
+    import transformers
+
+    from neurotext import load_model
+    from neurotext.engine import corpus_pass
+
+    decoder = kind in tiny_decoders
+    model_dir = (tiny_decoders if decoder else tiny_models)[kind]
+    model = load_model(str(model_dir), device="cpu")
+    path = corpus_file(tmp_path, SENTENCES)
+    cfg = ExamplesConfig(**{**CFG, "token_stats": False})
+    units = ["L1.ffn.0-15", "L1.out.0-15"]
+    eager = Examiner(model, cfg, progress=False).run(units, path)
+    seen, real = [], corpus_pass.compiled_pieces
+
+    def recorded(model_, at):
+        seen.append(real(model_, at))
+        return seen[-1]
+
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 6)  # the first chunk as it is, the others compiled
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    monkeypatch.setattr(corpus_pass, "compiled_pieces", recorded)
+    compiled = Examiner(model, cfg, progress=False).run(units, path)
+    pieces = seen[0]
+    read = corpus_pass._get(model.layers[1], model.arch.ffn_out)  # the module layer 1's ffn units are read at
+    assert not any(read is sub for m in pieces for sub in m.modules())  # nothing around a hooked module
+    unread = corpus_pass._get(model.layers[0], model.arch.ffn_out)  # layer 0 runs, nothing is read there
+    assert any(unread is sub for m in pieces for sub in m.modules())
+    assert not any(sub is model.layers[2] for m in pieces for sub in m.modules())  # layer 2 never runs
+    assert not any("forward" in vars(m) for m in model.hf.modules())  # every module has its own forward back
+    auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
+    hf = auto.from_pretrained(model_dir).eval()
+    for a, b in zip(compiled, eager, strict=True):
+        assert a.neuron == b.neuron and a.tokens == b.tokens and a.contexts == b.contexts
+        assert [e["activation"] for e in a.top] == pytest.approx([e["activation"] for e in b.top], rel=1e-5,
+                                                                 abs=1e-5)
+        kth = b.top[-1]["activation"]  # the same contexts up to ties: all above the k-th value are there
+        tie = 1e-5 * max(1.0, abs(kth))
+        assert {y["context"] for y in b.top if y["activation"] > kth + tie} <= {x["context"] for x in a.top}
+        if ".out." in a.neuron:  # against the plain model's hidden state
+            e, u = a.top[0], int(a.neuron.rsplit(".", 1)[1])
+            with torch.no_grad():
+                hs = (hf.base_model if decoder else hf)(input_ids=torch.tensor([e["ids"]]),
+                                                        output_hidden_states=True).hidden_states
+            assert e["activation"] == pytest.approx(float(hs[2][0, e["position"], u]), rel=1e-5, abs=1e-4), a.neuron
+    # a fresh engine running the chunks last to first, each into a state of its own, merged (as Ray workers do)
+    from neurotext.examples import CorpusRun
+
+    ex = Examiner(model, cfg, progress=False)
+    probes, names = ex.probes(units)
+    other = CorpusRun(ex, probes, names, ex.open(path))
+    merged, chunks = other.new_state(), list(other.chunks())
+    assert len(chunks) > 2
+    for _, contexts in reversed(chunks):
+        other.engine.merge(merged, other.process(other.new_state(), contexts, keep=False, progress=False))
+    for _, contexts in chunks:
+        other.keep(merged, contexts)
+    for a, b in zip(other.finalize(merged), compiled, strict=True):
+        assert (a.top, a.random, a.split, a.ranges) == (b.top, b.random, b.split, b.ranges), a.neuron
+
+
+def test_a_failed_compile_falls_back_to_the_model_as_it_is(tmp_path, tiny_models, monkeypatch):
+    from neurotext import load_model
+    from neurotext.engine import corpus_pass
+
+    model = load_model(str(tiny_models["bert"]), device="cpu")
+    path = corpus_file(tmp_path, SENTENCES)
+    cfg = ExamplesConfig(**{**CFG, "token_stats": False})
+    want = [r.to_dict() for r in Examiner(model, cfg, progress=False).run("L1.ffn.0-7", path)]
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 0)
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    monkeypatch.setattr(corpus_pass.torch, "compile", broken)
+    with pytest.warns(UserWarning, match="runs its layers uncompiled .*no compiler here"):
+        got = [r.to_dict() for r in Examiner(model, cfg, progress=False).run("L1.ffn.0-7", path)]
+    assert got == want
+    assert not any("forward" in vars(m) for m in model.hf.modules())

@@ -211,3 +211,38 @@ def test_feature_top_contexts_equal_a_brute_force_pass(tmp_path, tiny_models):
     got_acts = np.array([np.nan if v is None else v for v in top["activations"]], dtype=float)
     np.testing.assert_allclose(got_acts[1:-1], want[1:-1], rtol=1e-4, atol=1e-5)
     assert json.dumps(r.to_dict())  # JSON-ready
+
+
+def _hash_of_memory(d) -> str:
+    """The fingerprint computed from the weights in memory (the file is not looked at)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    cfg = {k: v for k, v in d.sae.cfg.to_dict().items() if k not in ("device", "metadata")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in sorted(d.sae.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("arch", ["topk", "jumprelu", "standard"])
+def test_fingerprint_reads_the_weights_file_and_equals_the_hash_of_memory(tmp_path, bert, arch, monkeypatch):
+    """A loaded dictionary's weights are hashed from its file (never all brought into memory): the same hash as
+    the weights in memory; a weight changed in memory after loading is seen, and hashed from memory."""
+    from neurotext.model import dictionary
+
+    path = write_sae(tmp_path / "d", arch, d_sae=2048)  # big enough for the tensors to span many pages
+    d = load_dictionary(path, bert)
+    read = []
+    spans = dictionary._file_spans
+    monkeypatch.setattr(dictionary, "_file_spans", lambda *a: read.append(spans(*a)) or read[-1])
+    assert d.fingerprint() == _hash_of_memory(d)
+    assert read and read[0] is not None and set(read[0]) == set(d.sae.state_dict())  # from the file
+    changed = load_dictionary(path, bert)
+    with torch.no_grad():
+        w = changed.sae.W_dec
+        w.view(-1)[w.numel() // 2] += 1.0  # mid-tensor: not among the bytes compared with the file
+    read.clear()
+    assert changed.fingerprint() == _hash_of_memory(changed) != d.fingerprint()
+    assert read == [None]  # the changed page: hashed from memory

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import NeurotextError
@@ -122,14 +125,25 @@ class Dictionary:
         return bool(getattr(self.sae.cfg, "rescale_acts_by_decoder_norm", False))
 
     def fingerprint(self) -> str:
-        """A hash of the weights and the config: identifies the dictionary in stores and caches."""
+        """A hash of the weights and the config: identifies the dictionary in stores and caches.
+
+        The weights' float32 bytes are hashed; where they are the bytes of the dictionary's own weights file (a
+        loaded dictionary's, which SAELens maps into memory and reads lazily), they are read from the file, so
+        hashing never brings every weight into memory (an 8x dictionary of a 1,536-wide site: 151 MB, of which a
+        pass needs only the encoder's half). Both ways give the same hash."""
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=16)
             cfg = {k: v for k, v in self.sae.cfg.to_dict().items() if k not in ("device", "metadata")}
             h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-            for name, t in sorted(self.sae.state_dict().items()):
-                h.update(name.encode())
-                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            tensors = sorted(self.sae.state_dict().items())
+            spans = _file_spans(self.path / WEIGHTS, dict(tensors)) if self.path is not None else None
+            with (open(self.path / WEIGHTS, "rb") if spans else nullcontext()) as f:
+                for name, t in tensors:
+                    h.update(name.encode())
+                    if spans:
+                        _hash_span(h, f, *spans[name])
+                    else:
+                        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -224,6 +238,79 @@ class Dictionary:
     def encoder_directions(self) -> torch.Tensor:
         """The encoder rows, (F, d_in): what each feature reads from the site (before normalization)."""
         return self.sae.W_enc.detach().float().T
+
+
+def _file_spans(path: Path, tensors: dict) -> dict | None:
+    """{name: (start, stop)} byte spans of ``tensors`` in a safetensors file, when each is that file's float32
+    data as it is: the same name, dtype, shape and first and last bytes, and the tensor's memory is the file's
+    own bytes mapped into memory, unchanged (:func:`_mapped_unchanged`); None otherwise (no such file, another
+    layout, weights copied or changed after loading, no /proc), and the weights are hashed from memory."""
+    try:
+        maps = _file_maps(path)
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            base = 8 + n
+            spans = {}
+            for name, t in tensors.items():
+                e = header.get(name)
+                if (not isinstance(e, dict) or e.get("dtype") != "F32" or t.dtype != torch.float32
+                        or t.device.type != "cpu" or list(e.get("shape", ())) != list(t.shape)):
+                    return None
+                start, stop = (base + int(o) for o in e["data_offsets"])
+                if stop - start != 4 * t.numel() or not _mapped_unchanged(maps, t, start):
+                    return None
+                flat = t.detach().reshape(-1)
+                for at, sample in ((start, flat[:1024]), (max(start, stop - 4096), flat[-1024:])):
+                    want = sample.contiguous().numpy().tobytes()
+                    f.seek(at)
+                    if f.read(len(want)) != want:
+                        return None
+                spans[name] = (start, stop)
+            return spans
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _file_maps(path: Path) -> list:
+    """This process's mappings of the file at ``path``: [(start, end, file offset)] from /proc/self/maps."""
+    real, maps = str(Path(path).resolve()), []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if len(head) == 6 and head[5].strip() == real:
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                maps.append((lo, hi, int(head[2], 16)))
+    return maps
+
+
+def _mapped_unchanged(maps: list, t: torch.Tensor, offset: int) -> bool:
+    """Whether tensor ``t``'s memory is the mapped file's bytes from ``offset`` on, none of its pages written: each
+    page is in memory as the file's page or not in memory at all (/proc/self/pagemap; a written page of a private
+    mapping is a copy of its own, no longer the file's)."""
+    addr, n = t.data_ptr(), 4 * t.numel()
+    if not any(lo <= addr and addr + n <= hi and off + (addr - lo) == offset for lo, hi, off in maps):
+        return False
+    if n == 0:
+        return True
+    size = os.sysconf("SC_PAGE_SIZE")
+    first, last = addr // size, (addr + n - 1) // size
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(8 * first)
+        entries = np.frombuffer(f.read(8 * (last - first + 1)), dtype="<u8")
+    present, swapped, file_page = (entries >> 63) & 1, (entries >> 62) & 1, (entries >> 61) & 1
+    return bool((((present == 0) & (swapped == 0)) | ((present == 1) & (file_page == 1))).all())
+
+
+def _hash_span(h, f, start: int, stop: int, step: int = 1 << 23) -> None:
+    """Feed bytes [start, stop) of the open file ``f`` to the hash ``h``, 8 MiB at a time."""
+    f.seek(start)
+    while start < stop:
+        chunk = f.read(min(step, stop - start))
+        if not chunk:
+            raise OSError("the weights file ended early")
+        h.update(chunk)
+        start += len(chunk)
 
 
 # --------------------------------------------------------------------------- loading
