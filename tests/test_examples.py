@@ -530,3 +530,26 @@ def test_a_failed_compile_falls_back_to_the_model_as_it_is(tmp_path, tiny_models
         got = [r.to_dict() for r in Examiner(model, cfg, progress=False).run("L1.ffn.0-7", path)]
     assert got == want
     assert not any("forward" in vars(m) for m in model.hf.modules())
+
+
+def test_a_module_given_its_own_forward_gets_it_back(tmp_path, tiny_models, monkeypatch):
+    """A module whose forward was replaced on the instance (as accelerate's hooks do) keeps it after a compiled
+    batch, and it still runs."""
+    from neurotext import load_model
+    from neurotext.engine import corpus_pass
+
+    model = load_model(str(tiny_models["bert"]), device="cpu")
+    attention = model.layers[0].attention
+    calls = []
+    plain = attention.forward
+
+    def wrapped(*a, **k):
+        calls.append(1)
+        return plain(*a, **k)
+
+    attention.forward = wrapped
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 0)
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    Examiner(model, ExamplesConfig(**{**CFG, "token_stats": False}), progress=False).run(
+        "L1.ffn.0-3", corpus_file(tmp_path, SENTENCES))
+    assert vars(attention)["forward"] is wrapped and calls  # compiled, it ran through the module's own forward

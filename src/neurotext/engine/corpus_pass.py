@@ -120,14 +120,18 @@ def compiled_pieces(model, at) -> list:
 @contextmanager
 def _running(pieces: list, forwards: dict):
     """Run a block with ``pieces`` calling their compiled forward (``forwards``: {module: compiled}); always
-    restore their own."""
+    restore their own (the class's, or the one a module was given, as accelerate's hooks give one)."""
+    own = [(m, vars(m).get("forward")) for m in pieces]
     for m in pieces:
         m.forward = forwards[m]
     try:
         yield
     finally:
-        for m in pieces:
-            del m.forward  # the instance attribute: the class's forward again
+        for m, f in own:
+            if f is None:
+                del m.forward  # the instance attribute: the class's forward again
+            else:
+                m.forward = f
 
 
 # --------------------------------------------------------------------------- the pass
