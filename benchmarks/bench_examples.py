@@ -12,9 +12,9 @@ What is measured (every figure in the JSON says which run it comes from):
   default :class:`ExamplesConfig`, over the first ``--sample-docs`` documents of the default corpus and over
   the whole corpus. The timed span is the whole loop of chunks (tokenizing, batching, forward passes,
   folding into the running state, keeping the text of referred contexts); one batch goes through forward
-  and fold first, untimed (it compiles the reduction with torch.compile and packs the linear layers' weights
-  for oneDNN). Every timed batch runs the linear layers packed, as a pass runs the batches after the corpus's
-  first ``PACK_FROM`` (2,048) contexts: the figures are a long pass's steady state.
+  and fold first, untimed (it compiles the reduction and the layers' pieces with torch.compile). Every timed
+  batch runs the layers compiled, as a pass runs the batches after the corpus's first ``COMPILE_FROM`` (2,048)
+  contexts: the figures are a long pass's steady state.
   ``finalize`` (the per-neuron results) is timed separately, once. Tokens are text tokens (the corpus's tokens,
   not the template or the padding).
 - **FLOPs per token**: analytic forward cost of the layers the pass runs, per position, with attention
@@ -23,9 +23,7 @@ What is measured (every figure in the JSON says which run it comes from):
   ``achieved_gflops`` = FLOPs per token x text tokens/s (positions spent on padding and the template
   count as overhead; ``achieved_gflops_all_positions`` counts them as work), ``roofline_fraction`` =
   achieved / the machine's fp32 matmul GFLOP/s on the pass's product shapes, rows = the pass's mean batch
-  rows (contexts x padded length): the fastest of torch's ``linear`` (MKL on x86) and oneDNN's product with a
-  packed weight (what the pass runs), each shape timed for a second with each; ``roofline_fraction_torch_linear``
-  divides by torch's ``linear`` alone (the yardstick of earlier runs).
+  rows (contexts x padded length).
 - **breakdown**: a second loop over the sample's batches calling ``engine.prepare``, ``engine.forward`` and
   ``engine.fold`` with a timer around each, so a reader sees where the time goes.
 - **naive**: in a fresh process (this script with --naive-only), a plain Hugging Face ``AutoModel`` forward
@@ -82,9 +80,8 @@ from neurotext import load_model  # noqa: E402
 from neurotext.corpus import Corpus, open_corpus  # noqa: E402
 from neurotext.engine import fold  # noqa: E402
 from neurotext.engine.contexts import SplitConfig, Tokenize, batches  # noqa: E402
-from neurotext.engine.corpus_pass import PACK_FROM, Probe  # noqa: E402
+from neurotext.engine.corpus_pass import COMPILE_FROM, Probe  # noqa: E402
 from neurotext.engine.memory import corpus_batch_limits  # noqa: E402
-from neurotext.engine.packed import available as packed_available  # noqa: E402
 from neurotext.engine.pass_state import WORST, state_bytes, top_parts  # noqa: E402
 from neurotext.examples import CorpusRun, Examiner, ExamplesConfig  # noqa: E402
 from neurotext.model.adapters import resolve_model_path  # noqa: E402
@@ -110,24 +107,9 @@ def _sibling(name: str):
 
 
 def matmul_gflops(rows: int, d: int, d_ff: int, seconds: float, device) -> dict[str, float]:
-    """fp32 GFLOP/s of (rows, d_in) x (d_in, d_out) for the QKV, attention output, FFN in and FFN out shapes:
-    torch's ``linear`` (bench_textualize's measurement; "max_torch_linear" its best shape) and, on the CPU where
-    PyTorch has it, oneDNN's product with a packed weight ("onednn_*", the same loop); "max" is the figure the
-    roofline uses, the best of all."""
-    out = _sibling("bench_textualize").matmul_gflops(rows, d, d_ff, seconds=seconds, device=device)
-    out["max_torch_linear"] = out.pop("max")
-    if torch.device(device).type == "cpu" and packed_available():
-        for name, d_in, d_out in (("qkv", d, 3 * d), ("attn_out", d, d), ("ffn_in", d, d_ff), ("ffn_out", d_ff, d)):
-            a, w = torch.randn(rows, d_in), torch.ops.mkldnn._reorder_linear_weight(torch.randn(d_out, d_in), rows)
-            for _ in range(3):
-                torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
-                n += 1
-            out[f"onednn_{name}"] = 2.0 * rows * d_in * d_out * n / (time.perf_counter() - t0) / 1e9
-    out["max"] = max(out.values())
-    return out
+    """fp32 GFLOP/s of (rows, d_in) x (d_in, d_out) for the QKV, attention output, FFN in and FFN out shapes
+    (bench_textualize's measurement); "max" is the figure the roofline uses."""
+    return _sibling("bench_textualize").matmul_gflops(rows, d, d_ff, seconds=seconds, device=device)
 
 
 def flops_per_token(d: int, d_ff: int, layers: int, length: float) -> float:
@@ -184,10 +166,10 @@ def new_run(model, cfg: ExamplesConfig, units: str, corpus) -> CorpusRun:
 
 def warm_up(run: CorpusRun) -> None:
     """One batch (the corpus's first) through forward and fold into a throwaway state: compiles the reduction and
-    packs the linear layers, which every later batch of this run then uses (``pack_from`` 0: a pass packs from
-    the corpus's context ``PACK_FROM`` on; the timed pass runs as a long pass's later batches do), and warms
+    the layers' pieces, which every later batch of this run then uses (``compile_from`` 0: a pass compiles from
+    the corpus's context ``COMPILE_FROM`` on; the timed pass runs as a long pass's later batches do), and warms
     the kernels, so the timed pass does not pay for it."""
-    run.engine.pack_from = 0
+    run.engine.compile_from = 0
     contexts = next(iter(run.chunks()))[1]
     run.position = {"chunk": 0, "doc": 0, "piece": 0, "index": 0, "tokens": 0}  # the timed pass starts over
     batch = run.engine.prepare(batches(contexts, *limits(run))[0])
@@ -402,7 +384,7 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
     sample, state = timed_pass(run)
     out = {"units": sum(len(v) for v in run.names.values()), "engine": {"sample": sample},
            "reduce_compiled": fold._compiled.get("reduce") not in (None, False),
-           "linear_layers_packed": len(run.engine._packed)}
+           "layers_compiled": len(run.engine._forwards or {})}
     fp32_top = engine_top(state, run.names, TOP_K)
     out["breakdown"] = breakdown(new_run(model, cfg, args.units, open_corpus(None, max_docs=args.sample_docs)))
 
@@ -411,7 +393,6 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
                            device=device)
     out.update({"matmul_rows": rows, "matmul_gflops": shapes["max"], "matmul_gflops_by_shape": shapes})
     sample["roofline_fraction"] = sample["achieved_gflops"] / shapes["max"]
-    sample["roofline_fraction_torch_linear"] = sample["achieved_gflops"] / shapes["max_torch_linear"]
 
     headline = "sample"
     if not args.skip_full:
@@ -420,13 +401,11 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
         run = new_run(model, cfg, args.units, open_corpus(None, max_docs=full_docs))
         full, state = timed_pass(run)
         full["roofline_fraction"] = full["achieved_gflops"] / shapes["max"]
-        full["roofline_fraction_torch_linear"] = full["achieved_gflops"] / shapes["max_torch_linear"]
         out["engine"]["full"] = full
         headline = "full"
     head = out["engine"][headline]
     out.update({"headline": headline, "tokens_per_s": head["tokens_per_s"], "flops_per_token": head["flops_per_token"],
-                "achieved_gflops": head["achieved_gflops"], "roofline_fraction": head["roofline_fraction"],
-                "roofline_fraction_torch_linear": head["roofline_fraction_torch_linear"]})
+                "achieved_gflops": head["achieved_gflops"], "roofline_fraction": head["roofline_fraction"]})
     if not args.skip_finalize:
         before = rss_mb()
         t0 = time.perf_counter()
@@ -854,18 +833,17 @@ def main(argv=None) -> dict:
                      "dict_expansion": args.dict_expansion, "dict_k": DICT_K, "projection_docs": args.projection_docs,
                      "projection_layers": args.projection_layers,
                      "rss_times": RSS_TIMES, "full_docs": full_docs, "top_k_compared": TOP_K, "quick": args.quick,
-                     "neurotext_compile": os.environ.get("NEUROTEXT_COMPILE", "1"),
-                     "neurotext_pack": os.environ.get("NEUROTEXT_PACK", "1")},
+                     "neurotext_compile": os.environ.get("NEUROTEXT_COMPILE", "1")},
         "warmup": "before each timed pass, one batch (the corpus's first) through forward and fold, untimed: it "
-                  "compiles the reduction (torch.compile on the CPU), packs the linear layers' weights for oneDNN "
-                  "and warms the kernels; every timed batch then runs the linear layers packed, as a pass runs the "
-                  f"batches after the corpus's first {PACK_FROM} contexts",
+                  "compiles the reduction and the layers' pieces (torch.compile on the CPU) and warms the kernels; "
+                  "every timed batch then runs the layers compiled, as a pass runs the batches after the corpus's "
+                  f"first {COMPILE_FROM} contexts",
         "targets": TARGETS,
     }
 
     engine, fp32_top = engine_section(model, args, full_docs, device)
     report["settings"]["reduce_compiled"] = engine.pop("reduce_compiled")
-    report["settings"]["linear_layers_packed"] = engine.pop("linear_layers_packed")
+    report["settings"]["layer_pieces_compiled"] = engine.pop("layers_compiled")
     report.update(engine)
     sample = engine["engine"]["sample"]
     if not args.skip_bf16:

@@ -444,16 +444,15 @@ def _differences(x, y, rounded: list, path: str = "") -> list:
 
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
-def test_packed_linear_layers_give_the_models_values(tmp_path, tiny_models, tiny_decoders, kind, monkeypatch):
-    """From the context PACK_FROM on, the linear layers of every layer the pass runs go through oneDNN's packed
-    weights (the hooked FFN output projection too: its hook still reads it), every module gets its own forward
-    back, the examples are the plain model's values up to float32 rounding, and chunks run by another engine in
-    another order (a Ray worker, a resumed pass) merge into exactly the results of one pass."""
+def test_compiled_layer_pieces_give_the_models_values(tmp_path, tiny_models, tiny_decoders, kind, monkeypatch):
+    """From the context COMPILE_FROM on, the layers' pieces without a hooked module run compiled: the FFN's output
+    projection (read by a hook) never is, every module gets its own forward back, the examples are the plain
+    model's values up to float32 rounding, and chunks run by another engine in another order (a Ray worker, a
+    resumed pass) merge into exactly the results of one pass."""
     import transformers
 
     from neurotext import load_model
     from neurotext.engine import corpus_pass
-    from neurotext.engine import packed as packed_linears
 
     decoder = kind in tiny_decoders
     model_dir = (tiny_decoders if decoder else tiny_models)[kind]
@@ -462,24 +461,26 @@ def test_packed_linear_layers_give_the_models_values(tmp_path, tiny_models, tiny
     cfg = ExamplesConfig(**{**CFG, "token_stats": False})
     units = ["L1.ffn.0-15", "L1.out.0-15"]
     eager = Examiner(model, cfg, progress=False).run(units, path)
-    packed, pack = [], corpus_pass.PackedLinears.forwards
+    seen, real = [], corpus_pass.compiled_pieces
 
-    def packing(self, modules):
-        packed.append(pack(self, modules))
-        return packed[-1]
+    def recorded(model_, at):
+        seen.append(real(model_, at))
+        return seen[-1]
 
-    monkeypatch.setattr(corpus_pass, "PACK_FROM", 6)  # the first chunk as it is, the others packed
-    monkeypatch.delenv("NEUROTEXT_PACK", raising=False)
-    monkeypatch.setattr(corpus_pass.PackedLinears, "forwards", packing)
-    fast = Examiner(model, cfg, progress=False).run(units, path)
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 6)  # the first chunk as it is, the others compiled
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    monkeypatch.setattr(corpus_pass, "compiled_pieces", recorded)
+    compiled = Examiner(model, cfg, progress=False).run(units, path)
+    pieces = seen[0]
     read = corpus_pass._get(model.layers[1], model.arch.ffn_out)  # the module layer 1's ffn units are read at
-    linears = [m for layer in model.layers[:2] for m in layer.modules() if isinstance(m, torch.nn.Linear)]
-    if packed_linears.available():  # layer 2 never runs
-        assert packed and set(packed[0]) == set(linears) and any(read is m for m in packed[0])
+    assert not any(read is sub for m in pieces for sub in m.modules())  # nothing around a hooked module
+    unread = corpus_pass._get(model.layers[0], model.arch.ffn_out)  # layer 0 runs, nothing is read there
+    assert any(unread is sub for m in pieces for sub in m.modules())
+    assert not any(sub is model.layers[2] for m in pieces for sub in m.modules())  # layer 2 never runs
     assert not any("forward" in vars(m) for m in model.hf.modules())  # every module has its own forward back
     auto = transformers.AutoModelForCausalLM if decoder else transformers.AutoModel
     hf = auto.from_pretrained(model_dir).eval()
-    for a, b in zip(fast, eager, strict=True):
+    for a, b in zip(compiled, eager, strict=True):
         assert a.neuron == b.neuron and a.tokens == b.tokens and a.contexts == b.contexts
         assert [e["activation"] for e in a.top] == pytest.approx([e["activation"] for e in b.top], rel=1e-5,
                                                                  abs=1e-5)
@@ -504,65 +505,51 @@ def test_packed_linear_layers_give_the_models_values(tmp_path, tiny_models, tiny
         other.engine.merge(merged, other.process(other.new_state(), contexts, keep=False, progress=False))
     for _, contexts in chunks:
         other.keep(merged, contexts)
-    for a, b in zip(other.finalize(merged), fast, strict=True):
+    for a, b in zip(other.finalize(merged), compiled, strict=True):
         assert (a.top, a.random, a.split, a.ranges) == (b.top, b.random, b.split, b.ranges), a.neuron
 
 
-def test_a_failed_packed_layer_falls_back_to_the_model_as_it_is(tmp_path, tiny_models, monkeypatch):
-    """A packed forward that raises in the pass (after passing its check on a few rows) is given up with one
-    warning: the batch runs again through the model as it is, and so does every later one."""
+def test_a_failed_compile_falls_back_to_the_model_as_it_is(tmp_path, tiny_models, monkeypatch):
     from neurotext import load_model
-    from neurotext.engine import corpus_pass, packed
+    from neurotext.engine import corpus_pass
 
     model = load_model(str(tiny_models["bert"]), device="cpu")
     path = corpus_file(tmp_path, SENTENCES)
     cfg = ExamplesConfig(**{**CFG, "token_stats": False})
     want = [r.to_dict() for r in Examiner(model, cfg, progress=False).run("L1.ffn.0-7", path)]
-    real = packed.torch.ops.mkldnn._linear_pointwise
 
-    class Ops:
-        _reorder_linear_weight = packed.torch.ops.mkldnn._reorder_linear_weight
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
 
-        @staticmethod
-        def _linear_pointwise(x, *a):
-            if x.dim() > 2:  # a batch of contexts, not the check's rows
-                raise RuntimeError("no kernel here")
-            return real(x, *a)
-
-    monkeypatch.setattr(corpus_pass, "PACK_FROM", 0)
-    monkeypatch.delenv("NEUROTEXT_PACK", raising=False)
-    monkeypatch.setattr(packed.torch.ops, "mkldnn", Ops)
-    with pytest.warns(UserWarning, match="runs its linear layers unpacked .*no kernel here"):
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 0)
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    monkeypatch.setattr(corpus_pass.torch, "compile", broken)
+    with pytest.warns(UserWarning, match="runs its layers uncompiled .*no compiler here"):
         got = [r.to_dict() for r in Examiner(model, cfg, progress=False).run("L1.ffn.0-7", path)]
     assert got == want
     assert not any("forward" in vars(m) for m in model.hf.modules())
 
 
-def test_a_linear_layer_given_its_own_forward_keeps_it(tmp_path, tiny_models, monkeypatch):
-    """A linear layer whose forward was replaced on the instance (as accelerate's hooks do) is not packed: it runs
-    its own forward in a packed batch and keeps it after; the other layers are packed."""
+def test_a_module_given_its_own_forward_gets_it_back(tmp_path, tiny_models, monkeypatch):
+    """A module whose forward was replaced on the instance (as accelerate's hooks do) keeps it after a compiled
+    batch, and it still runs."""
     from neurotext import load_model
     from neurotext.engine import corpus_pass
-    from neurotext.engine import packed as packed_linears
 
     model = load_model(str(tiny_models["bert"]), device="cpu")
-    query = model.layers[0].attention.self.query
+    attention = model.layers[0].attention
     calls = []
-    plain = query.forward
+    plain = attention.forward
 
     def wrapped(*a, **k):
         calls.append(1)
         return plain(*a, **k)
 
-    query.forward = wrapped
-    packed, pack = [], corpus_pass.PackedLinears.forwards
-    monkeypatch.setattr(corpus_pass.PackedLinears, "forwards",
-                        lambda self, ms: packed.append(pack(self, ms)) or packed[-1])
-    monkeypatch.setattr(corpus_pass, "PACK_FROM", 0)
-    monkeypatch.delenv("NEUROTEXT_PACK", raising=False)
-    ex = Examiner(model, ExamplesConfig(**{**CFG, "token_stats": False}), progress=False)
-    ex.run("L1.ffn.0-3", corpus_file(tmp_path, SENTENCES))
-    assert vars(query)["forward"] is wrapped and calls  # it ran through the module's own forward
-    assert not any("forward" in vars(m) for m in model.hf.modules() if m is not query)  # the others given back
-    if packed_linears.available():
-        assert packed and query not in packed[0] and model.layers[0].attention.output.dense in packed[0]
+    attention.forward = wrapped
+    monkeypatch.setattr(corpus_pass, "COMPILE_FROM", 0)
+    monkeypatch.delenv("NEUROTEXT_COMPILE", raising=False)
+    Examiner(model, ExamplesConfig(**{**CFG, "token_stats": False}), progress=False).run(
+        "L1.ffn.0-3", corpus_file(tmp_path, SENTENCES))
+    assert vars(attention)["forward"] is wrapped and calls  # compiled, it ran through the module's own forward

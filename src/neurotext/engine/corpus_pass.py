@@ -22,7 +22,6 @@ from ..model.names import base_site
 from . import fold as _fold
 from . import merge as _merge
 from .fold import SparseValues
-from .packed import PackedLinears
 from .pass_state import EMPTY, PassState, PointState, state_bytes
 
 
@@ -92,22 +91,38 @@ class Batch:
     part: int  # 0 = train, 1 = test
 
 
-# --------------------------------------------------------------------------- packed linear layers
-#: The corpus's first contexts run through the model as it is, its values bit for bit; a batch whose contexts all
-#: come at or after this context index runs the linear layers of the layers it runs through oneDNN's packed weights
-#: (:mod:`neurotext.engine.packed`: a forward pass 1.2-1.3x faster on the 2-core AMD EPYC, the values the model's
-#: to float32 rounding). The choice depends on the batch's contexts only, never on how many batches a process has
-#: run: a Ray worker, a resumed pass and one uninterrupted pass run every batch alike, and their results are equal
-#: bit for bit.
-PACK_FROM = 2048
+# --------------------------------------------------------------------------- compiled layers
+#: The corpus's first contexts run through the model as it is; a batch whose contexts all come at or after this
+#: context index runs the layers' pieces compiled (:func:`compiled_pieces`). Compiling costs seconds (about 12 s for
+#: the bundled model the first time on the 2-core AMD EPYC, 4 s from torch's cache) and saves about 7% of a forward
+#: pass, so a short corpus never pays for it. The choice depends on the batch's contexts only, never on how many
+#: batches a process has run: a Ray worker, a resumed pass and one uninterrupted pass run every batch alike, and
+#: their results are equal bit for bit.
+COMPILE_FROM = 2048
+
+
+def compiled_pieces(model, at) -> list:
+    """The modules a batch's forward pass may run compiled: each direct child of the layers it runs that holds no
+    module read by a hook (``at``: {(layer, base site)}; an ``ffn`` point reads the FFN's output projection's input,
+    an ``out`` point the layer's output, outside its children). For a BERT layer: the attention and the FFN's first
+    half; the FFN's output projection, whose input is read, stays as it is. Hooks inside a compiled module would
+    not run, so none is compiled around one."""
+    depth = max(layer for layer, _ in at)
+    read = {id(_get(model.layers[layer], model.arch.ffn_out)) for layer, site in at if site == "ffn"}
+    pieces = []
+    for layer in range(depth + 1):
+        for child in model.layers[layer].children():
+            if not any(id(m) in read for m in child.modules()):
+                pieces.append(child)
+    return pieces
 
 
 @contextmanager
-def _running(modules, forwards: dict):
-    """Run a block with ``modules`` calling the forward ``forwards`` gives each; always restore their own (the
-    class's, or the one a module was given, as accelerate's hooks give one)."""
-    own = [(m, vars(m).get("forward")) for m in modules]
-    for m in modules:
+def _running(pieces: list, forwards: dict):
+    """Run a block with ``pieces`` calling their compiled forward (``forwards``: {module: compiled}); always
+    restore their own (the class's, or the one a module was given, as accelerate's hooks give one)."""
+    own = [(m, vars(m).get("forward")) for m in pieces]
+    for m in pieces:
         m.forward = forwards[m]
     try:
         yield
@@ -157,19 +172,21 @@ class CorpusPass:
         pad = model.tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None and 0 <= int(pad) < self.vocab else int(self.prefix[0])
         self.hist_below = (1 << 62) // settings.hist_every  # sampling keys below this enter the position histogram
-        self.pack_from = PACK_FROM  # the first context index whose batches run packed
-        self._packed = PackedLinears()  # the linear layers' oneDNN forwards (:mod:`neurotext.engine.packed`)
+        self.compile_from = COMPILE_FROM  # the first context index whose batches run compiled
+        self._forwards: dict | None = {}  # {module: its compiled forward}; None once compiling failed
 
-    def _linears(self, at, batch: Batch) -> dict:
-        """{module: packed forward} for the linear layers of the layers this batch runs
-        (:class:`neurotext.engine.packed.PackedLinears`): on the CPU in float32, unless ``NEUROTEXT_PACK=0``, when
-        every context of the batch comes at or after :attr:`pack_from` (:data:`PACK_FROM`)."""
-        if (int(batch.ctx.min()) < self.pack_from or self.model.device.type != "cpu"
-                or self.settings.dtype != "float32" or os.environ.get("NEUROTEXT_PACK", "1") == "0"):
-            return {}
-        depth = max(layer for layer, _ in at)
-        return self._packed.forwards(m for layer in range(depth + 1) for m in self.model.layers[layer].modules()
-                                     if isinstance(m, torch.nn.Linear))
+    def _pieces(self, at, batch: Batch) -> list:
+        """The modules this batch runs compiled (:func:`compiled_pieces`): none on a device other than the CPU,
+        with ``NEUROTEXT_COMPILE=0``, for a batch with a context before :attr:`compile_from`
+        (:data:`COMPILE_FROM`), or after compiling failed."""
+        if (self._forwards is None or int(batch.ctx.min()) < self.compile_from or self.model.device.type != "cpu"
+                or os.environ.get("NEUROTEXT_COMPILE", "1") == "0"):
+            return []
+        pieces = compiled_pieces(self.model, at)
+        for m in pieces:
+            if m not in self._forwards:
+                self._forwards[m] = torch.compile(m.forward, dynamic=True)
+        return pieces
 
     def empty_state(self) -> PassState:
         s = self.settings
@@ -218,8 +235,8 @@ class CorpusPass:
         One hook per model point (layer, ``ffn`` or ``out``) reads every probe there: the neurons of ``ffn``
         and the features of its dictionary (site ``ffn.f``) come from the same activations, and the
         dictionary's encoding runs inside the forward pass, batch by batch. On the CPU, from the context
-        :data:`PACK_FROM` of the corpus on, the linear layers run through oneDNN's packed weights (:meth:`_linears`;
-        the values agree with the model's own to float32 rounding, not bit for bit; the hooks run as before)."""
+        :data:`COMPILE_FROM` of the corpus on, the layers' pieces that hold no hooked module run compiled
+        (:func:`compiled_pieces`; the values agree with the model's own to float32 rounding, not bit for bit)."""
         model = self.model
         probes = probes or self.probes
         at: dict = {}  # {(layer, base site): [probe keys]}
@@ -258,20 +275,20 @@ class CorpusPass:
         run = model.base if model.decoder else model.hf
         extra = {"use_cache": False} if model.decoder else {}
         low = torch.autocast(dev.type, dtype=torch.bfloat16) if self.settings.dtype == "bfloat16" else nullcontext()
-        linears = self._linears(at, batch)
+        pieces = self._pieces(at, batch)
         try:
-            with _hooks(install), low, _running(list(linears), linears):
+            with _hooks(install), low, _running(pieces, self._forwards or {}):
                 try:
                     run(input_ids=batch.ids.to(dev), attention_mask=batch.attn.to(dev), **extra)
                 except _Stop:
                     pass
         except Exception as e:
-            if not linears or isinstance(e, torch.OutOfMemoryError):
+            if not pieces or isinstance(e, torch.OutOfMemoryError):
                 raise
-            warnings.warn(f"the corpus pass runs its linear layers unpacked ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); set NEUROTEXT_PACK=0 to skip the "
+            warnings.warn(f"the corpus pass runs its layers uncompiled ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else ''}); set NEUROTEXT_COMPILE=0 to skip the "
                           "attempt", stacklevel=2)
-            self._packed.failed = True
+            self._forwards = None
             return self.forward(batch, probes, sparse)
         return found
 
