@@ -393,6 +393,11 @@ def engine_section(model, args, full_docs: int | None, device) -> tuple[dict, di
                            device=device)
     out.update({"matmul_rows": rows, "matmul_gflops": shapes["max"], "matmul_gflops_by_shape": shapes})
     sample["roofline_fraction"] = sample["achieved_gflops"] / shapes["max"]
+    # the forward pass alone (the breakdown's forward timer on the same sample: the model, hooks, values to the CPU;
+    # no fold): the fraction a pass would reach if folding cost nothing
+    b = out["breakdown"]
+    b["forward_only_gflops"] = sample["flops_per_token"] * sample["tokens"] / b["forward_seconds"] / 1e9
+    b["forward_only_roofline_fraction"] = b["forward_only_gflops"] / shapes["max"]
 
     headline = "sample"
     if not args.skip_full:
@@ -478,7 +483,8 @@ def floor_main(args) -> dict:
     index = {p: torch.tensor(u, device=device) for p, u in units.items()}
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     contexts = tokenize.contexts(open_corpus(None, max_docs=args.floor_docs).documents())
-    tokens = n_contexts = 0
+    tokens = n_contexts = positions = 0
+    t0 = time.perf_counter()
     with torch.no_grad():
         for _, chunk in chunks_of(contexts, cfg.chunk_size):
             for group in batches(chunk, cfg.batch_size, cfg.batch_tokens):
@@ -496,7 +502,12 @@ def floor_main(args) -> dict:
                     v.index_select(-1, index[p]).masked_fill(~text.unsqueeze(-1), -float("inf")).amax(1).cpu()
                 tokens += sum(len(c.ids) for c in group)
                 n_contexts += len(group)
-    return {"pid": os.getpid(), "tokens": tokens, "contexts": n_contexts}
+                positions += ids.numel()
+    seconds = time.perf_counter() - t0
+    # the pass's FLOP count (:func:`flops_per_token`) over the same batches: comparable with the engine's figures
+    flops = flops_per_token(hf.config.hidden_size, hf.config.intermediate_size, depth + 1, positions / n_contexts)
+    return {"pid": os.getpid(), "tokens": tokens, "contexts": n_contexts, "positions": positions,
+            "seconds": seconds, "flops_per_token": flops, "achieved_gflops": flops * tokens / seconds / 1e9}
 
 
 def chunks_of(contexts, size):
@@ -854,7 +865,9 @@ def main(argv=None) -> dict:
     if not args.skip_rss:
         report["rss"] = rss_section(args, device)
     if not args.skip_floor:
-        report["floor"] = floor_section(args, device)
+        report["floor"] = floor = floor_section(args, device)
+        # the bare forward's own throughput (its loop, without start-up) against the same roofline
+        floor["floor"]["roofline_fraction"] = floor["floor"]["achieved_gflops"] / report["matmul_gflops"]
     if not args.skip_dictionaries:
         report["dictionaries"] = dictionary_section(args, device)
     if not args.skip_projection:

@@ -77,6 +77,10 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     b = r["breakdown"]
     parts = sum(b[f"{k}_seconds"] for k in ("prepare", "forward", "fold", "keep", "other"))
     assert parts == pytest.approx(b["total_seconds"]) and 0 < b["forward_share"] <= 1 and 0 <= b["fold_share"] <= 1
+    sample = r["engine"]["sample"]
+    assert b["forward_only_gflops"] == pytest.approx(sample["flops_per_token"] * sample["tokens"]
+                                                     / b["forward_seconds"] / 1e9)
+    assert b["forward_only_roofline_fraction"] == pytest.approx(b["forward_only_gflops"] / r["matmul_gflops"])
     assert r["finalize"]["neurons"] == 32 and r["finalize"]["run"] == "full" and r["finalize"]["seconds"] > 0
     # the naive loop ran in another process on the same contexts
     n = r["naive"]
@@ -111,6 +115,13 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     f = r["floor"]
     assert f["floor"]["tokens"] == r["engine"]["full"]["tokens"] and f["floor"]["pid"] != os.getpid()
     assert f["ratio"] == pytest.approx(f["examples_wall_seconds"] / f["floor"]["wall_seconds"])
+    # its loop's throughput, counted as the pass's: the same batches, so the same positions and FLOPs per token
+    ff = f["floor"]
+    assert 0 < ff["seconds"] < ff["wall_seconds"] and ff["contexts"] == r["engine"]["full"]["contexts"]
+    assert ff["positions"] == r["engine"]["full"]["positions"]
+    assert ff["flops_per_token"] == pytest.approx(r["engine"]["full"]["flops_per_token"])
+    assert ff["achieved_gflops"] == pytest.approx(ff["flops_per_token"] * ff["tokens"] / ff["seconds"] / 1e9)
+    assert ff["roofline_fraction"] == pytest.approx(ff["achieved_gflops"] / r["matmul_gflops"])
     assert "--out DIR" in f["command"] and "--max-docs 40" in f["command"]
     # (b): every feature of the random dictionaries (1x wide on 2 layers here) and the units, in fresh processes
     d = r["dictionaries"]
