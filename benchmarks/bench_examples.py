@@ -25,7 +25,8 @@ What is measured (every figure in the JSON says which run it comes from):
   achieved / the machine's fp32 matmul GFLOP/s on the pass's product shapes, rows = the pass's mean batch
   rows (contexts x padded length).
 - **breakdown**: a second loop over the sample's batches calling ``engine.prepare``, ``engine.forward`` and
-  ``engine.fold`` with a timer around each, so a reader sees where the time goes.
+  ``engine.fold`` with a timer around each, so a reader sees where the time goes;
+  ``forward_only_roofline_fraction``: the sample's FLOPs over the forward timer alone (the pass with a free fold).
 - **naive**: in a fresh process (this script with --naive-only), a plain Hugging Face ``AutoModel`` forward
   per context, unbatched and full depth, with hooks capturing every requested unit, and a running top-K
   per unit (concatenate, ``torch.topk``); the same contexts (built with neurotext's ``Tokenize``, untimed).
@@ -39,7 +40,9 @@ What is measured (every figure in the JSON says which run it comes from):
 - **floor**: the check against a bare forward pass, each in a fresh process, wall time from the process's start
   (model load included in both): a batched Hugging Face forward over the same contexts that takes each
   context's maximum of every unit and nothing else (--floor-only), and ``neurotext examples`` of the same units
-  into a store, as a user runs it; ``ratio`` = examples / floor (target at most 4/3).
+  into a store, as a user runs it; ``ratio`` = examples / floor (target at most 4/3). The floor's loop alone
+  (start-up excluded) and its Hugging Face forward calls alone, counted with the pass's FLOPs per text token over
+  the same batches, against the same roofline: ``floor.roofline_fraction``, ``floor.forward_only_roofline_fraction``.
 - **dictionaries** (b): one random-weight TopK dictionary of ``--dict-expansion`` x the FFN width per layer,
   written with SAELens's own classes (``TopKSAE.save_model``; decoder bias = the layer's mean FFN activation on
   the first 64 documents, so the random features split the activations instead of one direction winning
@@ -483,7 +486,7 @@ def floor_main(args) -> dict:
     index = {p: torch.tensor(u, device=device) for p, u in units.items()}
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     contexts = tokenize.contexts(open_corpus(None, max_docs=args.floor_docs).documents())
-    tokens = n_contexts = positions = 0
+    tokens = n_contexts = positions = forward = 0
     t0 = time.perf_counter()
     with torch.no_grad():
         for _, chunk in chunks_of(contexts, cfg.chunk_size):
@@ -494,7 +497,9 @@ def floor_main(args) -> dict:
                 for i, c in enumerate(group):
                     ids[i, :len(c.ids) + 2] = torch.tensor([cls, *c.ids.tolist(), sep])
                     mask[i, :len(c.ids) + 2] = 1
+                a = time.perf_counter()
                 hf(input_ids=ids.to(device), attention_mask=mask.to(device))
+                forward += time.perf_counter() - a
                 text = mask.bool().to(device)
                 text[:, 0] = False
                 text[torch.arange(len(group)), mask.sum(1) - 1] = False
@@ -507,7 +512,8 @@ def floor_main(args) -> dict:
     # the pass's FLOP count (:func:`flops_per_token`) over the same batches: comparable with the engine's figures
     flops = flops_per_token(hf.config.hidden_size, hf.config.intermediate_size, depth + 1, positions / n_contexts)
     return {"pid": os.getpid(), "tokens": tokens, "contexts": n_contexts, "positions": positions,
-            "seconds": seconds, "flops_per_token": flops, "achieved_gflops": flops * tokens / seconds / 1e9}
+            "seconds": seconds, "flops_per_token": flops, "achieved_gflops": flops * tokens / seconds / 1e9,
+            "forward_seconds": forward, "forward_only_gflops": flops * tokens / forward / 1e9}
 
 
 def chunks_of(contexts, size):
@@ -868,6 +874,8 @@ def main(argv=None) -> dict:
         report["floor"] = floor = floor_section(args, device)
         # the bare forward's own throughput (its loop, without start-up) against the same roofline
         floor["floor"]["roofline_fraction"] = floor["floor"]["achieved_gflops"] / report["matmul_gflops"]
+        floor["floor"]["forward_only_roofline_fraction"] = (floor["floor"]["forward_only_gflops"]
+                                                            / report["matmul_gflops"])
     if not args.skip_dictionaries:
         report["dictionaries"] = dictionary_section(args, device)
     if not args.skip_projection:

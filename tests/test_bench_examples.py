@@ -122,6 +122,10 @@ def test_quick_benchmark_fields_are_consistent(bench, capsys):
     assert ff["flops_per_token"] == pytest.approx(r["engine"]["full"]["flops_per_token"])
     assert ff["achieved_gflops"] == pytest.approx(ff["flops_per_token"] * ff["tokens"] / ff["seconds"] / 1e9)
     assert ff["roofline_fraction"] == pytest.approx(ff["achieved_gflops"] / r["matmul_gflops"])
+    assert 0 < ff["forward_seconds"] < ff["seconds"]  # the Hugging Face forward alone, inside the loop
+    assert ff["forward_only_gflops"] == pytest.approx(ff["flops_per_token"] * ff["tokens"]
+                                                      / ff["forward_seconds"] / 1e9)
+    assert ff["forward_only_roofline_fraction"] == pytest.approx(ff["forward_only_gflops"] / r["matmul_gflops"])
     assert "--out DIR" in f["command"] and "--max-docs 40" in f["command"]
     # (b): every feature of the random dictionaries (1x wide on 2 layers here) and the units, in fresh processes
     d = r["dictionaries"]
