@@ -42,7 +42,8 @@ What is measured (every figure in the JSON says which run it comes from):
   context's maximum of every unit and nothing else (--floor-only), and ``neurotext examples`` of the same units
   into a store, as a user runs it; ``ratio`` = examples / floor (target at most 4/3). The floor's loop alone
   (start-up excluded) and its Hugging Face forward calls alone, counted with the pass's FLOPs per text token over
-  the same batches, against the same roofline: ``floor.roofline_fraction``, ``floor.forward_only_roofline_fraction``.
+  the same batches, against the same roofline: ``floor.floor.roofline_fraction``,
+  ``floor.floor.forward_only_roofline_fraction``.
 - **dictionaries** (b): one random-weight TopK dictionary of ``--dict-expansion`` x the FFN width per layer,
   written with SAELens's own classes (``TopKSAE.save_model``; decoder bias = the layer's mean FFN activation on
   the first 64 documents, so the random features split the activations instead of one direction winning
