@@ -41,7 +41,8 @@ def test_show_json_round_trips_every_restart(swept, tiny_models, capsys):
     assert got["stability"]["consensus"] == json.loads(json.dumps(want.stability["consensus"]))
     assert [d["restart"] for d in got["restarts_detail"]] == [d["restart"] for d in want.restarts_detail]
     for g, w in zip(got["restarts_detail"], want.restarts_detail):
-        np.testing.assert_allclose(g["vector"], w["vector"], rtol=1e-6)
+        # a sweep optimizes neurons in batches, this run one alone: equal up to float32 rounding of the products
+        np.testing.assert_allclose(g["vector"], w["vector"], rtol=1e-6, atol=1e-6 * np.abs(w["vector"]).max())
         assert [t["id"] for t in g["nearest"]] == [t["id"] for t in w["nearest"]]
         assert g["activation"] == pytest.approx(w["activation"], rel=1e-5)
     assert main(["show", str(out), "L1.ffn.4", "--json", "--no-vector"]) == 0
