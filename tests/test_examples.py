@@ -306,7 +306,7 @@ def test_one_unit_or_its_whole_layer_and_seeds(tmp_path, bundled):
         # (float32 per-token sums: 3e-10 apart on a 2-core AMD EPYC with AVX2 only, bit for bit on others)
         assert a["token_stats"].pop(key) == pytest.approx(b["token_stats"].pop(key), rel=1e-7)
     # the statistics are float32 sums too: one unit and its whole layer differ by rounding on some CPUs (1e-10 in
-    # the mean on a 2-core AMD EPYC with AVX2 only, with the reduction compiled or not), not in what is selected
+    # the mean on a 2-core AMD EPYC with AVX2 only), not in what is selected
     sa, sb = a.pop("stats"), b.pop("stats")
     assert sa.keys() == sb.keys()
     for key in sa:
