@@ -303,7 +303,7 @@ def test_one_unit_or_its_whole_layer_and_seeds(tmp_path, bundled):
     layer = {r.neuron: r for r in Examiner(bundled, cfg, progress=False).run("L2.ffn.*", path)}["L2.ffn.7"]
     a, b = alone.to_dict(parts=True), layer.to_dict(parts=True)
     for key in ("omega_squared", "omega_squared_permuted"):  # sums over the vocabulary: equal up to rounding
-        # (float32 per-token sums: 3e-10 apart on a 2-core AMD EPYC with AVX2 only, bit for bit on others)
+        # (float32 per-token sums: 3e-10 apart on a 2-core AMD EPYC with AVX2 only, within 1e-12 on the machines before)
         assert a["token_stats"].pop(key) == pytest.approx(b["token_stats"].pop(key), rel=1e-7)
     # the statistics are float32 sums too: one unit and its whole layer differ by rounding on some CPUs (1e-10 in
     # the mean on a 2-core AMD EPYC with AVX2 only), not in what is selected
